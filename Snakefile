@@ -1,0 +1,31 @@
+# robustmaps: robustness of the regions a CNN uses to tell AD from CN on gray-matter maps.
+#
+#   snakemake --cores all                          # the laptop demo (config/config.yaml)
+#   snakemake --cores all --configfile config/paper.yaml
+#
+# Stages (one rules/*.smk each): data (cohort, QC, preprocessing, atlas) -> split -> ...
+# The logic lives in the robustmaps/ package; scripts/ holds thin glue, one script per rule.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# The demo config is the default; `--configfile X` replaces it (keys missing from X take the
+# schema's defaults, not the demo's values).
+if not workflow.overwrite_configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/split.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_outputs(),

@@ -1,0 +1,125 @@
+"""Config: schema validation with defaults, and the checks a JSON schema cannot express.
+
+The workflow validates with ``snakemake.utils.validate`` (which fills the schema's defaults) and
+then calls :func:`check`. :func:`validate` does the same outside Snakemake (tests, tools).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from .io import InputError
+
+SCHEMA = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+
+
+class ConfigError(InputError):
+    """A config value that cannot work: the message names the key."""
+
+
+def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
+    """Validate ``config`` against the schema, filling defaults in place (as Snakemake does)."""
+    import jsonschema
+    from jsonschema import validators
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    base = validators.validator_for(schema)
+
+    def set_defaults(validator, properties, instance, sch):
+        for prop, sub in properties.items():
+            if isinstance(instance, dict) and "default" in sub:
+                instance.setdefault(prop, copy.deepcopy(sub["default"]))
+        yield from base.VALIDATORS["properties"](validator, properties, instance, sch)
+
+    Validator = validators.extend(base, {"properties": set_defaults})
+    try:
+        Validator(schema).validate(config)
+    except jsonschema.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise ConfigError(f"config: {where}: {exc.message}") from None
+    check(config)
+    return config
+
+
+def _fail(key: str, msg: str):
+    raise ConfigError(f"config: {key}: {msg}")
+
+
+def check(config: dict) -> None:
+    """Cross-key checks; raises :class:`ConfigError` naming the key."""
+    from .atlas import aal2_files, load_labels, roi_index
+    from .grid import working_grid
+
+    data = config["data"]
+    if sorted(data["labels"].values()) != [0, 1]:
+        _fail("data.labels", f"needs one diagnosis mapped to 0 and one to 1, got {data['labels']}")
+    try:
+        working_grid(config)
+    except ValueError as exc:
+        _fail("preprocess", str(exc))
+    for name, cohort in data["cohorts"].items():
+        key = f"data.cohorts.{name}"
+        if cohort["source"] == "synthetic":
+            syn = cohort["synthetic"]
+            if syn["sessions_min"] > syn["sessions_max"]:
+                _fail(f"{key}.synthetic.sessions_min", f"{syn['sessions_min']} > sessions_max {syn['sessions_max']}")
+            lo, hi = syn["age_range"]
+            if lo >= hi:
+                _fail(f"{key}.synthetic.age_range", f"[{lo}, {hi}] is empty")
+            s_lo, s_hi = syn["atrophy"]["severity"]
+            if s_lo > s_hi:
+                _fail(f"{key}.synthetic.atrophy.severity", f"[{s_lo}, {s_hi}] is empty")
+            labels = config["atlas"]["labels"] or aal2_files()[1]
+            roi_index(load_labels(labels), [r["name"] for r in syn["atrophy"]["rois"]],
+                      where=f"config: {key}.synthetic.atrophy.rois")
+            if set(data["labels"]) != {"CN", "AD"}:
+                _fail("data.labels", "synthetic cohorts have diagnoses CN and AD: keep data.labels {CN: 0, AD: 1}")
+        else:
+            caps = cohort["caps"]
+            for field in ("{participant_id}", "{session_id}"):
+                if field not in caps["gm_pattern"]:
+                    _fail(f"{key}.caps.gm_pattern", f"lacks the field {field}")
+    split = config["split"]
+    if split["import_dir"] and not Path(split["import_dir"]).is_dir():
+        _fail("split.import_dir", f"{split['import_dir']} is not a folder")
+
+
+def load(*paths: str | Path) -> dict:
+    """Merge YAML config files (later ones win, dicts merged recursively) and validate."""
+    merged: dict = {}
+    for p in paths:
+        _merge(merged, yaml.safe_load(Path(p).read_text()) or {})
+    return validate(merged)
+
+
+def _merge(into: dict, new: dict) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = copy.deepcopy(v)
+
+
+def cohort_caps_dir(config: dict, cohort: str) -> str:
+    """CAPS folder of a cohort: the generated one for synthetic cohorts, the user's otherwise."""
+    spec = config["data"]["cohorts"][cohort]
+    return f"results/cohort/{cohort}/caps" if spec["source"] == "synthetic" else spec["caps"]["caps_dir"]
+
+
+def cohort_sessions_tsv(config: dict, cohort: str) -> str:
+    spec = config["data"]["cohorts"][cohort]
+    return f"results/cohort/{cohort}/sessions.tsv" if spec["source"] == "synthetic" else spec["caps"]["tsv"]
+
+
+def gm_settings(config: dict, cohort: str) -> dict:
+    """File-name pattern of the GM maps (synthetic cohorts use Clinica's own names)."""
+    spec = config["data"]["cohorts"][cohort]
+    if spec["source"] == "caps":
+        c = spec["caps"]
+        return {"pattern": c["gm_pattern"], "space": c["space"], "modulated": c["modulated"]}
+    from .io import CLINICA_GM_PATTERN
+
+    return {"pattern": CLINICA_GM_PATTERN, "space": "Ixi549Space", "modulated": "off"}

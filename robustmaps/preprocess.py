@@ -1,0 +1,115 @@
+"""Preprocessing: the sessions that passed QC, resampled to the working grid, in one array.
+
+The store is ``store.npy`` (N x X x Y x Z, float16 or float32, memory-mappable with
+``numpy.load(mmap_mode="r")``) plus ``index.tsv`` (row -> participant, session, diagnosis, label,
+age, sex, baseline). Down-sampling smooths first (Gaussian, FWHM = sqrt(v_work^2 - v_native^2))
+then interpolates linearly, so the working grid sees the local mean GM, not aliasing.
+Intensity normalisation is NOT done here: it is a train-time transform.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from .grid import Grid
+from .parallel import pmap
+from .io import InputError, atomic_path, load_nifti, natural_key, read_tsv, save_nifti, write_tsv
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ["row", "participant_id", "session_id", "diagnosis", "label", "age", "sex", "baseline"]
+
+
+def resample_to(data: np.ndarray, source: Grid, target: Grid) -> np.ndarray:
+    """Anti-aliased linear resampling of a native-grid volume to ``target``."""
+    from nilearn.image import resample_img, smooth_img
+
+    if source == target:
+        return data.astype(np.float32)
+    img = nib.Nifti1Image(data.astype(np.float32), source.affine)
+    if target.voxel_size > source.voxel_size:
+        img = smooth_img(img, fwhm=math.sqrt(target.voxel_size ** 2 - source.voxel_size ** 2))
+    res = resample_img(img, target_affine=target.affine, target_shape=target.shape,
+                       interpolation="linear", force_resample=True, copy_header=True)
+    return np.asarray(res.dataobj, dtype=np.float32)
+
+
+def mark_baseline(index: pd.DataFrame, column: str | None = None) -> pd.Series:
+    """True for each subject's earliest session: natural order of session ids (ses-M000 < ses-M006
+    < ses-M012), or the smallest value of ``column`` (a date or age column) when given."""
+    if column is None:
+        key = index["session_id"].map(natural_key)
+        order = sorted(range(len(index)), key=lambda i: (index["participant_id"].iloc[i], key.iloc[i]))
+    else:
+        if column not in index.columns:
+            raise InputError(f"data.cohorts.*.caps.baseline_column: column '{column}' is not in the session table")
+        order = list(index.sort_values(["participant_id", column], kind="stable").index)
+        order = [index.index.get_loc(i) for i in order]
+    first = {}
+    for i in order:
+        first.setdefault(index["participant_id"].iloc[i], i)
+    flags = np.zeros(len(index), dtype=bool)
+    flags[list(first.values())] = True
+    return pd.Series(flags, index=index.index)
+
+
+_W: dict = {}
+
+
+def _load(path: str) -> np.ndarray:
+    data, _ = load_nifti(path)
+    return resample_to(data, _W["source"], _W["target"]).astype(_W["dtype"])
+
+
+def build_store(qc_tsv: str, atlas_nii: str, store_npy: str, index_tsv: str, mean_nii: str, *,
+                native: dict, working: dict, dtype: str = "float16", baseline_column: str | None = None,
+                extra_columns: tuple[str, ...] = (), threads: int = 1) -> None:
+    """Rule entry point: write the memory-mappable store, its index and the mean image."""
+    source, target = Grid.from_config(native), Grid.from_config(working)
+    atlas = nib.load(atlas_nii)
+    if not target.matches(atlas.shape, atlas.affine):
+        raise InputError(f"{atlas_nii}: atlas grid {atlas.shape} / affine does not match the working grid "
+                         f"{target.describe()}: re-run the atlas rule with the same preprocess settings")
+    qc = read_tsv(qc_tsv, ["participant_id", "session_id", "status", "path"], what="QC table",
+                  dtype={"participant_id": str, "session_id": str})
+    passed = qc[qc.status == "pass"].copy()
+    passed["_key"] = passed["session_id"].map(natural_key)
+    passed = passed.sort_values(["participant_id", "_key"], kind="stable").drop(columns="_key")
+    passed = passed.reset_index(drop=True)
+    passed["baseline"] = mark_baseline(passed, baseline_column)
+    passed["label"] = passed["label"].astype(int)
+    passed.insert(0, "row", np.arange(len(passed)))
+    log.info("store: %d sessions of %d subjects, %s -> %s, %s", len(passed),
+             passed.participant_id.nunique(), source.describe(), target.describe(), dtype)
+
+    _W.update(source=source, target=target, dtype=np.dtype(dtype))
+    total = np.zeros(target.shape, dtype=np.float64)
+    with atomic_path(store_npy) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype),
+                                        shape=(len(passed),) + target.shape)
+        paths = passed["path"].tolist()
+        for i, vol in enumerate(pmap(_load, paths, threads, chunksize=2)):
+            arr[i] = vol
+            total += vol
+            if (i + 1) % 50 == 0 or i + 1 == len(paths):
+                log.info("store: %d/%d sessions", i + 1, len(paths))
+        arr.flush()
+        del arr
+    _W.clear()
+    save_nifti(total / max(len(passed), 1), target.affine, mean_nii)
+    write_tsv(passed[INDEX_COLUMNS + [c for c in extra_columns if c in passed.columns]], index_tsv)
+
+
+def open_store(store_npy: str, index_tsv: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """Memory-map a cohort store and read its index (checked to agree)."""
+    arr = np.load(store_npy, mmap_mode="r")
+    index = read_tsv(index_tsv, INDEX_COLUMNS, what="store index",
+                     dtype={"participant_id": str, "session_id": str})
+    if len(index) != arr.shape[0]:
+        raise InputError(f"{index_tsv}: {len(index)} rows but {store_npy} holds {arr.shape[0]} images")
+    return arr, index

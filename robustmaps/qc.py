@@ -1,0 +1,136 @@
+"""Quality check of a cohort's gray-matter maps (study 2.3.1) and label mapping.
+
+Every session of the session table gets one row in ``qc.tsv``:
+- ``excluded``: its diagnosis is not in ``data.labels`` (e.g. MCI in a real ADNI table), or the
+  subject's diagnosis changes across sessions (not a stable CN / AD subject). Counted, not an error.
+- ``fail``: the image is not a usable GM map: not 3D, grid (shape / affine) different from the
+  cohort grid, NaN or Inf values, empty, or maximum GM below ``qc.min_max_gm`` (0.95).
+- ``pass``: used downstream.
+A file that is missing or cannot be read at all (truncated, corrupt) is not a QC matter but broken
+input: it stops the workflow with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from .grid import Grid
+from .parallel import pmap
+from .io import InputError, load_nifti, write_tsv
+
+log = logging.getLogger(__name__)
+
+QC_COLUMNS = ["participant_id", "session_id", "diagnosis", "label", "age", "sex", "status",
+              "reason", "max_value", "path"]
+
+
+def check_image(path: str, grid: Grid, min_max: float) -> tuple[str, str, float]:
+    """QC one image -> (status, reason, max value). Raises InputError if unreadable."""
+    data, affine = load_nifti(path)
+    if data.ndim != 3:
+        return "fail", f"not a 3D image (shape {data.shape})", np.nan
+    if not grid.matches(data.shape, affine):
+        vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        return ("fail", f"grid {'x'.join(map(str, data.shape))} at "
+                f"{'x'.join(f'{v:g}' for v in vox)} mm differs from the cohort grid {grid.describe()}", np.nan)
+    finite = np.isfinite(data)
+    if not finite.all():
+        return "fail", f"{int((~finite).sum())} NaN/Inf voxel(s)", np.nan
+    vmax = float(data.max())
+    if vmax <= 0:
+        return "fail", "empty image (no positive voxel)", vmax
+    if vmax < min_max:
+        return "fail", f"maximum GM {vmax:.3f} < {min_max:g}", vmax
+    return "pass", "", vmax
+
+
+def map_labels(sessions: pd.DataFrame, labels: dict[str, int]) -> pd.DataFrame:
+    """Add ``label`` and the exclusion reason for diagnoses outside ``labels`` / unstable subjects."""
+    df = sessions.copy()
+    df["label"] = df["diagnosis"].map(labels).astype("Int64")
+    df["reason"] = np.where(df["label"].isna(),
+                            "diagnosis '" + df["diagnosis"] + "' not in data.labels", "")
+    kept = df[df["label"].notna()]
+    n_labels = kept.groupby("participant_id")["label"].nunique()
+    unstable = set(n_labels.index[n_labels > 1])
+    mask = df["participant_id"].isin(unstable) & df["label"].notna()
+    df.loc[mask, "reason"] = "diagnosis changes across sessions (not a stable subject)"
+    df["status"] = np.where(df["reason"] == "", "todo", "excluded")
+    return df
+
+
+def _check(args):
+    return check_image(*args)
+
+
+def run_qc(sessions: pd.DataFrame, paths: list[str], grid: Grid, labels: dict[str, int],
+           min_max: float, threads: int = 1) -> pd.DataFrame:
+    """QC table for a cohort (one row per session of ``sessions``; ``paths`` aligned with it)."""
+    df = map_labels(sessions, labels)
+    df["path"] = [str(p) for p in paths]
+    df["max_value"] = np.nan
+    todo = np.flatnonzero(df["status"].to_numpy() == "todo")
+    args = [(df["path"].iloc[i], grid, min_max) for i in todo]
+    results = list(pmap(_check, args, threads, chunksize=4))
+    for i, (status, reason, vmax) in zip(todo, results):
+        df.iloc[i, df.columns.get_loc("status")] = status
+        df.iloc[i, df.columns.get_loc("reason")] = reason
+        df.iloc[i, df.columns.get_loc("max_value")] = vmax
+    for (status, reason), n in df[df.status != "pass"].groupby(["status", "reason"]).size().items():
+        log.info("QC %s (%d session(s)): %s", status, n, reason)
+    log.info("QC: %d pass, %d fail, %d excluded", *(int((df.status == s).sum()) for s in ("pass", "fail", "excluded")))
+    extras = [c for c in sessions.columns if c not in QC_COLUMNS]  # e.g. a date column for the baseline
+    return df[QC_COLUMNS + extras]
+
+
+def check_not_empty(qc: pd.DataFrame, labels: dict[str, int], cohort: str, source: str) -> None:
+    """Stop if QC and label mapping leave a class (or the whole cohort) without any subject."""
+    passed = qc[qc.status == "pass"]
+    for dx in labels:
+        if not (passed.diagnosis == dx).any():
+            counts = qc.groupby("status").size().to_dict()
+            raise InputError(f"{source}: cohort '{cohort}' has no {dx} session left after QC and label "
+                             f"mapping (sessions by status: {counts}; diagnoses in the table: "
+                             f"{sorted(qc.diagnosis.unique())})")
+
+
+def qc_cohort(sessions_tsv: str, caps_dir: str, out_tsv: str, *, cohort: str, grid: dict,
+              labels: dict[str, int], min_max_gm: float, gm: dict, threads: int = 1) -> None:
+    """Rule entry point: read the session table, QC every image, write ``qc.tsv``."""
+    from .io import gm_path, read_sessions
+
+    sessions = read_sessions(sessions_tsv)
+    paths = [gm_path(caps_dir, p, s, gm["pattern"], gm["space"], gm["modulated"])
+             for p, s in zip(sessions.participant_id, sessions.session_id)]
+    qc = run_qc(sessions, paths, Grid.from_config(grid), labels, min_max_gm, threads)
+    check_not_empty(qc, labels, cohort, sessions_tsv)
+    write_tsv(qc, out_tsv)
+
+
+def cohort_table(qc_tsvs: list[str], index_tsvs: list[str], out_tsv: str, *, cohorts: list[str],
+                 names: dict[str, str]) -> None:
+    """Rule entry point: demographics at baseline per cohort and diagnosis (the study's Table 1),
+    with the sessions QC rejected and the sessions excluded by label mapping."""
+    from .io import read_tsv
+
+    rows = []
+    for cohort, qc_tsv, index_tsv in zip(cohorts, qc_tsvs, index_tsvs):
+        qc = read_tsv(qc_tsv, QC_COLUMNS, what="QC table")
+        index = read_tsv(index_tsv, ["participant_id", "diagnosis", "age", "sex", "baseline"], what="store index")
+        for dx in sorted(qc.diagnosis.unique()):
+            sel = index[index.diagnosis == dx]
+            base = sel[sel.baseline.astype(bool)]
+            q = qc[qc.diagnosis == dx]
+            rows.append({
+                "cohort": cohort, "name": names.get(cohort, cohort), "diagnosis": dx,
+                "n_subjects": int(base.participant_id.nunique()), "n_sessions": len(sel),
+                "age_mean": base.age.mean(), "age_sd": base.age.std(), "age_min": base.age.min(),
+                "age_max": base.age.max(), "n_male": int((base.sex == "M").sum()),
+                "n_female": int((base.sex == "F").sum()),
+                "qc_failed_sessions": int((q.status == "fail").sum()),
+                "excluded_sessions": int((q.status == "excluded").sum()),
+            })
+    write_tsv(pd.DataFrame(rows), out_tsv)

@@ -1,0 +1,203 @@
+"""Evaluation splits (study 2.2.1): a matched test set, then ONE stratified k-fold split.
+
+- Test set: ``test_per_class`` subjects per class drawn with ``numpy.random.default_rng(seed)``,
+  redrawn until their baseline age (Welch t-test) and sex (chi-square) do not differ from the
+  rest of their class (p above the thresholds), as ClinicaDL's ``split`` does.
+- The rest: scikit-learn's ``StratifiedKFold(n_folds, shuffle=True, random_state=seed)`` on the
+  subjects sorted by id, stratified by label. Validation and test keep each subject's baseline
+  session; training keeps all sessions.
+- Existing ClinicaDL split folders can be imported instead (``split.import_dir``).
+Files are named as ClinicaDL names them, folds numbered from 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.model_selection import StratifiedKFold
+
+from .io import InputError, read_tsv, write_tsv
+
+log = logging.getLogger(__name__)
+
+SPLIT_COLUMNS = ["participant_id", "session_id", "diagnosis", "label", "age", "sex", "cohort", "row"]
+
+
+def subjects_table(index: pd.DataFrame) -> pd.DataFrame:
+    """One row per subject (its baseline session), sorted by id."""
+    base = index[index["baseline"].astype(bool)]
+    return base.sort_values("participant_id").reset_index(drop=True)[
+        ["participant_id", "diagnosis", "label", "age", "sex"]]
+
+
+def p_age(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
+        return float("nan")
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def p_counts(a, b, levels) -> float:
+    """Chi-square test of a categorical variable between two groups (1.0 when degenerate)."""
+    table = np.array([[np.sum(np.asarray(a) == lv) for lv in levels],
+                      [np.sum(np.asarray(b) == lv) for lv in levels]])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return 1.0
+    return float(stats.chi2_contingency(table).pvalue)
+
+
+def select_test(subjects: pd.DataFrame, n_per_class: int, seed: int, p_age_min: float,
+                p_sex_min: float, max_tries: int, n_folds: int) -> list[str]:
+    """Age- and sex-matched test subjects, ``n_per_class`` of each class (sorted ids)."""
+    rng = np.random.default_rng(seed)
+    chosen: list[str] = []
+    for label in sorted(subjects["label"].unique()):
+        cls = subjects[subjects["label"] == label].reset_index(drop=True)
+        dx = cls["diagnosis"].iloc[0]
+        if n_per_class == 0:
+            continue
+        if len(cls) - n_per_class < n_folds:
+            raise InputError(f"split: class {dx} has {len(cls)} subjects after QC; {n_per_class} for the "
+                             f"test set (split.test_per_class) leave fewer than split.n_folds={n_folds}")
+        best = (-1.0, -1.0)
+        for _ in range(max_tries):
+            pick = np.zeros(len(cls), dtype=bool)
+            pick[rng.choice(len(cls), n_per_class, replace=False)] = True
+            pa = p_age(cls.age[pick], cls.age[~pick])
+            ps = p_counts(cls.sex[pick], cls.sex[~pick], ("M", "F"))
+            pa = 1.0 if np.isnan(pa) else pa
+            if pa >= p_age_min and ps >= p_sex_min:
+                chosen += list(cls.participant_id[pick])
+                log.info("test set: %d %s subjects, p_age=%.3f p_sex=%.3f", n_per_class, dx, pa, ps)
+                break
+            best = max(best, (min(pa, ps), pa))
+        else:
+            raise InputError(f"split: no age- and sex-matched test set of {n_per_class} {dx} subjects found in "
+                             f"{max_tries} draws (best min p = {best[0]:.3f}); lower split.p_age_threshold / "
+                             f"split.p_sex_threshold or split.test_per_class, or raise split.max_tries")
+    return sorted(chosen)
+
+
+def kfold(subjects: pd.DataFrame, n_folds: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    """Stratified k-fold at subject level -> [(train ids, validation ids)] per fold."""
+    subjects = subjects.sort_values("participant_id").reset_index(drop=True)
+    counts = subjects.groupby("diagnosis").size()
+    if (counts < n_folds).any() or len(counts) < 2:
+        raise InputError(f"split: too few subjects per class for split.n_folds={n_folds} "
+                         f"(after QC and test set: {counts.to_dict()})")
+    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    ids = subjects["participant_id"].to_numpy()
+    return [(sorted(ids[tr]), sorted(ids[va])) for tr, va in skf.split(ids, subjects["label"])]
+
+
+def sessions_of(index: pd.DataFrame, ids, baseline_only: bool, cohort: str) -> pd.DataFrame:
+    sel = index[index["participant_id"].isin(set(ids))]
+    if baseline_only:
+        sel = sel[sel["baseline"].astype(bool)]
+    return sel.assign(cohort=cohort)[SPLIT_COLUMNS].reset_index(drop=True)
+
+
+def import_splits(index: pd.DataFrame, import_dir: str, n_folds: int) -> tuple[list[str], list]:
+    """Subject sets of existing ClinicaDL split TSVs (split-{k}/train.tsv, validation_baseline.tsv,
+    optional test_baseline.tsv), restricted to the subjects that passed QC."""
+    root = Path(import_dir)
+    known = set(index["participant_id"])
+    dropped: set[str] = set()
+
+    def ids(path: Path) -> list[str]:
+        got = set(read_tsv(path, ["participant_id"], what="split table", dtype={"participant_id": str})["participant_id"])
+        dropped.update(got - known)
+        return sorted(got & known)
+
+    test = ids(root / "test_baseline.tsv") if (root / "test_baseline.tsv").exists() else []
+    folds = []
+    for k in range(n_folds):
+        tr, va = ids(root / f"split-{k}" / "train.tsv"), ids(root / f"split-{k}" / "validation_baseline.tsv")
+        both = set(tr) & set(va) | (set(tr) | set(va)) & set(test)
+        if both:
+            raise InputError(f"{root / f'split-{k}'}: subject(s) {sorted(both)[:5]} in two sets of one split")
+        folds.append((tr, va))
+    extra = sorted(p.name for p in root.glob("split-*") if p.is_dir() and not p.name[6:].isdigit()
+                   or p.is_dir() and int(p.name[6:]) >= n_folds)
+    if extra:
+        raise InputError(f"{root}: holds {', '.join(extra)} but split.n_folds is {n_folds}")
+    if dropped:
+        log.warning("imported splits: %d subject(s) not in the QC-passed cohort were dropped", len(dropped))
+    return test, folds
+
+
+def summarise(index: pd.DataFrame, sets: list[tuple[str, str, list[str], list[str]]]) -> pd.DataFrame:
+    """Counts, age and sex per (set, fold, diagnosis) and p-values against the complement.
+
+    ``sets``: (set name, fold, subject ids, complement ids) with fold '' when not per fold.
+    Rows with diagnosis 'all' carry the class-balance p-value (chi-square on diagnoses).
+    """
+    subjects = subjects_table(index).set_index("participant_id")
+    n_sessions = index.groupby("participant_id").size()
+    rows = []
+    for name, fold, ids, other in sets:
+        a, b = subjects.loc[ids], subjects.loc[other]
+        for dx in sorted(subjects["diagnosis"].unique()) + ["all"]:
+            sa = a if dx == "all" else a[a.diagnosis == dx]
+            sb = b if dx == "all" else b[b.diagnosis == dx]
+            rows.append({
+                "set": name, "fold": fold, "diagnosis": dx, "n_subjects": len(sa),
+                "n_sessions": int(n_sessions.reindex(sa.index).sum()) if name == "train" else len(sa),
+                "age_mean": sa.age.mean(), "age_sd": sa.age.std(), "age_min": sa.age.min(),
+                "age_max": sa.age.max(), "n_male": int((sa.sex == "M").sum()),
+                "n_female": int((sa.sex == "F").sum()),
+                "p_age": p_age(sa.age, sb.age) if len(other) else np.nan,
+                "p_sex": p_counts(sa.sex, sb.sex, ("M", "F")) if len(other) else np.nan,
+                "p_diagnosis": (p_counts(a.diagnosis, b.diagnosis, sorted(subjects.diagnosis.unique()))
+                                if dx == "all" and len(other) else np.nan),
+            })
+    return pd.DataFrame(rows)
+
+
+def make_splits(index_tsv: str, out_dir: str, *, cohort: str, n_folds: int, seed: int,
+                test_per_class: int, p_age_threshold: float, p_sex_threshold: float,
+                max_tries: int, import_dir: str | None = None) -> None:
+    """Rule entry point: write every split TSV of the main cohort and ``summary.tsv``."""
+    from .preprocess import INDEX_COLUMNS
+
+    index = read_tsv(index_tsv, INDEX_COLUMNS, what="store index",
+                     dtype={"participant_id": str, "session_id": str})
+    subjects = subjects_table(index)
+    if import_dir:
+        test, folds = import_splits(index, import_dir, n_folds)
+    else:
+        test = select_test(subjects, test_per_class, seed, p_age_threshold, p_sex_threshold,
+                           max_tries, n_folds)
+        folds = kfold(subjects[~subjects.participant_id.isin(test)], n_folds, seed)
+    out = Path(out_dir)
+    rest = sorted(set(subjects.participant_id) - set(test))
+    sets = [("test", "", test, rest)] if test else []
+    for k, (tr, va) in enumerate(folds):
+        d = out / f"split-{k}"
+        write_tsv(sessions_of(index, tr, False, cohort), d / "train.tsv")
+        write_tsv(sessions_of(index, tr, True, cohort), d / "train_baseline.tsv")
+        write_tsv(sessions_of(index, va, True, cohort), d / "validation_baseline.tsv")
+        sets += [("train", k, tr, va), ("validation", k, va, tr)]
+        log.info("split-%d: %d train subjects (%d sessions), %d validation subjects", k, len(tr),
+                 int(index.participant_id.isin(tr).sum()), len(va))
+    write_tsv(sessions_of(index, test, True, cohort), out / "test_baseline.tsv")
+    write_tsv(sessions_of(index, test, False, cohort), out / "test.tsv")
+    write_tsv(summarise(index, sets), out / "summary.tsv")
+
+
+def make_test_cohort(index_tsv: str, out_dir: str, *, cohort: str) -> None:
+    """Rule entry point for an independent cohort: all of it is a test set."""
+    from .preprocess import INDEX_COLUMNS
+
+    index = read_tsv(index_tsv, INDEX_COLUMNS, what="store index",
+                     dtype={"participant_id": str, "session_id": str})
+    ids = sorted(index.participant_id.unique())
+    out = Path(out_dir)
+    write_tsv(sessions_of(index, ids, True, cohort), out / "test_baseline.tsv")
+    write_tsv(sessions_of(index, ids, False, cohort), out / "test.tsv")
+    write_tsv(summarise(index, [("test", "", ids, [])]), out / "summary.tsv")

@@ -1,0 +1,79 @@
+# Shared by every stage: library import path, semantic config checks, wildcard constraints,
+# and the input functions that turn config into paths.
+import os
+import sys
+
+# The library package lives beside this workflow: make it importable here and in every job
+# (also inside --sdm conda environments, which inherit PYTHONPATH).
+sys.path.insert(0, workflow.basedir)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+)
+
+from robustmaps import config as rmconfig
+from robustmaps.grid import native_grid, working_grid
+from robustmaps.io import InputError, gm_path, read_sessions
+
+
+def _checked(fn, *args):
+    """Run a check; report bad config or input as one clear line, not a traceback."""
+    try:
+        return fn(*args)
+    except InputError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+_checked(rmconfig.check, config)
+
+COHORTS = list(config["data"]["cohorts"])
+MAIN = "main"
+FOLDS = list(range(config["split"]["n_folds"]))
+NATIVE_GRID = native_grid(config).to_config()
+WORKING_GRID = working_grid(config).to_config()
+ENV = "../envs/robustmaps.yaml"
+
+
+wildcard_constraints:
+    cohort="|".join(COHORTS),
+    fold=r"\d+",
+    seed=r"\d+",
+
+
+def cohort_spec(wildcards):
+    return config["data"]["cohorts"][wildcards.cohort]
+
+
+def cohort_sessions(wildcards):
+    return rmconfig.cohort_sessions_tsv(config, wildcards.cohort)
+
+
+def cohort_images(wildcards):
+    """A synthetic cohort's generated CAPS folder, or every GM map that a real cohort's table
+    lists (so that a changed or missing map is seen by Snakemake)."""
+    spec = cohort_spec(wildcards)
+    if spec["source"] == "synthetic":
+        return rmconfig.cohort_caps_dir(config, wildcards.cohort)
+    sessions = _checked(read_sessions, spec["caps"]["tsv"])
+    gm = rmconfig.gm_settings(config, wildcards.cohort)
+    return [
+        str(gm_path(spec["caps"]["caps_dir"], p, s, gm["pattern"], gm["space"], gm["modulated"]))
+        for p, s in zip(sessions.participant_id, sessions.session_id)
+    ]
+
+
+def split_tables():
+    """Every split TSV of the main cohort (ClinicaDL names, folds from 0)."""
+    files = ["results/splits/test_baseline.tsv", "results/splits/test.tsv"]
+    for k in FOLDS:
+        files += [
+            f"results/splits/split-{k}/{name}.tsv"
+            for name in ("train", "train_baseline", "validation_baseline")
+        ]
+    return files
+
+
+def all_outputs():
+    """Every final product of the stages implemented so far."""
+    out = split_tables() + ["results/splits/summary.tsv", "results/atlas/atlas.nii.gz", "results/cohort/summary.tsv"]
+    out += [f"results/splits/{c}/test.tsv" for c in COHORTS if c != MAIN]
+    return out

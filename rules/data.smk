@@ -1,0 +1,118 @@
+# Data stage: synthetic cohort (or a real CAPS folder) -> QC -> working-grid store; atlas.
+
+
+rule synthetic_cohort:
+    """Generate a cohort on real anatomy in Clinica's CAPS layout (robustmaps.cohort)."""
+    output:
+        caps=directory("results/cohort/{cohort}/caps"),
+        sessions="results/cohort/{cohort}/sessions.tsv",
+        ground_truth="results/cohort/{cohort}/ground_truth.tsv",
+        truth_sessions="results/cohort/{cohort}/truth_sessions.tsv",
+    params:
+        spec=lambda w: cohort_spec(w)["synthetic"],
+        seed=config["data"]["seed"],
+        grid=NATIVE_GRID,
+        atlas=config["atlas"],
+    threads: config["resources"]["data_threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "results/logs/synthetic_cohort/{cohort}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/synthetic_cohort.py"
+
+
+rule qc:
+    """Quality check and label mapping of every session (robustmaps.qc)."""
+    input:
+        sessions=cohort_sessions,
+        images=cohort_images,
+    output:
+        "results/cohort/{cohort}/qc.tsv",
+    params:
+        caps_dir=lambda w: rmconfig.cohort_caps_dir(config, w.cohort),
+        gm=lambda w: rmconfig.gm_settings(config, w.cohort),
+        grid=NATIVE_GRID,
+        labels=config["data"]["labels"],
+        min_max_gm=config["qc"]["min_max_gm"],
+    threads: config["resources"]["data_threads"]
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    log:
+        "results/logs/qc/{cohort}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/qc.py"
+
+
+rule preprocess:
+    """Resample the QC-passed sessions to the working grid: store.npy + index.tsv (robustmaps.preprocess)."""
+    input:
+        qc="results/cohort/{cohort}/qc.tsv",
+        images=cohort_images,
+        atlas="results/atlas/atlas.nii.gz",
+    output:
+        store="results/cohort/{cohort}/store.npy",
+        index="results/cohort/{cohort}/index.tsv",
+        mean="results/cohort/{cohort}/mean.nii.gz",
+    params:
+        native=NATIVE_GRID,
+        working=WORKING_GRID,
+        dtype=config["preprocess"]["dtype"],
+        baseline_column=lambda w: (cohort_spec(w).get("caps") or {}).get("baseline_column"),
+    threads: config["resources"]["data_threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "results/logs/preprocess/{cohort}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/preprocess.py"
+
+
+rule atlas:
+    """The atlas (AAL2 by default) on the working grid, with its label table (robustmaps.atlas)."""
+    output:
+        image="results/atlas/atlas.nii.gz",
+        labels="results/atlas/labels.tsv",
+    params:
+        atlas=config["atlas"],
+        working=WORKING_GRID,
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "results/logs/atlas/atlas.log",
+    conda:
+        ENV
+    script:
+        "../scripts/atlas.py"
+
+
+rule cohort_table:
+    """Demographics per cohort and diagnosis (the study's Table 1) with QC counts."""
+    input:
+        qc=expand("results/cohort/{cohort}/qc.tsv", cohort=COHORTS),
+        index=expand("results/cohort/{cohort}/index.tsv", cohort=COHORTS),
+    output:
+        report(
+            "results/cohort/summary.tsv",
+            caption="../report/captions/cohort_table.rst",
+            category="Cohort and QC",
+        ),
+    params:
+        cohorts=COHORTS,
+        names={c: s["name"] or c for c, s in config["data"]["cohorts"].items()},
+    log:
+        "results/logs/cohort_table/cohort_table.log",
+    conda:
+        ENV
+    script:
+        "../scripts/cohort_table.py"

@@ -1,0 +1,48 @@
+# Split stage (study 2.2.1): matched test set + one stratified k-fold split of the main cohort.
+
+
+rule split:
+    """Test set and k-fold split of the main cohort, ClinicaDL file names (robustmaps.splits)."""
+    input:
+        index=f"results/cohort/{MAIN}/index.tsv",
+    output:
+        tables=split_tables(),
+        summary=report(
+            "results/splits/summary.tsv",
+            caption="../report/captions/split_summary.rst",
+            category="Splits",
+        ),
+    params:
+        out_dir="results/splits",
+        cohort=MAIN,
+        n_folds=config["split"]["n_folds"],
+        seed=config["split"]["seed"],
+        test_per_class=config["split"]["test_per_class"],
+        p_age_threshold=config["split"]["p_age_threshold"],
+        p_sex_threshold=config["split"]["p_sex_threshold"],
+        max_tries=config["split"]["max_tries"],
+        import_dir=config["split"]["import_dir"],
+    log:
+        "results/logs/split/split.log",
+    conda:
+        ENV
+    script:
+        "../scripts/split.py"
+
+
+rule test_cohort:
+    """An independent cohort is a test set as a whole: its baseline and all-session tables."""
+    input:
+        index="results/cohort/{cohort}/index.tsv",
+    output:
+        baseline="results/splits/{cohort}/test_baseline.tsv",
+        sessions="results/splits/{cohort}/test.tsv",
+        summary="results/splits/{cohort}/summary.tsv",
+    params:
+        out_dir=lambda w: f"results/splits/{w.cohort}",
+    log:
+        "results/logs/split/{cohort}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/test_cohort.py"

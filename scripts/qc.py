@@ -1,0 +1,16 @@
+"""Rule qc: see robustmaps.qc.qc_cohort."""
+from robustmaps.qc import qc_cohort
+from robustmaps.runner import script
+
+with script(snakemake):
+    qc_cohort(
+        snakemake.input.sessions,
+        snakemake.params.caps_dir,
+        snakemake.output[0],
+        cohort=snakemake.wildcards.cohort,
+        grid=snakemake.params.grid,
+        labels=snakemake.params.labels,
+        min_max_gm=snakemake.params.min_max_gm,
+        gm=snakemake.params.gm,
+        threads=snakemake.threads,
+    )
