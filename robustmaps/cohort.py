@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 #: World box (mm) on which the random smooth fields live: it contains every MNI field of view, and
 #: being fixed, it makes a subject's fields the same at every grid resolution.
 FIELD_BOX = np.array([[-120.0, 120.0], [-150.0, 120.0], [-100.0, 130.0]])
-#: Template intensity mapped to GM probability 1 (its 90th percentile inside the brain): the
-#: deep gray matter saturates near 1, as in real segmentations, so healthy maps reach max ~ 1.
-TEMPLATE_QUANTILE = 0.90
+#: Template intensity mapped to GM probability 1 (its 75th percentile inside the brain): the
+#: gray-matter cores saturate near 1, as in real segmentations, so healthy maps reach max ~ 1
+#: (QC's threshold is 0.95) at every resolution.
+TEMPLATE_QUANTILE = 0.75
 
 
 def load_template(grid: Grid) -> np.ndarray:
@@ -148,11 +149,11 @@ def _make_subject(job: dict) -> dict:
         sid = f"ses-M{months:03d}"
         years = months / 12.0
         sev = min(severity * (1.0 + atro["progression_per_year"] * years), 0.9)
-        img = template * (1.0 - sev * atrophy)
-        img *= max(0.5, 1.0 - spec["age_effect"] * (age + years - 55.0))
+        img = template * max(0.5, 1.0 - spec["age_effect"] * (age + years - 55.0))
         img *= 1.0 + spec["intensity_sd"] * _W["intensity"].sample(rng)
         img = spec["site"]["scale"] * np.clip(img, 0, None) ** spec["site"]["gamma"]
-        img = soft_saturate(img)
+        # GM loss after saturation, so that it shows in the GM cores too.
+        img = soft_saturate(img) * (1.0 - sev * atrophy)
         img += brain * rng.normal(0.0, spec["noise_sd"], grid.shape).astype(np.float32)
         img = np.clip(img, 0.0, 1.0)
         defect = (pid, sid) in _W["defects"]

@@ -201,3 +201,39 @@ def make_test_cohort(index_tsv: str, out_dir: str, *, cohort: str) -> None:
     write_tsv(sessions_of(index, ids, True, cohort), out / "test_baseline.tsv")
     write_tsv(sessions_of(index, ids, False, cohort), out / "test.tsv")
     write_tsv(summarise(index, [("test", "", ids, [])]), out / "summary.tsv")
+
+
+def verify(split_dir: str | Path, n_folds: int, index: pd.DataFrame | None = None) -> list[str]:
+    """Problems with a split folder (empty list = sound): every set disjoint within a fold, every
+    non-test subject in exactly one validation fold, validation/test baseline-only, and, given the
+    cohort index, training keeping every session of its subjects."""
+    root = Path(split_dir)
+    problems = []
+    read = lambda p: read_tsv(p, SPLIT_COLUMNS, what="split table", dtype={"participant_id": str, "session_id": str})
+    test = read(root / "test_baseline.tsv")
+    test_all = read(root / "test.tsv")
+    test_ids = set(test.participant_id)
+    if set(test_all.participant_id) != test_ids:
+        problems.append("test.tsv and test_baseline.tsv hold different subjects")
+    seen: dict[str, int] = {}
+    for k in range(n_folds):
+        tr, va = read(root / f"split-{k}" / "train.tsv"), read(root / f"split-{k}" / "validation_baseline.tsv")
+        a, b = set(tr.participant_id), set(va.participant_id)
+        if a & b or (a | b) & test_ids:
+            problems.append(f"split-{k}: a subject is in two sets")
+        for frame, name in ((va, "validation_baseline"), (test, "test_baseline")):
+            if frame.participant_id.duplicated().any():
+                problems.append(f"split-{k}: {name} has more than one session for a subject")
+        for s in b:
+            seen[s] = seen.get(s, 0) + 1
+        if index is not None:
+            expected = index[index.participant_id.isin(a)]
+            if len(expected) != len(tr):
+                problems.append(f"split-{k}: train.tsv holds {len(tr)} sessions, its subjects have {len(expected)}")
+    if any(v != 1 for v in seen.values()):
+        problems.append("a subject is in more than one validation fold")
+    if index is not None:
+        rest = set(index.participant_id) - test_ids
+        if set(seen) != rest:
+            problems.append(f"{len(rest - set(seen))} subject(s) are in no validation fold")
+    return problems

@@ -1,0 +1,103 @@
+"""Acceptance thresholds of the demo's science, read from its result tables (``make check-demo``).
+
+Each stage adds its checks to ``CHECKS``; a check returns a list of failures (empty = holds).
+``python -m robustmaps.acceptance results [config.yaml]`` prints every check and exits 1 if any
+fails, so a change that breaks the demo's science is caught.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import config as rmconfig
+from .io import read_tsv
+
+
+def check_qc(results: Path, config: dict) -> list[str]:
+    """Every planted QC defect is rejected; (almost) every healthy session passes."""
+    fails = []
+    for cohort, spec in config["data"]["cohorts"].items():
+        if spec["source"] != "synthetic":
+            continue
+        qc = read_tsv(results / "cohort" / cohort / "qc.tsv", ["participant_id", "session_id", "status"])
+        truth = read_tsv(results / "cohort" / cohort / "truth_sessions.tsv", ["planted_defect"])
+        m = qc.merge(truth, on=["participant_id", "session_id"])
+        missed = m[m.planted_defect & (m.status == "pass")]
+        if len(missed):
+            fails.append(f"{cohort}: {len(missed)} planted QC defect(s) passed QC")
+        healthy = m[~m.planted_defect]
+        rate = (healthy.status == "pass").mean()
+        if rate < 0.95:
+            fails.append(f"{cohort}: only {rate:.1%} of the sessions without a planted defect pass QC (< 95%)")
+    return fails
+
+
+def check_planted_signal(results: Path, config: dict) -> list[str]:
+    """On the working grid, the planted ROIs have lower GM in AD than in CN (baseline sessions),
+    clearly more than the ROIs where nothing was planted."""
+    import nibabel as nib
+
+    from .preprocess import open_store
+    from .roi import roi_means
+
+    fails = []
+    atlas = np.asarray(nib.load(results / "atlas" / "atlas.nii.gz").dataobj).astype(int)
+    labels = read_tsv(results / "atlas" / "labels.tsv", ["index", "name"])
+    for cohort, spec in config["data"]["cohorts"].items():
+        if spec["source"] != "synthetic" or max(spec["synthetic"]["atrophy"]["severity"]) == 0:
+            continue
+        store, index = open_store(results / "cohort" / cohort / "store.npy", results / "cohort" / cohort / "index.tsv")
+        base = index[index.baseline.astype(bool)]
+        means = roi_means(store[base.row.to_numpy()], atlas, int(atlas.max()) + 1)
+        ad, cn = means[base.label.to_numpy() == 1], means[base.label.to_numpy() == 0]
+        red = 1 - ad.mean(0) / np.maximum(cn.mean(0), 1e-6)
+        truth = read_tsv(results / "cohort" / cohort / "ground_truth.tsv", ["roi_index", "weight"])
+        planted = truth[truth.weight >= 1].roi_index.to_numpy()
+        others = np.setdiff1d(labels["index"].to_numpy(), truth.roi_index.to_numpy())
+        others = others[cn.mean(0)[others] > 0.05]
+        if red[planted].min() <= 0.05:
+            fails.append(f"{cohort}: GM reduction AD vs CN in a planted ROI is only {red[planted].min():.3f}")
+        if red[planted].mean() <= 3 * max(np.abs(red[others]).mean(), 1e-3):
+            fails.append(f"{cohort}: planted ROIs ({red[planted].mean():.3f}) do not stand out of the "
+                         f"others ({np.abs(red[others]).mean():.3f})")
+    return fails
+
+
+def check_splits(results: Path, config: dict) -> list[str]:
+    from .preprocess import INDEX_COLUMNS
+    from .splits import verify
+
+    index = read_tsv(results / "cohort" / "main" / "index.tsv", INDEX_COLUMNS, dtype={"participant_id": str})
+    fails = verify(results / "splits", config["split"]["n_folds"], index)
+    summ = read_tsv(results / "splits" / "summary.tsv", ["set", "diagnosis", "p_age", "p_sex"])
+    test = summ[(summ.set == "test") & (summ.diagnosis != "all")]
+    if len(test) and ((test.p_age < config["split"]["p_age_threshold"]).any()
+                      or (test.p_sex < config["split"]["p_sex_threshold"]).any()):
+        fails.append("test set not age- and sex-matched at the configured thresholds")
+    return fails
+
+
+CHECKS = {
+    "QC rejects planted defects": check_qc,
+    "planted atrophy visible on the working grid": check_planted_signal,
+    "splits are sound and matched": check_splits,
+}
+
+
+def main(argv: list[str]) -> int:
+    results = Path(argv[0] if argv else "results")
+    config = rmconfig.load(argv[1] if len(argv) > 1 else "config/config.yaml")
+    failed = 0
+    for name, fn in CHECKS.items():
+        problems = fn(results, config)
+        failed += bool(problems)
+        print(f"{'FAIL' if problems else 'ok  '} {name}" + "".join(f"\n     - {p}" for p in problems))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
