@@ -8,6 +8,7 @@ into place, so that a killed job never leaves a half-written output behind.
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import os
 import re
@@ -120,7 +121,13 @@ def read_tsv(path: str | os.PathLike, required: Iterable[str] = (), what: str = 
     if not path.exists():
         raise InputError(f"{path}: {what} not found")
     try:
-        df = pd.read_csv(path, sep="\t", dtype=dtype, keep_default_na=True)
+        with open(path, newline="", encoding="utf-8") as fh:
+            widths = [len(r) for r in csv.reader(fh, delimiter="\t") if r]
+        bad = next((i for i, w in enumerate(widths) if w != widths[0]), None)
+        if bad is not None:
+            raise InputError(f"{path}: malformed {what}: line {bad + 1} has {widths[bad]} tab-separated "
+                             f"fields, the header has {widths[0]}")
+        df = pd.read_csv(path, sep="\t", dtype=dtype, keep_default_na=True, index_col=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: malformed {what} ({str(exc).strip()})") from None
     missing = [c for c in required if c not in df.columns]
