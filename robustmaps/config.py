@@ -73,8 +73,13 @@ def check(config: dict) -> None:
             if s_lo > s_hi:
                 _fail(f"{key}.synthetic.atrophy.severity", f"[{s_lo}, {s_hi}] is empty")
             labels = config["atlas"]["labels"] or aal2_files()[1]
-            roi_index(load_labels(labels), [r["name"] for r in syn["atrophy"]["rois"]],
-                      where=f"config: {key}.synthetic.atrophy.rois")
+            try:
+                roi_index(load_labels(labels), [r["name"] for r in syn["atrophy"]["rois"]],
+                          where=f"config: {key}.synthetic.atrophy.rois")
+            except ConfigError:
+                raise
+            except InputError as exc:
+                raise ConfigError(str(exc)) from None
             if set(data["labels"]) != {"CN", "AD"}:
                 _fail("data.labels", "synthetic cohorts have diagnoses CN and AD: keep data.labels {CN: 0, AD: 1}")
         else:

@@ -1,0 +1,96 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from robustmaps import config as rmconfig
+from robustmaps.grid import working_grid
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = [REPO / "config" / "config.yaml", REPO / "config" / "paper.yaml", REPO / "tests" / "config" / "smoke.yaml"]
+
+
+def base():
+    return yaml.safe_load((REPO / "tests" / "config" / "smoke.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    cfg = rmconfig.load(path)
+    assert cfg["split"]["n_folds"] >= 2
+    assert "synthetic" in cfg["data"]["cohorts"]["main"] or cfg["data"]["cohorts"]["main"]["source"] == "caps"
+
+
+def test_paper_config_is_the_papers_protocol():
+    cfg = rmconfig.load(REPO / "config" / "paper.yaml")
+    g = working_grid(cfg)
+    assert g.shape == (121, 145, 121) and g.voxel_size == 1.5
+    assert cfg["split"] == {**cfg["split"], "n_folds": 5, "seed": 2, "test_per_class": 100}
+    assert {c["source"] for c in cfg["data"]["cohorts"].values()} == {"caps"}
+
+
+def test_defaults_are_filled():
+    cfg = rmconfig.validate({"data": {"cohorts": {"main": {}}}})
+    assert cfg["qc"]["min_max_gm"] == 0.95 and cfg["split"]["seed"] == 2
+    assert cfg["data"]["cohorts"]["main"]["synthetic"]["atrophy"]["severity"] == [0.15, 0.35]
+    assert cfg["data"]["grid"]["shape"] == [121, 145, 121]
+
+
+def test_negative_control_overlay_sets_severity_zero():
+    cfg = rmconfig.load(REPO / "tests" / "config" / "smoke.yaml", REPO / "tests" / "config" / "negative_control.yaml")
+    for c in cfg["data"]["cohorts"].values():
+        assert c["synthetic"]["atrophy"]["severity"] == [0.0, 0.0]
+        assert c["synthetic"]["n_cn"] > 0  # the overlay keeps the rest of the smoke cohort
+
+
+def mutate(path, value):
+    cfg = base()
+    node = cfg
+    *parents, last = path.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = value
+    return cfg
+
+
+@pytest.mark.parametrize("path,value,expect", [
+    ("split.n_fold", 3, r"split: Additional properties are not allowed \('n_fold' was unexpected\)"),
+    ("split.n_folds", "five", r"split.n_folds: 'five' is not of type 'integer'"),
+    ("split.n_folds", 1, r"split.n_folds: 1 is less than the minimum of 2"),
+    ("preprocess.dtype", "float64", r"preprocess.dtype: 'float64' is not one of"),
+    ("qc.min_max_gm", 2, r"qc.min_max_gm: 2 is greater than the maximum"),
+    ("data.labels", {"CN": 0, "AD": 0}, r"data.labels: needs one diagnosis mapped to 0 and one to 1"),
+    ("data.cohorts.main.synthetic.sessions_min", 5, r"data.cohorts.main.synthetic.sessions_min: 5 > sessions_max"),
+    ("data.cohorts.main.synthetic.atrophy", {"rois": [{"name": "Hipocampus", "weight": 1}]},
+     r"data.cohorts.main.synthetic.atrophy.rois: unknown ROI name"),
+    ("data.cohorts.main.source", "caps", r"data.cohorts.main: 'caps' is a required property"),
+    ("preprocess.voxel_size", 1.0, r"preprocess: working voxel size 1.0 mm is smaller"),
+    ("split.import_dir", "/no/such/dir", r"split.import_dir: /no/such/dir is not a folder"),
+])
+def test_bad_config_names_the_key(path, value, expect):
+    with pytest.raises(rmconfig.ConfigError, match=expect):
+        rmconfig.validate(mutate(path, value))
+
+
+def test_schema_and_readme_document_the_same_keys():
+    """Every leaf key of the schema appears in config/README.md (by its dotted path)."""
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    readme = (REPO / "config" / "README.md").read_text()
+
+    def leaves(node, prefix):
+        node = resolve(node)
+        props = node.get("properties")
+        if not props:
+            yield prefix
+            return
+        for key, sub in props.items():
+            yield from leaves(sub, f"{prefix}.{key}" if prefix else key)
+
+    def resolve(node):
+        if "$ref" in node:
+            return schema["$defs"][node["$ref"].split("/")[-1]]
+        return node
+
+    missing = [k for k in leaves(schema, "") if f"`{k}`" not in readme]
+    assert missing == [], f"undocumented config keys: {missing}"

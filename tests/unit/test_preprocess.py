@@ -1,0 +1,83 @@
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from robustmaps.grid import Grid
+from robustmaps.io import InputError, save_nifti
+from robustmaps.preprocess import build_store, mark_baseline, open_store, resample_to
+
+
+def test_baseline_is_the_earliest_session_in_natural_order():
+    idx = pd.DataFrame({"participant_id": ["sub-1"] * 3 + ["sub-2"] * 2,
+                        "session_id": ["ses-M012", "ses-M006", "ses-M100", "ses-M24", "ses-M6"]})
+    assert mark_baseline(idx).tolist() == [False, True, False, False, True]
+
+
+def test_baseline_by_a_date_column():
+    idx = pd.DataFrame({"participant_id": ["sub-1", "sub-1"], "session_id": ["ses-A", "ses-B"],
+                        "exam_date": ["2012-05-01", "2010-01-03"]})
+    assert mark_baseline(idx, "exam_date").tolist() == [False, True]
+    with pytest.raises(InputError, match="baseline_column"):
+        mark_baseline(idx, "nope")
+
+
+def test_resample_keeps_a_constant_image_constant():
+    src = Grid((24, 24, 24), 1.5, (0.0, 0.0, 0.0))
+    dst = src.coarsened(4.5)
+    out = resample_to(np.full(src.shape, 0.5, np.float32), src, dst)
+    assert out.shape == dst.shape == (8, 8, 8)
+    np.testing.assert_allclose(out[2:-2, 2:-2, 2:-2], 0.5, atol=1e-4)
+
+
+def test_resample_averages_rather_than_aliases():
+    src = Grid((30, 30, 30), 1.0, (0.0, 0.0, 0.0))
+    stripes = np.zeros(src.shape, np.float32)
+    stripes[::3] = 1.0  # a period equal to the target voxel: naive sampling would see 0 or 1
+    out = resample_to(stripes, src, src.coarsened(3.0))
+    inner = out[2:-2, 2:-2, 2:-2]
+    assert abs(inner.mean() - 1 / 3) < 0.05 and inner.std() < 0.1
+
+
+def _qc_table(tmp_path, src, n=4):
+    rows = []
+    for i in range(n):
+        path = tmp_path / f"img{i}.nii.gz"
+        save_nifti(np.full(src.shape, 0.1 * (i + 1), np.float32), src.affine, path)
+        rows.append({"participant_id": f"sub-{i // 2}", "session_id": f"ses-M{12 * (1 - i % 2):03d}",
+                     "diagnosis": "CN" if i < 2 else "AD", "label": int(i >= 2), "age": 70.0 + i,
+                     "sex": "M", "status": "pass" if i < 3 else "fail", "reason": "", "max_value": 1.0,
+                     "path": str(path)})
+    qc = pd.DataFrame(rows)
+    qc.to_csv(tmp_path / "qc.tsv", sep="\t", index=False)
+    return tmp_path / "qc.tsv"
+
+
+def test_build_store_round_trip(tmp_path):
+    src = Grid((12, 12, 12), 2.0, (0.0, 0.0, 0.0))
+    dst = src.coarsened(4.0)
+    save_nifti(np.ones(dst.shape), dst.affine, tmp_path / "atlas.nii.gz", dtype=np.int16)
+    qc = _qc_table(tmp_path, src)
+    build_store(str(qc), str(tmp_path / "atlas.nii.gz"), str(tmp_path / "store.npy"),
+                str(tmp_path / "index.tsv"), str(tmp_path / "mean.nii.gz"),
+                native=src.to_config(), working=dst.to_config(), dtype="float16")
+    store, index = open_store(tmp_path / "store.npy", tmp_path / "index.tsv")
+    assert store.dtype == np.float16 and store.shape == (3, 6, 6, 6)
+    assert index.session_id.tolist() == ["ses-M000", "ses-M012", "ses-M012"]  # sorted naturally
+    # sub-1's ses-M000 failed QC: its baseline is its earliest session that passed
+    assert index.baseline.tolist() == [True, False, True]
+    # row i holds the image of index row i (images were constant 0.1 * (k + 1))
+    np.testing.assert_allclose(store[:, 3, 3, 3].astype(float), [0.2, 0.1, 0.3], atol=1e-3)
+    mean = nib.load(tmp_path / "mean.nii.gz")
+    assert dst.matches(mean.shape, mean.affine)
+
+
+def test_build_store_refuses_an_atlas_on_another_grid(tmp_path):
+    src = Grid((12, 12, 12), 2.0, (0.0, 0.0, 0.0))
+    save_nifti(np.ones((5, 5, 5)), np.eye(4), tmp_path / "atlas.nii.gz", dtype=np.int16)
+    qc = _qc_table(tmp_path, src)
+    with pytest.raises(InputError, match="atlas.nii.gz: atlas grid"):
+        build_store(str(qc), str(tmp_path / "atlas.nii.gz"), str(tmp_path / "store.npy"),
+                    str(tmp_path / "index.tsv"), str(tmp_path / "mean.nii.gz"),
+                    native=src.to_config(), working=src.coarsened(4.0).to_config())
+    assert not (tmp_path / "store.npy").exists() and not (tmp_path / "index.tsv").exists()
