@@ -17,6 +17,14 @@ if not workflow.overwrite_configfiles:
     configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
+# The library beside this file checks the config first, so that a bad key or value stops with
+# one line naming it (it fills the schema's defaults, as Snakemake's validation does); then
+# Snakemake's own validation against the same schema.
+sys.path.insert(0, workflow.basedir)
+from robustmaps.config import validate as validate_config
+from robustmaps.runner import or_exit
+
+or_exit(validate_config, config)
 validate(config, "config/schema.yaml")
 
 

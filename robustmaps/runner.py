@@ -33,3 +33,13 @@ def script(smk) -> Iterator[logging.Logger]:
         logging.shutdown()
         sys.exit(1)
     logging.shutdown()
+
+
+def or_exit(fn, *args, **kwargs):
+    """Call ``fn``; on bad input print one ``ERROR:`` line and exit 1 (for Snakefile-time checks,
+    where an exception would add Snakemake's traceback to the message)."""
+    try:
+        return fn(*args, **kwargs)
+    except InputError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        sys.exit(1)

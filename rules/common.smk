@@ -3,27 +3,25 @@
 import os
 import sys
 
-# The library package lives beside this workflow: make it importable here and in every job
-# (also inside --sdm conda environments, which inherit PYTHONPATH).
-sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+# The library package lives beside this workflow (the Snakefile put it on sys.path): make it
+# importable in every job too, also inside --sdm conda environments, which inherit PYTHONPATH.
+# (Set here for the jobs, not required from the user: hence no envvars directive.)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
 )
 
 from robustmaps import config as rmconfig
 from robustmaps.grid import native_grid, working_grid
-from robustmaps.io import InputError, gm_path, read_sessions
+from robustmaps.io import gm_path, read_sessions
+from robustmaps.runner import or_exit
 
 
-def _checked(fn, *args):
-    """Run a check; report bad config or input as one clear line, not a traceback."""
-    try:
-        return fn(*args)
-    except InputError as exc:
-        raise WorkflowError(str(exc)) from None
-
-
-_checked(rmconfig.check, config)
+# Real cohorts' session tables are checked once, up front: a malformed table stops the plan.
+SESSION_TABLES = {
+    name: or_exit(read_sessions, spec["caps"]["tsv"])
+    for name, spec in config["data"]["cohorts"].items()
+    if spec["source"] == "caps"
+}
 
 COHORTS = list(config["data"]["cohorts"])
 MAIN = "main"
@@ -53,7 +51,7 @@ def cohort_images(wildcards):
     spec = cohort_spec(wildcards)
     if spec["source"] == "synthetic":
         return rmconfig.cohort_caps_dir(config, wildcards.cohort)
-    sessions = _checked(read_sessions, spec["caps"]["tsv"])
+    sessions = SESSION_TABLES[wildcards.cohort]
     gm = rmconfig.gm_settings(config, wildcards.cohort)
     return [
         str(gm_path(spec["caps"]["caps_dir"], p, s, gm["pattern"], gm["space"], gm["modulated"]))

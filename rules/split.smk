@@ -13,7 +13,7 @@ rule split:
             category="Splits",
         ),
     params:
-        out_dir="results/splits",
+        out_dir=lambda w, output: os.path.dirname(output.summary),
         cohort=MAIN,
         n_folds=config["split"]["n_folds"],
         seed=config["split"]["seed"],
@@ -39,7 +39,7 @@ rule test_cohort:
         sessions="results/splits/{cohort}/test.tsv",
         summary="results/splits/{cohort}/summary.tsv",
     params:
-        out_dir=lambda w: f"results/splits/{w.cohort}",
+        out_dir=lambda w, output: os.path.dirname(output.summary),
     log:
         "results/logs/split/{cohort}.log",
     conda:

@@ -1,0 +1,232 @@
+"""The workflow itself, run by Snakemake on the smoke config (one shared run) and on a real-CAPS
+cohort built from it; planning of the demo and paper configs; lint; rerun triggers."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, SMOKE, run_snakemake
+from robustmaps import acceptance
+from robustmaps import config as rmconfig
+from robustmaps.grid import working_grid
+from robustmaps.preprocess import open_store
+from robustmaps.splits import verify
+
+pytestmark = pytest.mark.workflow
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """{rule: count} from the 'Job stats' table of a dry run."""
+    block = output.split("Job stats:")[1]
+    counts = {}
+    for line in block.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def overlay(tmp_path: Path, data: dict) -> str:
+    path = tmp_path / f"overlay-{len(list(tmp_path.glob('overlay-*')))}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def smoke_config():
+    return rmconfig.load(SMOKE)
+
+
+def test_smoke_products_meet_the_acceptance_checks(smoke_run, smoke_config):
+    results = smoke_run / "results"
+    assert acceptance.check_qc(results, smoke_config) == []
+    assert acceptance.check_splits(results, smoke_config) == []
+    assert acceptance.check_planted_signal(results, {**smoke_config, "data": {
+        **smoke_config["data"], "cohorts": {"main": smoke_config["data"]["cohorts"]["main"]}}}) == []
+
+
+def test_store_atlas_and_index_share_the_working_grid(smoke_run, smoke_config):
+    results = smoke_run / "results"
+    grid = working_grid(smoke_config)
+    atlas = nib.load(results / "atlas" / "atlas.nii.gz")
+    assert grid.matches(atlas.shape, atlas.affine)
+    labels = pd.read_csv(results / "atlas" / "labels.tsv", sep="\t")
+    assert len(labels) == 120 and labels.n_voxels.sum() == (np.asarray(atlas.dataobj) > 0).sum()
+    for cohort in ("main", "independent"):
+        store, index = open_store(results / "cohort" / cohort / "store.npy", results / "cohort" / cohort / "index.tsv")
+        assert store.shape[1:] == grid.shape and store.dtype == np.float16
+        qc = pd.read_csv(results / "cohort" / cohort / "qc.tsv", sep="\t")
+        assert len(index) == (qc.status == "pass").sum()
+        assert index.groupby("participant_id").baseline.sum().eq(1).all()
+        mean = nib.load(results / "cohort" / cohort / "mean.nii.gz")
+        np.testing.assert_allclose(np.asarray(mean.dataobj), store.astype(np.float64).mean(0), atol=2e-3)
+    table = pd.read_csv(results / "cohort" / "summary.tsv", sep="\t")
+    for cohort in ("main", "independent"):
+        qc = pd.read_csv(results / "cohort" / cohort / "qc.tsv", sep="\t")
+        assert table[table.cohort == cohort].qc_failed_sessions.sum() == (qc.status == "fail").sum()
+    indep = pd.read_csv(results / "splits" / "independent" / "test_baseline.tsv", sep="\t")
+    assert set(indep.cohort) == {"independent"}
+
+
+def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run, tmp_path):
+    out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE)).stdout
+    assert "Nothing to be done" in out
+    seed = overlay(tmp_path, {"split": {"seed": 5}})
+    counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), seed).stdout)
+    assert counts == {"all": 1, "split": 1}
+    qc = overlay(tmp_path, {"qc": {"min_max_gm": 0.9}})
+    counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), qc).stdout)
+    assert counts == {"all": 1, "cohort_table": 1, "preprocess": 2, "qc": 2, "split": 1, "test_cohort": 1}
+    indep = overlay(tmp_path, {"data": {"cohorts": {"independent": {"synthetic": {"n_cn": 6}}}}})
+    counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), indep).stdout)
+    assert counts == {"all": 1, "cohort_table": 1, "preprocess": 1, "qc": 1, "synthetic_cohort": 1, "test_cohort": 1}
+
+
+def test_lint_is_clean(tmp_path):
+    for cfg in (REPO / "config" / "config.yaml", SMOKE):
+        proc = run_snakemake(tmp_path, "--lint", "--configfile", str(cfg))
+        assert "Congratulations, your workflow is in a good condition" in proc.stdout + proc.stderr
+        assert "Lints for" not in proc.stdout + proc.stderr
+
+
+def test_demo_plans_without_configfile(tmp_path):
+    out = run_snakemake(tmp_path, "-n").stdout
+    counts = job_counts(out)
+    assert counts["synthetic_cohort"] == 2 and counts["split"] == 1
+    assert "config/config.yaml" in out
+
+
+def stub_caps(root: Path, cohort: str, n: int, sessions=("ses-M000", "ses-M012")) -> None:
+    """Empty files with Clinica's names and a session table (enough for planning)."""
+    rows = []
+    for i in range(n):
+        for s in sessions[: 1 + i % len(sessions)]:
+            pid = f"sub-{cohort}{i:04d}"
+            path = root / cohort / "caps" / "subjects" / pid / s / "t1" / "spm" / "segmentation" / \
+                "normalized_space" / f"{pid}_{s}_T1w_segm-graymatter_space-Ixi549Space_modulated-off_probability.nii.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+            rows.append((pid, s, ["CN", "AD", "MCI"][i % 3], 70 + i % 20, "MF"[i % 2]))
+    pd.DataFrame(rows, columns=["participant_id", "session_id", "diagnosis", "age", "sex"]).to_csv(
+        root / cohort / "participants.tsv", sep="\t", index=False)
+
+
+def test_paper_config_plans_against_a_stub_caps(tmp_path):
+    stub_caps(tmp_path / "data", "ADNI", 700)
+    stub_caps(tmp_path / "data", "AIBL", 120)
+    out = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "paper.yaml")).stdout
+    counts = job_counts(out)
+    assert "synthetic_cohort" not in counts
+    assert counts["qc"] == 2 and counts["preprocess"] == 2 and counts["split"] == 1
+    for k in range(5):
+        assert f"results/splits/split-{k}/train.tsv" in out
+
+
+# ----------------------------------------------------------------------- a real CAPS cohort
+@pytest.fixture(scope="module")
+def caps_cohort(smoke_run, tmp_path_factory):
+    """The smoke run's synthetic CAPS used as a real one, plus MCI subjects (to be excluded)."""
+    root = tmp_path_factory.mktemp("caps")
+    shutil.copytree(smoke_run / "results" / "cohort" / "main" / "caps", root / "caps")
+    sessions = pd.read_csv(smoke_run / "results" / "cohort" / "main" / "sessions.tsv", sep="\t")
+    mci = sessions.head(3).copy()
+    mci["participant_id"] = ["sub-MCI01", "sub-MCI02", "sub-MCI03"]
+    mci["diagnosis"] = "MCI"
+    for old, new in zip(sessions.head(3).participant_id, mci.participant_id):
+        src = next((root / "caps" / "subjects" / old).rglob("*.nii.gz"))
+        dst = Path(str(src).replace(old, new))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    mci["session_id"] = "ses-M000"
+    pd.concat([sessions, mci]).to_csv(root / "participants.tsv", sep="\t", index=False)
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["data"]["cohorts"] = {"main": {"name": "real", "source": "caps",
+                                       "caps": {"caps_dir": str(root / "caps"), "tsv": str(root / "participants.tsv")}}}
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return root
+
+
+def test_caps_cohort_runs_to_the_splits(caps_cohort, smoke_run):
+    work = caps_cohort / "work"
+    run_snakemake(work, "--cores", "2", "--configfile", str(caps_cohort / "config.yaml"))
+    qc = pd.read_csv(work / "results" / "cohort" / "main" / "qc.tsv", sep="\t")
+    excluded = qc[qc.status == "excluded"]
+    assert sorted(excluded.participant_id) == ["sub-MCI01", "sub-MCI02", "sub-MCI03"]
+    assert excluded.reason.str.contains("'MCI' not in data.labels").all()
+    # same images, same QC verdicts and same store as the synthetic run
+    smoke_qc = pd.read_csv(smoke_run / "results" / "cohort" / "main" / "qc.tsv", sep="\t")
+    kept = qc[qc.status != "excluded"].reset_index(drop=True)
+    assert kept.status.tolist() == smoke_qc.status.tolist()
+    a = np.load(work / "results" / "cohort" / "main" / "store.npy")
+    b = np.load(smoke_run / "results" / "cohort" / "main" / "store.npy")
+    np.testing.assert_array_equal(a, b)
+    index = pd.read_csv(work / "results" / "cohort" / "main" / "index.tsv", sep="\t")
+    assert verify(work / "results" / "splits", 2, index) == []
+    table = pd.read_csv(work / "results" / "cohort" / "summary.tsv", sep="\t")
+    assert table.excluded_sessions.sum() == 0 or "MCI" in set(table.diagnosis)
+
+
+def _bad_copy(caps_cohort: Path, name: str) -> tuple[Path, Path]:
+    root = caps_cohort / name
+    shutil.copytree(caps_cohort / "caps", root / "caps")
+    shutil.copy(caps_cohort / "participants.tsv", root / "participants.tsv")
+    cfg = yaml.safe_load((caps_cohort / "config.yaml").read_text())
+    cfg["data"]["cohorts"]["main"]["caps"] = {"caps_dir": str(root / "caps"), "tsv": str(root / "participants.tsv")}
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return root, root / "config.yaml"
+
+
+def test_truncated_nifti_stops_with_its_name_and_no_partial_output(caps_cohort):
+    root, cfg = _bad_copy(caps_cohort, "truncated")
+    victim = sorted((root / "caps").rglob("*.nii.gz"))[5]
+    raw = victim.read_bytes()
+    victim.write_bytes(raw[: len(raw) // 3])
+    proc = run_snakemake(root / "work", "--cores", "2", "--configfile", str(cfg), check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"ERROR: {victim}: cannot read NIfTI image (truncated or corrupt file" in text
+    assert not (root / "work" / "results" / "cohort" / "main" / "qc.tsv").exists()
+    assert not list((root / "work" / "results" / "cohort" / "main").glob(".tmp-*"))
+
+
+def test_missing_nifti_is_named_before_anything_runs(caps_cohort):
+    root, cfg = _bad_copy(caps_cohort, "missing")
+    victim = sorted((root / "caps").rglob("*.nii.gz"))[2]
+    victim.unlink()
+    proc = run_snakemake(root / "work", "-n", "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0
+    assert "Missing input files" in proc.stdout + proc.stderr and str(victim) in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("edit,expect", [
+    (lambda df: df.drop(columns="sex"), r"participants.tsv: session table lacks column\(s\) sex"),
+    (lambda df: pd.concat([df, df.head(1)]), r"participants.tsv: duplicated session\(s\) sub-S0001/ses-M000"),
+])
+def test_bad_session_table_stops_the_plan_with_one_message(caps_cohort, edit, expect):
+    root, cfg = _bad_copy(caps_cohort, f"table{len(list(caps_cohort.glob('table*')))}")
+    df = pd.read_csv(root / "participants.tsv", sep="\t")
+    edit(df).to_csv(root / "participants.tsv", sep="\t", index=False)
+    proc = run_snakemake(root / "work", "-n", "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0
+    assert re.search(expect, proc.stdout + proc.stderr)
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_bad_config_stops_naming_the_key(tmp_path):
+    bad = overlay(tmp_path, {"split": {"n_fold": 3}})
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(SMOKE), bad, check=False)
+    assert proc.returncode != 0
+    assert "'n_fold' was unexpected" in proc.stdout + proc.stderr
+    bad = overlay(tmp_path, {"data": {"labels": {"CN": 0, "AD": 0}}})
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(SMOKE), bad, check=False)
+    assert "data.labels: needs one diagnosis mapped to 0 and one to 1" in proc.stdout + proc.stderr
