@@ -70,6 +70,16 @@ def split_tables():
     return files
 
 
+def imported_split_files():
+    """The ClinicaDL split TSVs of split.import_dir (inputs, so that editing them re-runs)."""
+    root = config["split"]["import_dir"]
+    if not root:
+        return []
+    files = [os.path.join(root, f"split-{k}", name) for k in FOLDS for name in ("train.tsv", "validation_baseline.tsv")]
+    test = os.path.join(root, "test_baseline.tsv")
+    return files + ([test] if os.path.exists(test) else [])
+
+
 def all_outputs():
     """Every final product of the stages implemented so far."""
     out = split_tables() + ["results/splits/summary.tsv", "results/atlas/atlas.nii.gz", "results/cohort/summary.tsv"]

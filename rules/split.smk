@@ -5,6 +5,7 @@ rule split:
     """Test set and k-fold split of the main cohort, ClinicaDL file names (robustmaps.splits)."""
     input:
         index=f"results/cohort/{MAIN}/index.tsv",
+        imported=imported_split_files(),
     output:
         tables=split_tables(),
         summary=report(

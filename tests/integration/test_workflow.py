@@ -92,6 +92,14 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
     assert counts == {"all": 1, "cohort_table": 1, "preprocess": 1, "qc": 1, "synthetic_cohort": 1, "test_cohort": 1}
 
 
+def test_imported_clinicadl_splits_are_inputs_of_the_split_rule(smoke_run, tmp_path):
+    shutil.copytree(smoke_run / "results" / "splits", tmp_path / "imported")
+    imp = overlay(tmp_path, {"split": {"import_dir": str(tmp_path / "imported")}})
+    out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), imp).stdout
+    assert job_counts(out) == {"all": 1, "split": 1}
+    assert str(tmp_path / "imported" / "split-1" / "validation_baseline.tsv") in out
+
+
 def test_lint_is_clean(tmp_path):
     for cfg in (REPO / "config" / "config.yaml", SMOKE):
         proc = run_snakemake(tmp_path, "--lint", "--configfile", str(cfg))
