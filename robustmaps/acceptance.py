@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from . import config as rmconfig
 from .io import read_tsv

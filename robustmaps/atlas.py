@@ -64,7 +64,7 @@ def load_atlas(image: str | None = None, labels: str | None = None) -> tuple[nib
         raise InputError(f"{image}: atlas must hold integer labels")
     table = load_labels(labels)
     present = set(np.unique(data.astype(int))) - {0}
-    unknown = sorted(present - set(table["index"]))
+    unknown = sorted(int(v) for v in present - set(table["index"]))
     if unknown:
         raise InputError(f"{image}: label value(s) {unknown[:5]} are missing from {labels}")
     return nib.Nifti1Image(data.astype(np.int32), affine), table

@@ -64,10 +64,13 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
                dtype: str | np.dtype = np.float32) -> None:
     """Save an array as NIfTI atomically (gzip mtime 0, so the bytes are reproducible).
 
-    An integer ``dtype`` stores the (float) data with a scale factor chosen by nibabel.
+    An integer ``dtype`` stores non-integral float data with a scale factor chosen by nibabel
+    (integral data, such as labels, is stored as is).
     """
     dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer) and np.issubdtype(np.asarray(data).dtype, np.floating):
+    data = np.asarray(data)
+    if (np.issubdtype(dtype, np.integer) and np.issubdtype(data.dtype, np.floating)
+            and not np.array_equal(data, np.round(data))):
         img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=float))
         img.set_data_dtype(dtype)
     else:

@@ -3,7 +3,6 @@ cohort built from it; planning of the demo and paper configs; lint; rerun trigge
 
 from __future__ import annotations
 
-import gzip
 import re
 import shutil
 from pathlib import Path

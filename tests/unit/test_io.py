@@ -1,4 +1,3 @@
-import gzip
 
 import numpy as np
 import pandas as pd
