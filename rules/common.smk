@@ -46,12 +46,14 @@ def cohort_sessions(wildcards):
 
 
 def cohort_images(wildcards):
-    """A synthetic cohort's generated CAPS folder, or every GM map that a real cohort's table
-    lists (so that a changed or missing map is seen by Snakemake)."""
+    """A synthetic cohort's generated CAPS folder, or every GM map of a real cohort whose
+    diagnosis is kept by data.labels (so that a changed or missing map is seen by Snakemake;
+    maps of excluded diagnoses are never read and need not exist)."""
     spec = cohort_spec(wildcards)
     if spec["source"] == "synthetic":
         return rmconfig.cohort_caps_dir(config, wildcards.cohort)
     sessions = SESSION_TABLES[wildcards.cohort]
+    sessions = sessions[sessions.diagnosis.isin(config["data"]["labels"])]
     gm = rmconfig.gm_settings(config, wildcards.cohort)
     return [
         str(gm_path(spec["caps"]["caps_dir"], p, s, gm["pattern"], gm["space"], gm["modulated"]))
