@@ -199,7 +199,7 @@ def _bad_copy(caps_cohort: Path, name: str) -> tuple[Path, Path]:
 
 def test_truncated_nifti_stops_with_its_name_and_no_partial_output(caps_cohort):
     root, cfg = _bad_copy(caps_cohort, "truncated")
-    victim = sorted((root / "caps").rglob("*.nii.gz"))[5]
+    victim = sorted((root / "caps" / "subjects").glob("sub-S*/**/*.nii.gz"))[5]
     raw = victim.read_bytes()
     victim.write_bytes(raw[: len(raw) // 3])
     proc = run_snakemake(root / "work", "--cores", "2", "--configfile", str(cfg), check=False)
@@ -212,7 +212,7 @@ def test_truncated_nifti_stops_with_its_name_and_no_partial_output(caps_cohort):
 
 def test_missing_nifti_is_named_before_anything_runs(caps_cohort):
     root, cfg = _bad_copy(caps_cohort, "missing")
-    victim = sorted((root / "caps").rglob("*.nii.gz"))[2]
+    victim = sorted((root / "caps" / "subjects").glob("sub-S*/**/*.nii.gz"))[2]  # not an (unread) MCI map
     victim.unlink()
     proc = run_snakemake(root / "work", "-n", "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
