@@ -127,9 +127,11 @@ def _epoch(model, loader, device, optimizer=None, scaler=None, amp=False):
 
 def train(store: np.ndarray, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfig, *,
           seed: int, checkpoint: str | Path, device: str = "auto", threads: int | None = None,
-          stop_after: int | None = None) -> tuple[dict, list[dict]]:
+          stop_after: int | None = None, fingerprint: str = "") -> tuple[dict, list[dict]]:
     """Train one model; returns (best state dict, history rows). ``stop_after`` ends the call
-    after that many epochs of this call (to simulate a killed job in tests)."""
+    after that many epochs of this call (to simulate a killed job in tests). A checkpoint is
+    resumed only if it was written with the same ``fingerprint`` (a hash of everything the
+    training depends on), so a changed config never continues a stale run."""
     from monai.data import DataLoader
 
     seed_everything(seed, threads)
@@ -141,8 +143,11 @@ def train(store: np.ndarray, train_rows, train_labels, val_rows, val_labels, cfg
     stopper, history, best = EarlyStopping(cfg.patience), [], {"balanced_accuracy": -1.0, "epoch": -1, "state": None}
     start = 0
     checkpoint = Path(checkpoint)
-    if checkpoint.exists():
-        ck = torch.load(checkpoint, map_location=dev, weights_only=False)
+    ck = torch.load(checkpoint, map_location=dev, weights_only=False) if checkpoint.exists() else None
+    if ck is not None and ck.get("fingerprint") != fingerprint:
+        log.info("ignoring checkpoint %s: written for another configuration", checkpoint)
+        ck = None
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         stopper, history, best, start = EarlyStopping(**ck["stopper"]), ck["history"], ck["best"], ck["epoch"] + 1
@@ -178,5 +183,5 @@ def train(store: np.ndarray, train_rows, train_labels, val_rows, val_labels, cfg
                  " | early stop" if done else "")
         with atomic_path(checkpoint) as tmp:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "stopper": asdict(stopper),
-                        "history": history, "best": best, "epoch": epoch}, tmp)
+                        "history": history, "best": best, "epoch": epoch, "fingerprint": fingerprint}, tmp)
     return best, history

@@ -18,10 +18,10 @@ CFG = TrainConfig(architecture={"name": "paper", "n_blocks": 2, "filters": 4, "d
                   lr=3e-3, weight_decay=0.0, batch_size=4, max_epochs=5, patience=5)
 
 
-def run(tmp_path, name, **kw):
+def run(tmp_path, name, cfg=CFG, **kw):
     store, labels = easy_store()
     rows = np.arange(len(labels))
-    best, hist = train(store, rows[:24], labels[:24], rows[24:], labels[24:], CFG, seed=3,
+    best, hist = train(store, rows[:24], labels[:24], rows[24:], labels[24:], cfg, seed=3,
                        checkpoint=tmp_path / f"{name}.ckpt", threads=1, **kw)
     return best, hist, torch.load(tmp_path / f"{name}.ckpt", weights_only=False)
 
@@ -47,6 +47,17 @@ def test_resume_after_a_kill_ends_with_the_same_weights(tmp_path):
     assert len(hist) == len(hist_full)
     assert states_equal(ck["model"], ck_full["model"])
     assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in hist_full]
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
+    _, _, ck_full = run(tmp_path, "full", fingerprint="config-b")
+    from dataclasses import replace
+
+    # a killed run of another configuration (another lr) left its checkpoint behind
+    run(tmp_path, "stale", cfg=replace(CFG, lr=1e-2), stop_after=2, fingerprint="config-a")
+    _, hist, ck = run(tmp_path, "stale", fingerprint="config-b")
+    assert [h["epoch"] for h in hist] == list(range(len(hist)))
+    assert states_equal(ck["model"], ck_full["model"]) and ck["fingerprint"] == "config-b"
 
 
 def test_early_stopping_on_a_synthetic_loss_curve():
