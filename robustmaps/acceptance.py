@@ -67,10 +67,10 @@ def check_planted_signal(results: Path, config: dict) -> list[str]:
 
 
 def check_splits(results: Path, config: dict) -> list[str]:
-    from .preprocess import INDEX_COLUMNS
+    from .preprocess import read_index
     from .splits import verify
 
-    index = read_tsv(results / "cohort" / "main" / "index.tsv", INDEX_COLUMNS, dtype={"participant_id": str})
+    index = read_index(results / "cohort" / "main" / "index.tsv")
     fails = verify(results / "splits", config["split"]["n_folds"], index)
     summ = read_tsv(results / "splits" / "summary.tsv", ["set", "diagnosis", "p_age", "p_sex"])
     test = summ[(summ.set == "test") & (summ.diagnosis != "all")]

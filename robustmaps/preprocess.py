@@ -68,7 +68,7 @@ def _load(path: str) -> np.ndarray:
 
 def build_store(qc_tsv: str, atlas_nii: str, store_npy: str, index_tsv: str, mean_nii: str, *,
                 native: dict, working: dict, dtype: str = "float16", baseline_column: str | None = None,
-                extra_columns: tuple[str, ...] = (), threads: int = 1) -> None:
+                threads: int = 1) -> None:
     """Rule entry point: write the memory-mappable store, its index and the mean image."""
     source, target = Grid.from_config(native), Grid.from_config(working)
     atlas = nib.load(atlas_nii)
@@ -102,14 +102,19 @@ def build_store(qc_tsv: str, atlas_nii: str, store_npy: str, index_tsv: str, mea
         del arr
     _W.clear()
     save_nifti(total / max(len(passed), 1), target.affine, mean_nii)
-    write_tsv(passed[INDEX_COLUMNS + [c for c in extra_columns if c in passed.columns]], index_tsv)
+    write_tsv(passed[INDEX_COLUMNS], index_tsv)
+
+
+def read_index(index_tsv) -> pd.DataFrame:
+    """A cohort store's index table (row -> participant, session, diagnosis, label, ...)."""
+    return read_tsv(index_tsv, INDEX_COLUMNS, what="store index",
+                    dtype={"participant_id": str, "session_id": str})
 
 
 def open_store(store_npy: str, index_tsv: str) -> tuple[np.ndarray, pd.DataFrame]:
     """Memory-map a cohort store and read its index (checked to agree)."""
     arr = np.load(store_npy, mmap_mode="r")
-    index = read_tsv(index_tsv, INDEX_COLUMNS, what="store index",
-                     dtype={"participant_id": str, "session_id": str})
+    index = read_index(index_tsv)
     if len(index) != arr.shape[0]:
         raise InputError(f"{index_tsv}: {len(index)} rows but {store_npy} holds {arr.shape[0]} images")
     return arr, index

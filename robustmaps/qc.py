@@ -19,7 +19,7 @@ import pandas as pd
 
 from .grid import Grid
 from .parallel import pmap
-from .io import InputError, load_nifti, write_tsv
+from .io import InputError, gm_path, load_nifti, read_sessions, read_tsv, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,6 @@ def check_not_empty(qc: pd.DataFrame, labels: dict[str, int], cohort: str, sourc
 def qc_cohort(sessions_tsv: str, caps_dir: str, out_tsv: str, *, cohort: str, grid: dict,
               labels: dict[str, int], min_max_gm: float, gm: dict, threads: int = 1) -> None:
     """Rule entry point: read the session table, QC every image, write ``qc.tsv``."""
-    from .io import gm_path, read_sessions
-
     sessions = read_sessions(sessions_tsv)
     paths = [gm_path(caps_dir, p, s, gm["pattern"], gm["space"], gm["modulated"])
              for p, s in zip(sessions.participant_id, sessions.session_id)]
@@ -114,8 +112,6 @@ def cohort_table(qc_tsvs: list[str], index_tsvs: list[str], out_tsv: str, *, coh
                  names: dict[str, str]) -> None:
     """Rule entry point: demographics at baseline per cohort and diagnosis (the study's Table 1),
     with the sessions QC rejected and the sessions excluded by label mapping."""
-    from .io import read_tsv
-
     rows = []
     for cohort, qc_tsv, index_tsv in zip(cohorts, qc_tsvs, index_tsvs):
         qc = read_tsv(qc_tsv, QC_COLUMNS, what="QC table")

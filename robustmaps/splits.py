@@ -163,10 +163,9 @@ def make_splits(index_tsv: str, out_dir: str, *, cohort: str, n_folds: int, seed
                 test_per_class: int, p_age_threshold: float, p_sex_threshold: float,
                 max_tries: int, import_dir: str | None = None) -> None:
     """Rule entry point: write every split TSV of the main cohort and ``summary.tsv``."""
-    from .preprocess import INDEX_COLUMNS
+    from .preprocess import read_index
 
-    index = read_tsv(index_tsv, INDEX_COLUMNS, what="store index",
-                     dtype={"participant_id": str, "session_id": str})
+    index = read_index(index_tsv)
     subjects = subjects_table(index)
     if import_dir:
         test, folds = import_splits(index, import_dir, n_folds)
@@ -192,10 +191,9 @@ def make_splits(index_tsv: str, out_dir: str, *, cohort: str, n_folds: int, seed
 
 def make_test_cohort(index_tsv: str, out_dir: str, *, cohort: str) -> None:
     """Rule entry point for an independent cohort: all of it is a test set."""
-    from .preprocess import INDEX_COLUMNS
+    from .preprocess import read_index
 
-    index = read_tsv(index_tsv, INDEX_COLUMNS, what="store index",
-                     dtype={"participant_id": str, "session_id": str})
+    index = read_index(index_tsv)
     ids = sorted(index.participant_id.unique())
     out = Path(out_dir)
     write_tsv(sessions_of(index, ids, True, cohort), out / "test_baseline.tsv")
