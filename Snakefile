@@ -3,7 +3,7 @@
 #   snakemake --cores all                          # the laptop demo (config/config.yaml)
 #   snakemake --cores all --configfile config/paper.yaml
 #
-# Stages (one rules/*.smk each): data (cohort, QC, preprocessing, atlas) -> split -> ...
+# Stages (one rules/*.smk each): data (cohort, QC, preprocessing, atlas) -> split -> train -> ...
 # The logic lives in the robustmaps/ package; scripts/ holds thin glue, one script per rule.
 
 from snakemake.utils import min_version, validate
@@ -24,13 +24,14 @@ sys.path.insert(0, workflow.basedir)
 from robustmaps.config import validate as validate_config
 from robustmaps.runner import or_exit
 
-or_exit(validate_config, config)
+or_exit(validate_config, config, deep=workflow.is_main_process)
 validate(config, "config/schema.yaml")
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/split.smk"
+include: "rules/train.smk"
 
 
 rule all:

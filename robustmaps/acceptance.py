@@ -80,10 +80,30 @@ def check_splits(results: Path, config: dict) -> list[str]:
     return fails
 
 
+def check_training(results: Path, config: dict, min_test_balanced_accuracy: float = 0.80) -> list[str]:
+    """Every configured (fold, seed) model is in the summary and reaches the test balanced
+    accuracy threshold (the demo's signal is planted)."""
+    summary = read_tsv(results / "training" / "summary.tsv", ["fold", "seed", "set", "balanced_accuracy"],
+                       dtype={"fold": str, "seed": str})
+    folds = config["train"]["folds"]
+    folds = range(config["split"]["n_folds"]) if folds is None else folds
+    fails = []
+    for f in folds:
+        for s in config["train"]["seeds"]:
+            rows = summary[(summary.fold == str(f)) & (summary.seed == str(s)) & (summary.set == "test")]
+            if rows.empty:
+                fails.append(f"fold {f} seed {s}: no test row in training/summary.tsv")
+            elif not rows.balanced_accuracy.iloc[0] >= min_test_balanced_accuracy:
+                fails.append(f"fold {f} seed {s}: test balanced accuracy {rows.balanced_accuracy.iloc[0]:.3f} "
+                             f"< {min_test_balanced_accuracy}")
+    return fails
+
+
 CHECKS = {
     "QC rejects planted defects": check_qc,
     "planted atrophy visible on the working grid": check_planted_signal,
     "splits are sound and matched": check_splits,
+    "every model reaches test balanced accuracy 0.80": check_training,
 }
 
 

@@ -20,8 +20,10 @@ class ConfigError(InputError):
     """A config value that cannot work: the message names the key."""
 
 
-def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
-    """Validate ``config`` against the schema, filling defaults in place (as Snakemake does)."""
+def validate(config: dict, schema_path: str | Path = SCHEMA, deep: bool = True) -> dict:
+    """Validate ``config`` against the schema, filling defaults in place (as Snakemake does).
+    ``deep`` adds the checks that import heavy libraries (atlas labels, building the network):
+    the Snakefile runs them in the main process only, not again in every cluster job."""
     import jsonschema
     from jsonschema import validators
 
@@ -40,7 +42,7 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     except jsonschema.ValidationError as exc:
         where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise ConfigError(f"config: {where}: {exc.message}") from None
-    check(config)
+    check(config, deep)
     return config
 
 
@@ -48,9 +50,8 @@ def _fail(key: str, msg: str):
     raise ConfigError(f"config: {key}: {msg}")
 
 
-def check(config: dict) -> None:
+def check(config: dict, deep: bool = True) -> None:
     """Cross-key checks; raises :class:`ConfigError` naming the key."""
-    from .atlas import aal2_files, load_labels, roi_index
     from .grid import working_grid
 
     data = config["data"]
@@ -72,14 +73,17 @@ def check(config: dict) -> None:
             s_lo, s_hi = syn["atrophy"]["severity"]
             if s_lo > s_hi:
                 _fail(f"{key}.synthetic.atrophy.severity", f"[{s_lo}, {s_hi}] is empty")
-            labels = config["atlas"]["labels"] or aal2_files()[1]
-            try:
-                roi_index(load_labels(labels), [r["name"] for r in syn["atrophy"]["rois"]],
-                          where=f"config: {key}.synthetic.atrophy.rois")
-            except ConfigError:
-                raise
-            except InputError as exc:
-                raise ConfigError(str(exc)) from None
+            if deep:
+                from .atlas import aal2_files, load_labels, roi_index
+
+                try:
+                    roi_index(load_labels(config["atlas"]["labels"] or aal2_files()[1]),
+                              [r["name"] for r in syn["atrophy"]["rois"]],
+                              where=f"config: {key}.synthetic.atrophy.rois")
+                except ConfigError:
+                    raise
+                except InputError as exc:
+                    raise ConfigError(str(exc)) from None
             if set(data["labels"]) != {"CN", "AD"}:
                 _fail("data.labels", "synthetic cohorts have diagnoses CN and AD: keep data.labels {CN: 0, AD: 1}")
         else:
@@ -88,8 +92,30 @@ def check(config: dict) -> None:
                 if field not in caps["gm_pattern"]:
                     _fail(f"{key}.caps.gm_pattern", f"lacks the field {field}")
     split = config["split"]
+    folds = config["train"]["folds"]
+    if folds is not None and max(folds) >= split["n_folds"]:
+        _fail("train.folds", f"fold {max(folds)} does not exist: split.n_folds is {split['n_folds']} (folds 0.."
+              f"{split['n_folds'] - 1})")
+    if deep:
+        _check_architecture(config)
     if split["import_dir"] and not Path(split["import_dir"]).is_dir():
         _fail("split.import_dir", f"{split['import_dir']} is not a folder")
+
+
+def _check_architecture(config: dict) -> None:
+    """Build the configured network on the working grid (meta device: no memory, no time), so
+    that an unknown name, a bad keyword or a grid too small for it stops before any job runs."""
+    import torch
+
+    from .grid import working_grid
+    from .models import build_model
+
+    spec = config["train"]["architecture"]
+    try:
+        with torch.device("meta"):
+            build_model(spec, working_grid(config).shape)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        _fail("train.architecture", f"{spec['name']}: {exc}")
 
 
 def load(*paths: str | Path) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import nibabel as nib
 import numpy as np
@@ -111,10 +112,59 @@ def read_index(index_tsv) -> pd.DataFrame:
                     dtype={"participant_id": str, "session_id": str})
 
 
-def open_store(store_npy: str, index_tsv: str) -> tuple[np.ndarray, pd.DataFrame]:
-    """Memory-map a cohort store and read its index (checked to agree)."""
-    arr = np.load(store_npy, mmap_mode="r")
+class StoreReader:
+    """Rows of a ``store.npy`` read on demand with ``os.pread``: no file mapping, so the process's
+    resident memory stays at the rows in use however large the cohort (a memory map would keep
+    every page it touched resident). Picklable (the file is reopened in each process), so
+    DataLoader workers can share it. ``reader[i]`` is one image, ``reader[[i, j]]`` a stack."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        try:
+            head = np.load(self.path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{self.path}: not a readable .npy store ({exc})") from None
+        if not head.flags.c_contiguous:
+            raise InputError(f"{self.path}: store must be C-ordered")
+        self.shape, self.dtype, self.offset = tuple(head.shape), head.dtype, int(head.offset)
+        self.row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        del head
+        self._fd, self._pid = None, None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _file(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def _row(self, i: int) -> np.ndarray:
+        i = int(i)
+        if not 0 <= i < self.shape[0]:
+            raise IndexError(f"{self.path}: row {i} out of range 0..{self.shape[0] - 1}")
+        buf = os.pread(self._file(), self.row_bytes, self.offset + i * self.row_bytes)
+        if len(buf) != self.row_bytes:
+            raise InputError(f"{self.path}: truncated at row {i}")
+        return np.frombuffer(buf, self.dtype).reshape(self.shape[1:])
+
+    def __getitem__(self, i):
+        if np.ndim(i) == 0:
+            return self._row(i)
+        return np.stack([self._row(j) for j in i]) if len(i) else np.empty((0,) + self.shape[1:], self.dtype)
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_fd", "_pid")} | {"_fd": None, "_pid": None}
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
+            os.close(self._fd)
+
+
+def open_store(store_npy: str, index_tsv: str) -> tuple[StoreReader, pd.DataFrame]:
+    """Open a cohort store (rows read on demand) and read its index (checked to agree)."""
+    store = StoreReader(store_npy)
     index = read_index(index_tsv)
-    if len(index) != arr.shape[0]:
-        raise InputError(f"{index_tsv}: {len(index)} rows but {store_npy} holds {arr.shape[0]} images")
-    return arr, index
+    if len(index) != len(store):
+        raise InputError(f"{index_tsv}: {len(index)} rows but {store_npy} holds {len(store)} images")
+    return store, index

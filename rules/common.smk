@@ -29,6 +29,11 @@ FOLDS = list(range(config["split"]["n_folds"]))
 NATIVE_GRID = native_grid(config).to_config()
 WORKING_GRID = working_grid(config).to_config()
 ENV = "../envs/robustmaps.yaml"
+TRAIN_FOLDS = config["train"]["folds"] if config["train"]["folds"] is not None else FOLDS
+SEEDS = config["train"]["seeds"]
+OTHER_COHORTS = [c for c in COHORTS if c != MAIN]
+EVAL_SETS = ["validation", "test", *OTHER_COHORTS]
+MODEL_DIR = "results/models/fold-{fold}/seed-{seed}"
 
 
 wildcard_constraints:
@@ -82,8 +87,31 @@ def imported_split_files():
     return files + ([test] if os.path.exists(test) else [])
 
 
+def models(pattern):
+    """``pattern`` (a path with {fold} and {seed}) for every trained (fold, seed)."""
+    return [pattern.format(fold=f, seed=s) for f in TRAIN_FOLDS for s in SEEDS]
+
+
+def evaluation_inputs(wildcards):
+    """Per evaluation set (its validation set, the test set, every independent cohort) the
+    store, its index and the set's table, named {set}_store, {set}_index, {set}_table."""
+    cohorts = {"validation": MAIN, "test": MAIN, **{c: c for c in OTHER_COHORTS}}
+    tables = {
+        "validation": f"results/splits/split-{wildcards.fold}/validation_baseline.tsv",
+        "test": "results/splits/test_baseline.tsv",
+        **{c: f"results/splits/{c}/test_baseline.tsv" for c in OTHER_COHORTS},
+    }
+    files = {}
+    for name in EVAL_SETS:
+        files[f"{name}_store"] = f"results/cohort/{cohorts[name]}/store.npy"
+        files[f"{name}_index"] = f"results/cohort/{cohorts[name]}/index.tsv"
+        files[f"{name}_table"] = tables[name]
+    return files
+
+
 def all_outputs():
     """Every final product of the stages implemented so far."""
     out = split_tables() + ["results/splits/summary.tsv", "results/atlas/atlas.nii.gz", "results/cohort/summary.tsv"]
-    out += [f"results/splits/{c}/test.tsv" for c in COHORTS if c != MAIN]
+    out += [f"results/splits/{c}/test.tsv" for c in OTHER_COHORTS]
+    out += ["results/training/summary.tsv", "results/training/learning_curves.png"]
     return out

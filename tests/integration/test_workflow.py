@@ -68,7 +68,8 @@ def test_store_atlas_and_index_share_the_working_grid(smoke_run, smoke_config):
         assert len(index) == (qc.status == "pass").sum()
         assert index.groupby("participant_id").baseline.sum().eq(1).all()
         mean = nib.load(results / "cohort" / cohort / "mean.nii.gz")
-        np.testing.assert_allclose(np.asarray(mean.dataobj), store.astype(np.float64).mean(0), atol=2e-3)
+        np.testing.assert_allclose(np.asarray(mean.dataobj), store[range(len(store))].astype(np.float64).mean(0),
+                                   atol=2e-3)
     table = pd.read_csv(results / "cohort" / "summary.tsv", sep="\t")
     for cohort in ("main", "independent"):
         qc = pd.read_csv(results / "cohort" / cohort / "qc.tsv", sep="\t")
@@ -77,18 +78,63 @@ def test_store_atlas_and_index_share_the_working_grid(smoke_run, smoke_config):
     assert set(indep.cohort) == {"independent"}
 
 
+TRAINING = {"train": 4, "evaluate": 4, "training_summary": 1}  # 2 folds x 2 seeds
+
+
 def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run, tmp_path):
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE)).stdout
     assert "Nothing to be done" in out
     seed = overlay(tmp_path, {"split": {"seed": 5}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), seed).stdout)
-    assert counts == {"all": 1, "split": 1}
+    assert counts == {"all": 1, "split": 1, **TRAINING}
     qc = overlay(tmp_path, {"qc": {"min_max_gm": 0.9}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), qc).stdout)
-    assert counts == {"all": 1, "cohort_table": 1, "preprocess": 2, "qc": 2, "split": 1, "test_cohort": 1}
+    assert counts == {"all": 1, "cohort_table": 1, "preprocess": 2, "qc": 2, "split": 1, "test_cohort": 1, **TRAINING}
+    # the independent cohort is only evaluated on: models are not retrained
     indep = overlay(tmp_path, {"data": {"cohorts": {"independent": {"synthetic": {"n_cn": 6}}}}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), indep).stdout)
-    assert counts == {"all": 1, "cohort_table": 1, "preprocess": 1, "qc": 1, "synthetic_cohort": 1, "test_cohort": 1}
+    assert counts == {"all": 1, "cohort_table": 1, "preprocess": 1, "qc": 1, "synthetic_cohort": 1, "test_cohort": 1,
+                      "evaluate": 4, "training_summary": 1}
+    lr = overlay(tmp_path, {"train": {"lr": 5e-4}})
+    out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), lr).stdout
+    assert job_counts(out) == {"all": 1, **TRAINING}
+    train_jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith("rule train:")]
+    assert len(train_jobs) == 4 and all("gpu=1" in b for b in train_jobs)
+    boot = overlay(tmp_path, {"evaluation": {"bootstrap": 300}})
+    assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), boot).stdout) == {
+        "all": 1, "evaluate": 4, "training_summary": 1}
+    one_seed = overlay(tmp_path, {"train": {"seeds": [0]}})  # a subset of the models: only the summary
+    assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), one_seed).stdout) == {
+        "all": 1, "training_summary": 1}
+
+
+def test_smoke_models_learned_and_their_tables_agree(smoke_run, smoke_config):
+    results = smoke_run / "results"
+    summary = pd.read_csv(results / "training" / "summary.tsv", sep="\t", dtype={"fold": str, "seed": str})
+    models = summary[~summary.fold.isin(["mean", "sd"])]
+    assert sorted(set(zip(models.fold, models.seed))) == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    assert set(summary.set) == {"validation", "test", "independent"}
+    # tiny sets (6 validation, 2 + 2 test subjects): the models learned something on average
+    assert summary[(summary.fold == "mean") & (summary.set == "validation")].balanced_accuracy.iloc[0] > 0.6
+    for f, s in (("0", "0"), ("1", "1")):
+        d = results / "models" / f"fold-{f}" / f"seed-{s}"
+        pred = pd.read_csv(d / "predictions-test.tsv", sep="\t")
+        test = pd.read_csv(results / "splits" / "test_baseline.tsv", sep="\t")
+        assert pred.participant_id.tolist() == test.participant_id.tolist()
+        metrics = pd.read_csv(d / "metrics.tsv", sep="\t")
+        row = models[(models.fold == f) & (models.seed == s) & (models.set == "test")].iloc[0]
+        ba = metrics[(metrics.set == "test") & (metrics.metric == "balanced_accuracy")].value.iloc[0]
+        assert row.balanced_accuracy == pytest.approx(ba)
+        log = (results / "logs" / "train" / f"fold-{f}_seed-{s}.log").read_text()
+        hist = pd.read_csv(d / "history.tsv", sep="\t")
+        assert log.count(" | validation loss ") == len(hist) and "training on cpu" in log
+    assert not list((results / "checkpoints").rglob("*.pt"))
+    # the two seeds of a fold are different models
+    from robustmaps.training import load_trained
+
+    a, _ = load_trained(results / "models" / "fold-0" / "seed-0" / "model.pt")
+    b, _ = load_trained(results / "models" / "fold-0" / "seed-1" / "model.pt")
+    assert any(not np.array_equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_imported_clinicadl_splits_are_inputs_of_the_split_rule(smoke_run, tmp_path):
@@ -169,7 +215,8 @@ def caps_cohort(smoke_run, tmp_path_factory):
 
 def test_caps_cohort_runs_to_the_splits(caps_cohort, smoke_run):
     work = caps_cohort / "work"
-    run_snakemake(work, "--cores", "2", "--configfile", str(caps_cohort / "config.yaml"))
+    run_snakemake(work, "--cores", "2", "--configfile", str(caps_cohort / "config.yaml"),
+                  "results/splits/summary.tsv", "results/cohort/summary.tsv")
     qc = pd.read_csv(work / "results" / "cohort" / "main" / "qc.tsv", sep="\t")
     excluded = qc[qc.status == "excluded"]
     assert sorted(excluded.participant_id) == ["sub-MCI01", "sub-MCI02", "sub-MCI03"]

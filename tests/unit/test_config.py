@@ -66,10 +66,25 @@ def mutate(path, value):
     ("data.cohorts.main.source", "caps", r"data.cohorts.main: 'caps' is a required property"),
     ("preprocess.voxel_size", 1.0, r"preprocess: working voxel size 1.0 mm is smaller"),
     ("split.import_dir", "/no/such/dir", r"split.import_dir: /no/such/dir is not a folder"),
+    ("train.folds", [0, 2], r"train.folds: fold 2 does not exist: split.n_folds is 2"),
+    ("train.seeds", [], r"train.seeds: \[\] should be non-empty"),
+    ("train.architecture", {"name": "NoSuchNet"}, r"train.architecture: NoSuchNet: unknown architecture"),
+    ("train.architecture", {"name": "paper", "n_blocks": 3, "sub_blocks": [1, 2]},
+     r"train.architecture: paper: sub_blocks: 2 values for 3 blocks"),
+    ("train.architecture", {"name": "paper", "nblocks": 3}, r"train.architecture: paper: .*unexpected keyword"),
+    ("train.normalisation", "l2", r"train.normalisation: 'l2' is not one of"),
 ])
 def test_bad_config_names_the_key(path, value, expect):
     with pytest.raises(rmconfig.ConfigError, match=expect):
         rmconfig.validate(mutate(path, value))
+
+
+def test_shallow_validation_skips_only_the_heavy_checks():
+    """Cluster jobs re-read the Snakefile with deep=False: no network built, no atlas read."""
+    cfg = mutate("train.architecture", {"name": "NoSuchNet"})
+    assert rmconfig.validate(cfg, deep=False)["train"]["architecture"]["name"] == "NoSuchNet"
+    with pytest.raises(rmconfig.ConfigError, match="train.folds"):
+        rmconfig.validate(mutate("train.folds", [7]), deep=False)
 
 
 def test_schema_and_readme_document_the_same_keys():

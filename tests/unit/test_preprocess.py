@@ -67,7 +67,7 @@ def test_build_store_round_trip(tmp_path):
     # sub-1's ses-M000 failed QC: its baseline is its earliest session that passed
     assert index.baseline.tolist() == [True, False, True]
     # row i holds the image of index row i (images were constant 0.1 * (k + 1))
-    np.testing.assert_allclose(store[:, 3, 3, 3].astype(float), [0.2, 0.1, 0.3], atol=1e-3)
+    np.testing.assert_allclose(store[[0, 1, 2]][:, 3, 3, 3].astype(float), [0.2, 0.1, 0.3], atol=1e-3)
     mean = nib.load(tmp_path / "mean.nii.gz")
     assert dst.matches(mean.shape, mean.affine)
 
@@ -81,3 +81,31 @@ def test_build_store_refuses_an_atlas_on_another_grid(tmp_path):
                     str(tmp_path / "index.tsv"), str(tmp_path / "mean.nii.gz"),
                     native=src.to_config(), working=src.coarsened(4.0).to_config())
     assert not (tmp_path / "store.npy").exists() and not (tmp_path / "index.tsv").exists()
+
+
+def test_store_reader_reads_rows_like_numpy_and_survives_pickling(tmp_path):
+    import pickle
+
+    from robustmaps.preprocess import StoreReader
+
+    data = np.random.default_rng(0).random((5, 3, 4, 2)).astype(np.float16)
+    np.save(tmp_path / "store.npy", data)
+    reader = StoreReader(tmp_path / "store.npy")
+    assert len(reader) == 5 and reader.shape == data.shape and reader.dtype == np.float16
+    np.testing.assert_array_equal(reader[3], data[3])
+    np.testing.assert_array_equal(reader[[4, 0, 4]], data[[4, 0, 4]])
+    assert reader[[]].shape == (0, 3, 4, 2)
+    clone = pickle.loads(pickle.dumps(reader))  # as a DataLoader worker receives it
+    np.testing.assert_array_equal(clone[2], data[2])
+    with pytest.raises(IndexError, match="row 5 out of range"):
+        reader[5]
+
+
+def test_store_reader_names_a_truncated_store(tmp_path):
+    from robustmaps.preprocess import StoreReader
+
+    np.save(tmp_path / "store.npy", np.zeros((4, 8, 8, 8), np.float32))
+    raw = (tmp_path / "store.npy").read_bytes()
+    (tmp_path / "store.npy").write_bytes(raw[: len(raw) - 100])
+    with pytest.raises(InputError, match="store.npy: not a readable .npy store"):
+        StoreReader(tmp_path / "store.npy")

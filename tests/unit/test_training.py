@@ -82,3 +82,109 @@ def test_dataset_reads_store_rows_with_normalisation(norm):
         assert x.min() == pytest.approx(0) and x.max() == pytest.approx(1)
     else:
         assert abs(x.mean()) < 1e-4 and x.std() == pytest.approx(1, rel=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["none", "minmax", "zscore"])
+def test_in_model_normalisation_equals_the_training_transform(mode):
+    from robustmaps.training import Normalise
+
+    store, labels = easy_store(n=3)
+    ds = make_dataset(store, [0, 1, 2], labels[:3], mode)
+    expected = torch.stack([ds[i]["image"] for i in range(3)])
+    raw = torch.from_numpy(store.astype(np.float32))[:, None]
+    torch.testing.assert_close(Normalise(mode)(raw), torch.as_tensor(expected), atol=1e-5, rtol=1e-4)
+
+
+def test_augmentation_is_random_per_draw_but_reproducible_by_seed(tmp_path):
+    from dataclasses import replace
+
+    cfg = replace(CFG, max_epochs=2, augmentation={"translate_voxels": 1, "intensity_scale": 0.1, "noise_std": 0.05})
+    _, hist_a, ck_a = run(tmp_path, "aug-a", cfg=cfg)
+    _, hist_b, ck_b = run(tmp_path, "aug-b", cfg=cfg)
+    _, hist_plain, _ = run(tmp_path, "plain", cfg=replace(cfg, augmentation={}))
+    assert states_equal(ck_a["model"], ck_b["model"])
+    assert hist_a[0]["train_loss"] != hist_plain[0]["train_loss"]  # the transforms did something
+    store, labels = easy_store(n=2)
+    ds = make_dataset(store, [0], labels[:1], "none", augmentation=cfg.augmentation)
+    assert not torch.equal(torch.as_tensor(ds[0]["image"]), torch.as_tensor(ds[0]["image"]))
+
+
+def test_loader_workers_give_the_same_model(tmp_path):
+    from dataclasses import replace
+
+    cfg = replace(CFG, max_epochs=2)
+    _, _, ck0 = run(tmp_path, "w0", cfg=cfg)
+    _, _, ck2 = run(tmp_path, "w2", cfg=replace(cfg, workers=2))
+    assert states_equal(ck0["model"], ck2["model"])
+
+
+def test_trained_model_round_trip_and_checkpoint_cleanup(trained_model):
+    from robustmaps.training import load_trained
+
+    model, meta = load_trained(trained_model["model"])
+    assert meta["classes"] == ["CN", "AD"] and meta["fold"] == 0 and meta["seed"] == 0
+    assert not (trained_model["root"] / "ck" / "checkpoint.pt").exists()
+    import pandas as pd
+
+    hist = pd.read_csv(trained_model["history"], sep="\t")
+    assert list(hist.columns) == ["epoch", "train_loss", "train_balanced_accuracy", "validation_loss",
+                                  "validation_balanced_accuracy", "lr", "seconds", "best"]
+    assert hist.best.sum() == 1
+    best = hist[hist.best].iloc[0]
+    assert best.validation_balanced_accuracy == hist.validation_balanced_accuracy.max()
+    assert meta["best_epoch"] == best.epoch and meta["validation_balanced_accuracy"] == best.validation_balanced_accuracy
+    # the model has learned the planted difference and takes raw maps without gradients on weights
+    x = torch.from_numpy(trained_model["images"][36:].astype(np.float32))[:, None]
+    with torch.no_grad():
+        pred = model(x).argmax(1).numpy()
+    assert (pred == trained_model["labels"][36:]).mean() >= 0.8
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+
+
+def test_split_table_of_another_store_is_refused(trained_model, tmp_path):
+    import pandas as pd
+
+    from robustmaps.io import InputError
+    from robustmaps.preprocess import read_index
+    from robustmaps.training import read_split_rows
+
+    index = read_index(trained_model["index"])
+    table = pd.read_csv(trained_model["validation"], sep="\t")
+    table.loc[0, "row"] = 1  # row 1 holds another session
+    table.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
+    with pytest.raises(InputError, match="bad.tsv: sessions do not match the store index"):
+        read_split_rows(tmp_path / "bad.tsv", index)
+    table.loc[0, "row"] = 999
+    table.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
+    with pytest.raises(InputError, match="bad.tsv: store rows outside"):
+        read_split_rows(tmp_path / "bad.tsv", index)
+
+
+def test_fingerprint_follows_settings_and_table_contents(tmp_path):
+    from robustmaps.training import fingerprint
+
+    (tmp_path / "t.tsv").write_text("a\n1\n")
+    a = fingerprint({"lr": 1e-3}, [tmp_path / "t.tsv"])
+    assert fingerprint({"lr": 1e-3}, [tmp_path / "t.tsv"]) == a
+    assert fingerprint({"lr": 1e-4}, [tmp_path / "t.tsv"]) != a
+    (tmp_path / "t.tsv").write_text("a\n2\n")
+    assert fingerprint({"lr": 1e-3}, [tmp_path / "t.tsv"]) != a
+
+
+@pytest.mark.gpu
+def test_cuda_training_with_amp_learns_and_predicts_like_cpu(tmp_path):
+    from dataclasses import replace
+
+    from robustmaps.training import Classifier, build_model
+
+    best, hist, _ = run(tmp_path, "cuda", cfg=replace(CFG, amp=True), device="cuda")
+    assert all(np.isfinite(h["train_loss"]) for h in hist) and best["balanced_accuracy"] >= 0.75
+    store, _ = easy_store()
+    net = build_model(CFG.architecture, store.shape[1:])
+    net.load_state_dict(best["state"])
+    model = Classifier(net).eval()
+    x = torch.from_numpy(store[24:].astype(np.float32))[:, None]
+    with torch.no_grad():
+        cpu = model(x)
+        gpu = model.cuda()(x.cuda()).cpu()
+    torch.testing.assert_close(gpu, cpu, atol=1e-3, rtol=1e-3)

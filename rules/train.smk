@@ -1,0 +1,84 @@
+# Training stage (study 2.2.2-2.2.3): one model per (fold, seed), its evaluation, the summary.
+
+
+rule train:
+    """Train the CNN of one (fold, seed) on the fold's training sessions, early stopping on its
+    validation baselines (robustmaps.training.train_model). GPU when visible."""
+    input:
+        store=f"results/cohort/{MAIN}/store.npy",
+        index=f"results/cohort/{MAIN}/index.tsv",
+        train="results/splits/split-{fold}/train.tsv",
+        validation="results/splits/split-{fold}/validation_baseline.tsv",
+    output:
+        model=f"{MODEL_DIR}/model.pt",
+        history=f"{MODEL_DIR}/history.tsv",
+    params:
+        # outside the outputs: Snakemake would delete it with the outputs of a failed job
+        checkpoint=lambda w: f"results/checkpoints/fold-{w.fold}/seed-{w.seed}/checkpoint.pt",
+        settings={k: config["train"][k] for k in (
+            "architecture", "lr", "weight_decay", "batch_size", "max_epochs", "patience",
+            "normalisation", "cache_size", "amp", "augmentation", "workers")},
+        labels=config["data"]["labels"],
+        device=config["train"]["device"],
+        threads=config["train"]["threads"],
+    threads: config["train"]["threads"]
+    resources:
+        gpu=0 if config["train"]["device"] == "cpu" else 1,
+    log:
+        "results/logs/train/fold-{fold}_seed-{seed}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/train.py"
+
+
+rule evaluate:
+    """Predictions and metrics (bootstrap CIs) of one model on its validation set, the test set
+    and every independent cohort (robustmaps.evaluation.evaluate_model)."""
+    input:
+        unpack(evaluation_inputs),
+        model=f"{MODEL_DIR}/model.pt",
+    output:
+        predictions=expand(f"{MODEL_DIR}/predictions-{{name}}.tsv", name=EVAL_SETS, allow_missing=True),
+        metrics=f"{MODEL_DIR}/metrics.tsv",
+    params:
+        sets=EVAL_SETS,
+        bootstrap=config["evaluation"]["bootstrap"],
+        level=config["evaluation"]["level"],
+        seed=config["evaluation"]["seed"],
+        batch_size=config["evaluation"]["batch_size"],
+        device=config["train"]["device"],
+        threads=config["train"]["threads"],
+    threads: config["train"]["threads"]
+    log:
+        "results/logs/evaluate/fold-{fold}_seed-{seed}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate.py"
+
+
+rule training_summary:
+    """Every (fold, seed) model's metrics with mean and SD per set, and the learning curves."""
+    input:
+        metrics=models(f"{MODEL_DIR}/metrics.tsv"),
+        histories=models(f"{MODEL_DIR}/history.tsv"),
+    output:
+        summary=report(
+            "results/training/summary.tsv",
+            caption="../report/captions/training_summary.rst",
+            category="Training",
+        ),
+        curves=report(
+            "results/training/learning_curves.png",
+            caption="../report/captions/learning_curves.rst",
+            category="Training",
+        ),
+    params:
+        models=[{"fold": f, "seed": s} for f in TRAIN_FOLDS for s in SEEDS],
+    log:
+        "results/logs/train/summary.log",
+    conda:
+        ENV
+    script:
+        "../scripts/training_summary.py"

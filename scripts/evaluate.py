@@ -1,0 +1,18 @@
+"""Rule evaluate: see robustmaps.evaluation.evaluate_model."""
+from robustmaps.evaluation import evaluate_model
+from robustmaps.runner import script
+
+with script(snakemake):
+    sets = snakemake.params.sets
+    evaluate_model(
+        snakemake.input.model,
+        {s: (snakemake.input[f"{s}_store"], snakemake.input[f"{s}_index"], snakemake.input[f"{s}_table"]) for s in sets},
+        dict(zip(sets, snakemake.output.predictions)),
+        snakemake.output.metrics,
+        n_boot=snakemake.params.bootstrap,
+        level=snakemake.params.level,
+        seed=snakemake.params.seed,
+        batch_size=snakemake.params.batch_size,
+        device=snakemake.params.device,
+        threads=snakemake.params.threads,
+    )

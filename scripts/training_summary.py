@@ -1,0 +1,10 @@
+"""Rule training_summary: see robustmaps.evaluation.summarise_training."""
+from robustmaps.evaluation import summarise_training
+from robustmaps.runner import script
+
+with script(snakemake):
+    models = [
+        {**m, "metrics": met, "history": hist}
+        for m, met, hist in zip(snakemake.params.models, snakemake.input.metrics, snakemake.input.histories)
+    ]
+    summarise_training(models, snakemake.output.summary, snakemake.output.curves)
