@@ -120,8 +120,10 @@ def memory_case(path: str, reader: str, arch: dict, threads: int, cache: int) ->
 def memory(args) -> None:
     cases = [("demo", (40, 48, 40), 200, DEMO_ARCH)]
     if not args.skip_full:
-        # a light network: the epoch must read all sessions; the data path is what is measured
-        cases.append(("full grid", (121, 145, 121), args.full_n, {"name": "paper", "n_blocks": 7, "filters": 2}))
+        # a light network (stride-2 blocks): the epoch must read every session, and the data path
+        # is what is measured; the paper's network adds its activations (per batch, not per cohort)
+        cases.append(("full grid", (121, 145, 121), args.full_n,
+                      {"name": "paper", "n_blocks": 3, "filters": 2, "downsampling": "stride"}))
     print(f"memory: one epoch in a fresh process, cache_size {args.cache}, {args.threads} threads")
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         for name, shape, n, arch in cases:

@@ -22,8 +22,9 @@ def _save(fig, path) -> None:
 
 
 def learning_curves(history: pd.DataFrame, path) -> None:
-    """Loss and balanced accuracy per epoch, training (dashed) and validation (solid), one row
-    of panels per fold, one colour per seed; a dot marks each model's kept (best) epoch."""
+    """Loss (log scale) and balanced accuracy per epoch, training (dashed) and validation
+    (solid), one row of panels per fold, one colour per seed; a dot marks each model's kept
+    (best) epoch."""
     long = history.melt(id_vars=["fold", "seed", "epoch", "best"],
                         value_vars=["train_loss", "validation_loss", "train_balanced_accuracy",
                                     "validation_balanced_accuracy"])
@@ -38,5 +39,8 @@ def learning_curves(history: pd.DataFrame, path) -> None:
     for (fold, quantity), ax in grid.axes_dict.items():
         pts = best[(best.fold == fold) & (best.quantity == quantity)]
         ax.scatter(pts.epoch, pts.value, color="black", s=12, zorder=5)
+        if quantity == "loss":
+            ax.set_yscale("log")  # a single unstable epoch would flatten every other curve
+        ax.set_ylabel("cross-entropy" if quantity == "loss" else "balanced accuracy")
     grid.set_titles(row_template="fold {row_name}", col_template="{col_name}")
     _save(grid.figure, path)

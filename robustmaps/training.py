@@ -53,7 +53,10 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
     torch.manual_seed(seed)
     if threads:
         torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:  # the public wrapper also imports torch._inductor (seconds per job) to set a flag unused here
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
+    except AttributeError:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
     # deterministic mode would also fill every new tensor with NaN (17% of a CPU step): not needed
     torch.utils.deterministic.fill_uninitialized_memory = False
