@@ -249,8 +249,10 @@ def train(store: np.ndarray, train_rows, train_labels, val_rows, val_labels, cfg
         tr_loss, tr_y, tr_p = _epoch(model, loader, dev, opt, scaler, cfg.amp)
         va_loss, va_y, va_p = _epoch(model, val_loader, dev)
         tr_m, va_m = binary_metrics(tr_y, tr_p), binary_metrics(va_y, va_p)
-        if va_m["balanced_accuracy"] > best["balanced_accuracy"]:
-            best = {"balanced_accuracy": va_m["balanced_accuracy"], "epoch": epoch,
+        # best validation balanced accuracy; on ties the lower validation loss (a tie with an
+        # untrained epoch whose probabilities all sit near 0.5 would otherwise keep that epoch)
+        if (va_m["balanced_accuracy"], -va_loss) > (best["balanced_accuracy"], -best.get("loss", np.inf)):
+            best = {"balanced_accuracy": va_m["balanced_accuracy"], "loss": va_loss, "epoch": epoch,
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         done = stopper.step(va_loss)
         row = {"epoch": epoch, "train_loss": tr_loss, "train_balanced_accuracy": tr_m["balanced_accuracy"],

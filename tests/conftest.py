@@ -65,7 +65,7 @@ def tiny_cohort(n: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     atrophy = np.zeros(TINY_SHAPE, np.float32)
     atrophy[TINY_BOX] = 1
     atrophy = gaussian_filter(atrophy, 0.7)
-    severity = rng.uniform(0.3, 0.5, n) * labels
+    severity = rng.uniform(0.4, 0.6, n) * labels
     images = images * (1 - severity[:, None, None, None] * atrophy)
     return np.clip(images, 0, 1).astype(np.float16), labels
 
@@ -92,7 +92,7 @@ def trained_model(tmp_path_factory) -> dict:
     write_tsv(index.iloc[:36][cols], root / "train.tsv")
     write_tsv(index.iloc[36:][cols], root / "validation.tsv")
     settings = {"architecture": {"name": "paper", "n_blocks": 3, "filters": 4, "dropout": 0.2},
-                "lr": 3e-3, "weight_decay": 0.0, "batch_size": 6, "max_epochs": 8, "patience": 8,
+                "lr": 3e-3, "weight_decay": 0.0, "batch_size": 6, "max_epochs": 15, "patience": 15,
                 "normalisation": "none", "cache_size": 64, "amp": False, "augmentation": {}, "workers": 0}
     train_model(root / "store.npy", root / "index.tsv", root / "train.tsv", root / "validation.tsv",
                 root / "model.pt", root / "history.tsv", root / "ck" / "checkpoint.pt", fold=0, seed=0,

@@ -188,3 +188,12 @@ def test_cuda_training_with_amp_learns_and_predicts_like_cpu(tmp_path):
         cpu = model(x)
         gpu = model.cuda()(x.cuda()).cpu()
     torch.testing.assert_close(gpu, cpu, atol=1e-3, rtol=1e-3)
+
+
+def test_best_epoch_ties_on_balanced_accuracy_go_to_the_lower_validation_loss(trained_model):
+    import pandas as pd
+
+    hist = pd.read_csv(trained_model["history"], sep="\t")
+    top = hist[hist.validation_balanced_accuracy == hist.validation_balanced_accuracy.max()]
+    assert len(top) > 1  # the tiny cohort reaches 1.0 at several epochs
+    assert hist[hist.best].epoch.iloc[0] == top.loc[top.validation_loss.idxmin(), "epoch"]
