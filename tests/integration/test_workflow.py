@@ -141,7 +141,7 @@ def test_imported_clinicadl_splits_are_inputs_of_the_split_rule(smoke_run, tmp_p
     shutil.copytree(smoke_run / "results" / "splits", tmp_path / "imported")
     imp = overlay(tmp_path, {"split": {"import_dir": str(tmp_path / "imported")}})
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), imp).stdout
-    assert job_counts(out) == {"all": 1, "split": 1}
+    assert job_counts(out) == {"all": 1, "split": 1, **TRAINING}
     assert str(tmp_path / "imported" / "split-1" / "validation_baseline.tsv") in out
 
 
@@ -215,8 +215,8 @@ def caps_cohort(smoke_run, tmp_path_factory):
 
 def test_caps_cohort_runs_to_the_splits(caps_cohort, smoke_run):
     work = caps_cohort / "work"
-    run_snakemake(work, "--cores", "2", "--configfile", str(caps_cohort / "config.yaml"),
-                  "results/splits/summary.tsv", "results/cohort/summary.tsv")
+    run_snakemake(work, "results/splits/summary.tsv", "results/cohort/summary.tsv", "--cores", "2",
+                  "--configfile", str(caps_cohort / "config.yaml"))
     qc = pd.read_csv(work / "results" / "cohort" / "main" / "qc.tsv", sep="\t")
     excluded = qc[qc.status == "excluded"]
     assert sorted(excluded.participant_id) == ["sub-MCI01", "sub-MCI02", "sub-MCI03"]
