@@ -224,3 +224,27 @@ def optimise_group(model, store, train_rows, val_rows, settings: MaskSettings, *
         if stopped[0]:
             break
     return threshold(best, settings.threshold), history, flagged
+
+
+def point_id(b1: float, b2: float, l1: float, l2: float, lr: float | None = None) -> str:
+    """Readable, path-safe id of a sweep point, e.g. ``b1-0.1_b2-1_l1-1e-04_l2-1e-03`` (one
+    formatting for every rule, so that ids from config and from wildcards agree)."""
+    def num(v: float) -> str:
+        return f"{v:.0e}" if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e3) else f"{v:g}"
+
+    out = f"b1-{num(b1)}_b2-{num(b2)}_l1-{num(l1)}_l2-{num(l2)}"
+    return out if lr is None else f"{out}_lr-{num(lr)}"
+
+
+def mask_summary(mask: torch.Tensor | np.ndarray, settings: MaskSettings, *, score_before: float,
+                 score_after: float) -> dict:
+    """What every mask's summary records (the penalties are voxel sums: their values depend on
+    the grid, hence the voxel count)."""
+    m = torch.as_tensor(np.asarray(mask, dtype=np.float32)).reshape(1, 1, *np.shape(mask)[-3:])
+    area = float(area_term(m, settings.b1, settings.eps)[0])
+    tv = float(tv_term(m, settings.b2)[0])
+    return {"voxels": int(m[0, 0].numel()), "b1": settings.b1, "b2": settings.b2, "l1": settings.l1,
+            "l2": settings.l2, "lr": settings.lr, "area": area, "tv": tv,
+            "area_penalty": settings.l1 * area, "tv_penalty": settings.l2 * tv,
+            "coverage": float((m < settings.threshold).float().mean()), "min": float(m.min()),
+            "score_before": score_before, "score_after": score_after}

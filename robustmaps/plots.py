@@ -4,6 +4,7 @@ one file atomically and returns nothing; the tables behind each figure are outpu
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 
@@ -42,5 +43,6 @@ def learning_curves(history: pd.DataFrame, path) -> None:
         if quantity == "loss":
             ax.set_yscale("log")  # a single unstable epoch would flatten every other curve
         ax.set_ylabel("cross-entropy" if quantity == "loss" else "balanced accuracy")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     grid.set_titles(row_template="fold {row_name}", col_template="{col_name}")
     _save(grid.figure, path)

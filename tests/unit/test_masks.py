@@ -95,3 +95,24 @@ def test_group_mask_finds_the_planted_region(trained_model):
     inside[trained_model["box"]] = True
     assert (1 - m)[inside].mean() > 3 * (1 - m)[~inside].mean()
     assert 0 < (m < 0.95).mean() < 0.5
+
+
+def test_point_ids_are_readable_and_distinct():
+    from robustmaps.masks import point_id
+
+    assert point_id(0.1, 1, 1e-4, 1e-3) == "b1-0.1_b2-1_l1-1e-04_l2-1e-03"
+    assert point_id(2, 3, 0.1, 0.01, lr=0.1) == "b1-2_b2-3_l1-0.1_l2-0.01_lr-0.1"
+    grid = [(b1, 1, 1e-4, 1e-3) for b1 in (0.1, 0.5, 1, 2)] + [(0.1, 1, l1, 1e-2) for l1 in (0.1, 0.01, 0.001, 1e-4)]
+    assert len({point_id(*p) for p in grid}) == len(grid)
+
+
+def test_mask_summary_records_voxels_penalties_and_coverage():
+    from robustmaps.masks import mask_summary
+
+    m = np.ones((4, 5, 6), np.float32)
+    m[0, 0, :3] = 0.5
+    s = mask_summary(m, MaskSettings(l1=1e-4, l2=1e-3, b1=1.0, b2=1.0), score_before=0.9, score_after=0.1)
+    assert s["voxels"] == 120 and s["coverage"] == pytest.approx(3 / 120)
+    assert s["area"] == pytest.approx(1.5) and s["area_penalty"] == pytest.approx(1.5e-4)
+    assert s["tv"] == pytest.approx(float(tv_term(torch.from_numpy(m)[None, None], 1.0)[0]))
+    assert s["min"] == 0.5 and s["score_after"] == 0.1
