@@ -1,13 +1,14 @@
 """Training loop of the study (2.2.3): cross-entropy, Adam, early stopping on the validation loss,
 best epoch by validation balanced accuracy; deterministic and resumable.
 
-- Data: MONAI ``CacheDataset`` over rows of the memory-mapped cohort store (float16 on disk, the
-  first ``cache_size`` images kept in memory as float32), intensity normalisation as a transform.
+- Data: MONAI ``CacheDataset`` over rows of the cohort store (float16 on disk, read a row at a
+  time; the first ``cache_size`` images kept in memory as float32), intensity normalisation and
+  optional augmentation as transforms.
 - Determinism: every epoch re-seeds torch (``seed * 100003 + epoch``) before shuffling and
   training, so the data order and dropout masks of an epoch do not depend on what ran before: a
   resumed run replays exactly the epochs of an uninterrupted one. Deterministic algorithms on.
 - Checkpoint: written atomically after every epoch (model, optimiser, early-stopping state, best
-  weights, history); ``train`` resumes from it when it exists.
+  weights, history); ``train`` resumes from it when its fingerprint (settings + inputs) matches.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .io import atomic_path
+from .io import InputError, atomic_path, read_tsv, write_tsv
 from .metrics import binary_metrics
 from .models import build_model
 
@@ -201,7 +202,7 @@ def _epoch(model, loader, device, optimizer=None, scaler=None, amp=False):
     return sum(losses) / max(n, 1), np.concatenate(ys), np.concatenate(ps)
 
 
-def train(store: np.ndarray, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfig, *,
+def train(store, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfig, *,
           seed: int, checkpoint: str | Path, device: str = "auto", threads: int | None = None,
           stop_after: int | None = None, fingerprint: str = "") -> tuple[dict, list[dict]]:
     """Train one model; returns (best state dict, history rows). ``stop_after`` ends the call
@@ -272,13 +273,9 @@ def train(store: np.ndarray, train_rows, train_labels, val_rows, val_labels, cfg
 SPLIT_TABLE_COLUMNS = ["participant_id", "session_id", "label", "row"]
 
 
-def read_split_rows(table_tsv, index, allow_empty: bool = False) -> "pd.DataFrame":
+def read_split_rows(table_tsv, index, allow_empty: bool = False):
     """A split table's sessions with their store rows, checked against the store's index (a
     table written for another store stops here, naming the file)."""
-    import pandas as pd  # noqa: F401
-
-    from .io import InputError, read_tsv
-
     table = read_tsv(table_tsv, SPLIT_TABLE_COLUMNS, what="split table",
                      dtype={"participant_id": str, "session_id": str})
     rows = table["row"].to_numpy()
@@ -321,7 +318,6 @@ def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, histo
     lives outside the outputs and is removed once the outputs are in place."""
     import pandas as pd
 
-    from .io import write_tsv
     from .preprocess import open_store
 
     store, index = open_store(store_npy, index_tsv)
@@ -349,8 +345,6 @@ def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, histo
 def load_trained(model_pt, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
     """A trained ``model.pt`` as an eval-mode :class:`Classifier` (raw GM maps in) and its
     metadata (architecture, classes, fold, seed, best epoch ...)."""
-    from .io import InputError
-
     try:
         meta = torch.load(model_pt, map_location="cpu", weights_only=False)
         net = build_model(meta["architecture"], tuple(meta["in_shape"]))
