@@ -3,7 +3,7 @@
 #   snakemake --cores all                          # the laptop demo (config/config.yaml)
 #   snakemake --cores all --configfile config/paper.yaml
 #
-# Stages (one rules/*.smk each): data (cohort, QC, preprocessing, atlas) -> split -> train -> ...
+# Stages (one rules/*.smk each): data (cohort, QC, preprocessing, atlas) -> split -> train -> masks -> ...
 # The logic lives in the robustmaps/ package; scripts/ holds thin glue, one script per rule.
 
 from snakemake.utils import min_version, validate
@@ -32,6 +32,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/split.smk"
 include: "rules/train.smk"
+include: "rules/masks.smk"
 
 
 rule all:

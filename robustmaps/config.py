@@ -98,6 +98,7 @@ def check(config: dict, deep: bool = True) -> None:
               f"{split['n_folds'] - 1})")
     if deep:
         _check_architecture(config)
+    _check_masks(config)
     if split["import_dir"] and not Path(split["import_dir"]).is_dir():
         _fail("split.import_dir", f"{split['import_dir']} is not a folder")
 
@@ -116,6 +117,56 @@ def _check_architecture(config: dict) -> None:
             build_model(spec, working_grid(config).shape)
     except (ValueError, TypeError, RuntimeError) as exc:
         _fail("train.architecture", f"{spec['name']}: {exc}")
+
+
+def trained_models(config: dict) -> list[tuple[int, int]]:
+    """Every (fold, seed) the workflow trains."""
+    folds = config["train"]["folds"]
+    folds = range(config["split"]["n_folds"]) if folds is None else folds
+    return [(int(f), int(s)) for f in folds for s in config["train"]["seeds"]]
+
+
+def mask_models(config: dict, kind: str) -> list[tuple[int, int]]:
+    """The models that get session masks (default: every model) or sweep masks (default: the
+    first trained fold with the first seed, the study's "fold 0")."""
+    listed = config["masks"][kind]["models"]
+    if listed is not None:
+        return [(int(m["fold"]), int(m["seed"])) for m in listed]
+    models = trained_models(config)
+    return models if kind == "session" else models[:1]
+
+
+def point_id(b1: float, b2: float, l1: float, l2: float, lr: float | None = None) -> str:
+    """Readable, path-safe id of a sweep point, e.g. ``b1-0.1_b2-1_l1-1e-04_l2-1e-03`` (one
+    formatting for every rule, so that ids from config and from wildcards agree)."""
+    def num(v: float) -> str:
+        return f"{v:.0e}" if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e3) else f"{v:g}"
+
+    out = f"b1-{num(b1)}_b2-{num(b2)}_l1-{num(l1)}_l2-{num(l2)}"
+    return out if lr is None else f"{out}_lr-{num(lr)}"
+
+
+def sweep_points(config: dict) -> dict[str, dict]:
+    """Sweep point id -> its penalties and learning rate (the masks' lr where a point sets none)."""
+    out = {}
+    for p in config["masks"]["sweep"]["points"]:
+        out[point_id(p["b1"], p["b2"], p["l1"], p["l2"], p.get("lr"))] = {
+            "b1": p["b1"], "b2": p["b2"], "l1": p["l1"], "l2": p["l2"], "lr": p.get("lr", config["masks"]["lr"])}
+    return out
+
+
+def _check_masks(config: dict) -> None:
+    masks = config["masks"]
+    for t in masks["targets"]:
+        if t not in config["data"]["labels"]:
+            _fail("masks.targets", f"{t!r} is not one of data.labels {list(config['data']['labels'])}")
+    trained = set(trained_models(config))
+    for kind in ("session", "sweep"):
+        for fold, seed in mask_models(config, kind):
+            if (fold, seed) not in trained:
+                _fail(f"masks.{kind}.models", f"fold {fold} seed {seed} is not trained (train.folds x train.seeds)")
+    if len(sweep_points(config)) != len(masks["sweep"]["points"]):
+        _fail("masks.sweep.points", "lists the same point twice")
 
 
 def load(*paths: str | Path) -> dict:

@@ -23,7 +23,10 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
+
+from .config import point_id  # noqa: F401  (sweep point ids: one formatting for config and rules)
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +108,20 @@ class RelativeTolerance:
 
 
 def optimise_independent(model, images: torch.Tensor, settings: MaskSettings, *, mu=1.0, max_epochs: int = 5000,
-                         patience: int = 200, tol: float = 0.01, log_every: int = 0) -> tuple[torch.Tensor, list[dict]]:
+                         patience: int = 200, tol: float = 0.01, log_every: int = 0,
+                         what: str = "masks") -> tuple[torch.Tensor, list[dict], list[dict]]:
     """One mask per image, optimised as a batch (session masks, 2.3.4: no validation set; the
     stopping rule watches each mask's own loss). Returns the best masks (thresholded), shape of
-    ``images``, and a history (one row per epoch and mask: loss terms, active flag)."""
+    ``images``; a history (one row per epoch and active mask: loss terms); and per mask the
+    number of epochs it ran and its best epoch."""
     device = images.device
     k = images.shape[0]
     m = torch.ones_like(images, requires_grad=True)
     opt = torch.optim.Adam([m], lr=settings.lr)
     stop = RelativeTolerance(k, patience, tol)
     best = m.detach().clone()
+    best_epoch = np.full(k, -1)
+    epochs = np.zeros(k, dtype=int)
     history: list[dict] = []
     mu_t = mu if not isinstance(mu, torch.Tensor) else mu.to(device)
     for epoch in range(max_epochs):
@@ -128,30 +135,37 @@ def optimise_independent(model, images: torch.Tensor, settings: MaskSettings, *,
         f = score_term(model, masked(images[idx], mk, mu_t), settings.target, settings.score)
         per_mask = settings.l1 * area + settings.l2 * tv + f
         per_mask.sum().backward()
-        losses = np.full(k, np.nan)
-        losses[idx.cpu().numpy()] = per_mask.detach().cpu().numpy()
-        improved, _ = stop.step(np.where(np.isnan(losses), np.inf, losses))
+        idx_np = idx.cpu().numpy()
+        losses = np.full(k, np.inf)
+        losses[idx_np] = per_mask.detach().cpu().numpy()
+        improved, _ = stop.step(losses)
+        epochs[idx_np] += 1
         # the mask evaluated this epoch is the one kept when it is the best so far
         keep = torch.as_tensor(improved, device=device)
         best[keep] = m.detach()[keep]
+        best_epoch[improved] = epoch
         frozen = m.detach()[~active].clone()
         opt.step()
         with torch.no_grad():
             m.clamp_(0, 1)
             m[~active] = frozen
-        for j, i in enumerate(idx.tolist()):
-            history.append({"epoch": epoch, "mask": i, "loss": float(per_mask[j].detach()), "area": float(area[j].detach()),
-                            "tv": float(tv[j].detach()), "score": float(f[j].detach())})
-        if log_every and epoch % log_every == 0:
-            log.info("epoch %d: %d/%d masks active, mean loss %.4g", epoch, len(idx), k, float(per_mask.mean()))
-    return threshold(best, settings.threshold), history
+        terms = torch.stack([per_mask, area, tv, f]).detach().cpu().numpy()
+        for j, i in enumerate(idx_np.tolist()):
+            history.append({"epoch": epoch, "mask": i, "loss": terms[0, j], "area": terms[1, j],
+                            "tv": terms[2, j], "score": terms[3, j]})
+        if log_every and (epoch % log_every == 0 or epoch == max_epochs - 1):
+            log.info("%s epoch %d: %d/%d active, loss mean %.4g (area %.4g, tv %.4g, score %.3g)", what, epoch,
+                     len(idx), k, terms[0].mean(), terms[1].mean(), terms[2].mean(), terms[3].mean())
+    stats = [{"epochs": int(epochs[i]), "best_epoch": int(best_epoch[i]), "stopped_early": bool(stop.stopped[i])}
+             for i in range(k)]
+    return threshold(best, settings.threshold), history, stats
 
 
 def _batches(store, rows: np.ndarray, batch_size: int, device, order: np.ndarray | None = None):
     rows = rows if order is None else rows[order]
     for i in range(0, len(rows), batch_size):
         x = np.asarray(store[list(rows[i:i + batch_size])], dtype=np.float32)
-        yield torch.from_numpy(x)[:, None].to(device)
+        yield torch.from_numpy(x)[:, None].to(device, memory_format=torch.channels_last_3d)
 
 
 def group_loss(model, m: torch.Tensor, store, rows: np.ndarray, settings: MaskSettings, mu=1.0,
@@ -175,8 +189,10 @@ def optimise_group(model, store, train_rows, val_rows, settings: MaskSettings, *
     watches it), the best mask kept and thresholded.
 
     Loss of a batch = l1 area + l2 tv + mean score of the batch. Second QC step (2.3.1): with
-    ``jump_factor`` > 0, an image whose masked score exceeds ``jump_factor`` times the median
-    score of its batch and the loss of the step jumps is flagged. Returns (mask (1, 1, X, Y, Z),
+    ``jump_factor`` > 0, when the data term of the loss (the batch's mean masked score; the
+    penalties change smoothly from step to step) jumps by more than ``jump_factor`` from the
+    previous step, the images of the batch whose masked score exceeds ``jump_factor`` times the
+    batch's median are flagged. Returns (mask (1, 1, X, Y, Z),
     history rows per epoch, flagged rows)."""
     device = next(model.parameters()).device
     shape = tuple(store.shape[1:]) if hasattr(store, "shape") else tuple(np.asarray(store[0]).shape)
@@ -204,14 +220,14 @@ def optimise_group(model, store, train_rows, val_rows, settings: MaskSettings, *
             opt.step()
             with torch.no_grad():
                 m.clamp_(0, 1)
-            value = float(loss.detach())
-            if jump_factor > 0 and prev is not None and value > jump_factor * prev and len(f) > 0:
+            value, data = float(loss.detach()), float(f.detach().mean())
+            if jump_factor > 0 and prev is not None and data > jump_factor * max(prev, 1e-12):
                 med = float(f.detach().median())
                 for j in torch.nonzero(f.detach() > jump_factor * max(med, 1e-12)).flatten().tolist():
                     flagged.append({"epoch": epoch, "row": int(batch_rows[b * batch_size + j]),
-                                    "score": float(f[j]), "batch_median_score": med, "loss": value,
+                                    "score": float(f[j].detach()), "batch_median_score": med, "loss": data,
                                     "previous_loss": prev})
-            prev = value
+            prev = data
             train_losses.append(value)
         val_loss, area, tv, score = group_loss(model, m.detach(), store, watch, settings, mu, batch_size)
         improved, stopped = stop.step(val_loss)
@@ -226,16 +242,6 @@ def optimise_group(model, store, train_rows, val_rows, settings: MaskSettings, *
     return threshold(best, settings.threshold), history, flagged
 
 
-def point_id(b1: float, b2: float, l1: float, l2: float, lr: float | None = None) -> str:
-    """Readable, path-safe id of a sweep point, e.g. ``b1-0.1_b2-1_l1-1e-04_l2-1e-03`` (one
-    formatting for every rule, so that ids from config and from wildcards agree)."""
-    def num(v: float) -> str:
-        return f"{v:.0e}" if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e3) else f"{v:g}"
-
-    out = f"b1-{num(b1)}_b2-{num(b2)}_l1-{num(l1)}_l2-{num(l2)}"
-    return out if lr is None else f"{out}_lr-{num(lr)}"
-
-
 def mask_summary(mask: torch.Tensor | np.ndarray, settings: MaskSettings, *, score_before: float,
                  score_after: float) -> dict:
     """What every mask's summary records (the penalties are voxel sums: their values depend on
@@ -248,3 +254,319 @@ def mask_summary(mask: torch.Tensor | np.ndarray, settings: MaskSettings, *, sco
             "area_penalty": settings.l1 * area, "tv_penalty": settings.l2 * tv,
             "coverage": float((m < settings.threshold).float().mean()), "min": float(m.min()),
             "score_before": score_before, "score_after": score_after}
+
+
+# ------------------------------------------------------------------------------- rule entries
+# Every entry loads a trained model (frozen, eval mode, channels-last), selects its images from
+# the split tables, optimises, and writes NIfTI masks on the working grid (the store's, where the
+# atlas was checked) and on the native grid (for display), plus history and summary tables.
+
+def settings_from(params: dict, target: int, scale: float = 1.0) -> MaskSettings:
+    """MaskSettings from the config's ``masks`` values; ``scale`` multiplies l1 and l2 (session
+    masks: x100, study 2.3.4)."""
+    return MaskSettings(l1=params["l1"] * scale, l2=params["l2"] * scale, b1=params["b1"], b2=params["b2"],
+                        lr=params["lr"], target=target, score=params["score"], threshold=params["threshold"],
+                        eps=params["eps"])
+
+
+def _model(model_pt, device: str, threads: int, seed: int):
+    from .training import device_for, load_trained, seed_everything
+
+    seed_everything(seed, threads)
+    model, meta = load_trained(model_pt, device_for(device))
+    return model.to(memory_format=torch.channels_last_3d), meta
+
+
+def _target_label(meta: dict, target: str, model_pt) -> int:
+    from .io import InputError
+
+    if target not in meta["classes"]:
+        raise InputError(f"{model_pt}: the model's classes are {meta['classes']}, not the mask target {target!r}")
+    return meta["classes"].index(target)
+
+
+def _open(store_npy, index_tsv, meta: dict, model_pt):
+    from .io import InputError
+    from .preprocess import open_store
+
+    store, index = open_store(store_npy, index_tsv)
+    if tuple(store.shape[1:]) != tuple(meta["in_shape"]):
+        raise InputError(f"{store_npy}: images {tuple(store.shape[1:])} but {model_pt} was trained on "
+                         f"{tuple(meta['in_shape'])}")
+    return store, index
+
+
+def correct_rows(model, store, table, label: int, batch_size: int = 16) -> np.ndarray:
+    """Store rows of ``table``'s sessions of class ``label`` that the model classifies correctly."""
+    from .evaluation import predict
+
+    rows = table.row.to_numpy()[table.label.to_numpy() == label]
+    if len(rows) == 0:
+        return rows
+    return rows[predict(model, store, rows, batch_size).argmax(1) == label]
+
+
+def load_reference(reference_nii, shape, device) -> torch.Tensor | float:
+    """mu of equation (1): 1 (GM restored) without a reference map, else the map (working grid)."""
+    from .io import InputError, load_nifti
+
+    if not reference_nii:
+        return 1.0
+    data, _ = load_nifti(reference_nii)
+    if tuple(data.shape) != tuple(shape):
+        raise InputError(f"{reference_nii}: reference map {data.shape} does not match the images {tuple(shape)}")
+    return torch.from_numpy(data)[None, None].to(device)
+
+
+def mean_reference(store_npy, index_tsv, train_tsv, out_nii, *, label: int, working_grid: dict) -> None:
+    """Rule entry: the mean image of a fold's training sessions of class ``label`` (the mean CN
+    map, a per-voxel mu for equation (1))."""
+    from .grid import Grid
+    from .io import InputError, save_nifti
+    from .preprocess import open_store
+    from .training import read_split_rows
+
+    store, index = open_store(store_npy, index_tsv)
+    table = read_split_rows(train_tsv, index)
+    rows = table.row.to_numpy()[table.label.to_numpy() == label]
+    if len(rows) == 0:
+        raise InputError(f"{train_tsv}: no training session with label {label} for the reference map")
+    total = np.zeros(store.shape[1:], np.float64)
+    for i in range(0, len(rows), 32):
+        total += np.asarray(store[list(rows[i:i + 32])], dtype=np.float64).sum(0)
+    save_nifti((total / len(rows)).astype(np.float32), Grid.from_config(working_grid).affine, out_nii)
+    log.info("reference: mean of %d training sessions with label %d", len(rows), label)
+
+
+def to_native(volumes: np.ndarray, working: dict, native: dict) -> np.ndarray:
+    """Masks (X, Y, Z[, K]) from the working grid to the native grid (linear interpolation; outside
+    a cropped working box the mask is 1: unperturbed)."""
+    import nibabel as nib
+    from nilearn.image import resample_img
+
+    from .grid import Grid
+
+    w, n = Grid.from_config(working), Grid.from_config(native)
+    if w == n:
+        return volumes
+    img = nib.Nifti1Image(np.asarray(volumes, np.float32), w.affine)
+    out = resample_img(img, target_affine=n.affine, target_shape=n.shape, interpolation="linear", fill_value=1.0,
+                       force_resample=True, copy_header=True)
+    return np.clip(np.asarray(out.dataobj, np.float32), 0, 1)
+
+
+def _write_masks(volumes: np.ndarray, grids: dict, working_nii, native_nii, dtype=np.float32) -> None:
+    from .grid import Grid
+    from .io import save_nifti
+
+    save_nifti(volumes, Grid.from_config(grids["working"]).affine, working_nii, dtype=dtype)
+    save_nifti(to_native(volumes, grids["working"], grids["native"]), Grid.from_config(grids["native"]).affine,
+               native_nii, dtype=dtype)
+
+
+@torch.no_grad()
+def masked_scores(model, store, rows, m: torch.Tensor, settings: MaskSettings, mu=1.0, batch_size: int = 16):
+    """Per image: the target score of the images at ``rows`` masked by ``m`` (one mask, or one per row)."""
+    out = []
+    for i, x in enumerate(_batches(store, np.asarray(rows), batch_size, m.device)):
+        mk = m if m.shape[0] == 1 else m[i * batch_size:i * batch_size + len(x)]
+        out.append(score_term(model, masked(x, mk, mu), settings.target, settings.score).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: dict, *, target: str, params: dict,
+               grids: dict, reference_nii=None, device: str = "auto", threads: int = 1) -> None:
+    """Rule entry: one group mask (2.3.3) of one model.
+
+    Main cohort (``validation_tsv`` given): trained over the correctly classified ``target``
+    sessions of ``images_tsv`` (the fold's train.tsv) and, with ``include_validation``, of the
+    validation set; the correctly classified ones of the validation set give the validation
+    masking loss. Independent cohort (``validation_tsv`` None): its correctly classified target
+    sessions, a seeded ``validation_fraction`` of them as the validation set.
+
+    ``params``: the penalties (l1, l2, b1, b2, lr, score, threshold, eps) and batch_size,
+    max_images, max_epochs, patience, tol, jump_factor, include_validation, validation_fraction,
+    seed. ``out``: mask, native, history, summary, flagged (paths)."""
+    from .io import write_tsv
+    from .training import read_split_rows
+
+    model, meta = _model(model_pt, device, threads, params["seed"])
+    label = _target_label(meta, target, model_pt)
+    settings = settings_from(params, label)
+    store, index = _open(store_npy, index_tsv, meta, model_pt)
+    bs = params["batch_size"]
+    rows = correct_rows(model, store, read_split_rows(images_tsv, index), label, bs)
+    rng = np.random.default_rng(params["seed"])
+    if validation_tsv:
+        val = correct_rows(model, store, read_split_rows(validation_tsv, index), label, bs)
+    else:
+        rows = rows[rng.permutation(len(rows))]
+        n_val = int(round(params["validation_fraction"] * len(rows))) if len(rows) > 1 else 0
+        val, rows = np.sort(rows[:n_val]), np.sort(rows[n_val:])
+    train = np.concatenate([rows, val]) if params["include_validation"] else rows
+    if params["max_images"] and len(train) > params["max_images"]:
+        train = np.sort(rng.choice(train, params["max_images"], replace=False))
+    if len(train) == 0:  # a result, not bad input: an empty (all-ones) mask, flagged in the summary
+        log.warning("WARNING: %s classifies no %s session of %s correctly: nothing to mask, the mask is all ones",
+                    model_pt, target, images_tsv)
+    log.info("group mask for %s of %s: %d training images, %d validation images, %d voxels", target, model_pt,
+             len(train), len(val), int(np.prod(store.shape[1:])))
+    mu = load_reference(reference_nii, store.shape[1:], next(model.parameters()).device)
+    mask, history, flagged = optimise_group(
+        model, store, train, val, settings, mu=mu, batch_size=bs, max_epochs=params["max_epochs"] if len(train) else 0,
+        patience=params["patience"], tol=params["tol"], seed=params["seed"], jump_factor=params["jump_factor"])
+    watch = val if len(val) else train
+    before = masked_scores(model, store, watch, torch.ones_like(mask), settings, mu, bs) if len(watch) else np.nan
+    after = masked_scores(model, store, watch, mask, settings, mu, bs) if len(watch) else np.full(1, np.nan)
+    hist = pd.DataFrame(history)
+    best = int(hist.epoch.iloc[int(np.argmin(hist.validation_loss.to_numpy()))])
+    summary = {"target": target, "n_images": len(train), "n_validation": len(val),
+               **mask_summary(mask.cpu().numpy(), settings, score_before=float(np.mean(before)),
+                              score_after=float(np.mean(after))),
+               "max_score_after": float(np.max(after)), "epochs": int(hist.epoch.max()) + 1, "best_epoch": best,
+               "flagged_images": len({f["row"] for f in flagged})}
+    _write_masks(mask[0, 0].cpu().numpy(), grids, out["mask"], out["native"])
+    write_tsv(hist, out["history"])
+    write_tsv(pd.DataFrame([summary]), out["summary"])
+    write_tsv(flagged_table(flagged, index), out["flagged"])
+    log.info("mask: %.1f%% of voxels < %.2f, mean %s score on masked validation images %.3g -> %.3g",
+             100 * summary["coverage"], settings.threshold, target, summary["score_before"], summary["score_after"])
+
+
+FLAGGED_COLUMNS = ["participant_id", "session_id", "times_flagged", "first_epoch", "max_score",
+                   "batch_median_score", "max_loss_jump"]
+
+
+def flagged_table(events: list[dict], index: pd.DataFrame) -> pd.DataFrame:
+    """Second QC step (2.3.1): one row per image that made the group-mask loss jump, with how
+    often and how high its masked score stood above its batch's median."""
+    if not events:
+        return pd.DataFrame(columns=FLAGGED_COLUMNS)
+    ev = pd.DataFrame(events)
+    ev["jump"] = ev["loss"] / ev["previous_loss"]
+    g = ev.groupby("row").agg(times_flagged=("epoch", "size"), first_epoch=("epoch", "min"),
+                              max_score=("score", "max"), batch_median_score=("batch_median_score", "median"),
+                              max_loss_jump=("jump", "max")).reset_index()
+    g["participant_id"] = index.participant_id.to_numpy()[g.row.to_numpy()]
+    g["session_id"] = index.session_id.to_numpy()[g.row.to_numpy()]
+    return g.sort_values(["times_flagged", "max_score"], ascending=False)[FLAGGED_COLUMNS]
+
+
+def session_masks(model_pt, store_npy, index_tsv, test_tsv, out: dict, *, target: str, params: dict, grids: dict,
+                  reference_nii=None, device: str = "auto", threads: int = 1) -> None:
+    """Rule entry: one mask per session of ``test_tsv``'s ``target`` subjects (every session, 2.3.4),
+    optimised ``max_batch`` at a time as one batch; l1 and l2 multiplied by ``penalty_scale``.
+    ``out``: masks (4D, working grid), native (4D), index (one row per volume), history."""
+    from .io import InputError, write_tsv
+    from .training import read_split_rows
+
+    model, meta = _model(model_pt, device, threads, params["seed"])
+    label = _target_label(meta, target, model_pt)
+    settings = settings_from(params, label, params["penalty_scale"])
+    store, index = _open(store_npy, index_tsv, meta, model_pt)
+    table = read_split_rows(test_tsv, index)
+    table = table[table.label.to_numpy() == label].reset_index(drop=True)
+    if table.empty:
+        raise InputError(f"{test_tsv}: no {target} session to mask")
+    dev = next(model.parameters()).device
+    mu = load_reference(reference_nii, store.shape[1:], dev)
+    rows = table.row.to_numpy()
+    log.info("%d session masks for %s of %s (%d subjects), %d per batch, %d voxels each", len(rows), target,
+             model_pt, table.participant_id.nunique(), params["max_batch"], int(np.prod(store.shape[1:])))
+    volumes, stats, history = [], [], []
+    for start in range(0, len(rows), params["max_batch"]):
+        chunk = rows[start:start + params["max_batch"]]
+        x = next(_batches(store, chunk, len(chunk), dev))
+        masks_k, hist, st = optimise_independent(
+            model, x, settings, mu=mu, max_epochs=params["max_epochs"], patience=params["patience"],
+            tol=params["tol"], log_every=max(1, params["max_epochs"] // 50),
+            what=f"session masks {start + 1}-{start + len(chunk)}/{len(rows)}")
+        before = masked_scores(model, store, chunk, torch.ones_like(masks_k), settings, mu, len(chunk))
+        after = masked_scores(model, store, chunk, masks_k, settings, mu, len(chunk))
+        for j in range(len(chunk)):
+            m = masks_k[j, 0].cpu().numpy()
+            volumes.append(m)
+            stats.append({**st[j], **mask_summary(m, settings, score_before=float(before[j]),
+                                                  score_after=float(after[j]))})
+        history += [{"volume": h["mask"] + start, **h} for h in hist]
+    meta_cols = table[["participant_id", "session_id", "diagnosis"]].reset_index(names="volume")
+    idx = pd.concat([meta_cols, pd.DataFrame(stats)], axis=1)
+    _write_masks(np.stack(volumes, -1), grids, out["masks"], out["native"], dtype=np.int16)
+    write_tsv(idx, out["index"])
+    write_tsv(pd.DataFrame(history)[["volume", "epoch", "loss", "area", "tv", "score"]], out["history"])
+    log.info("session masks: coverage %.3f-%.3f, %s score %.3g -> %.3g (mean)", idx.coverage.min(),
+             idx.coverage.max(), target, idx.score_before.mean(), idx.score_after.mean())
+
+
+SWEEP_PARAMETERS = ("b1", "b2", "l1", "l2", "lr")
+
+
+def sweep_series(sweep: pd.DataFrame) -> list[tuple[str, dict, pd.DataFrame]]:
+    """The one-parameter series of a sweep (Tables 2-3): points that differ in exactly one of
+    b1, b2, l1, l2, lr, grouped per (model, target). Returns (parameter, fixed values, rows
+    sorted by the parameter) for every series of two points or more."""
+    out = []
+    keys = [k for k in ("target", "fold", "seed") if k in sweep]
+    for param in SWEEP_PARAMETERS:
+        fixed = [p for p in SWEEP_PARAMETERS if p != param]
+        for values, rows in sweep.groupby(keys + fixed, sort=True):
+            if rows[param].nunique() >= 2:
+                out.append((param, dict(zip(keys + fixed, values)), rows.sort_values(param)))
+    return out
+
+
+def sweep_trend_failures(sweep: pd.DataFrame) -> list[str]:
+    """The study's sweep trends (3.1) on a sweep table (one row per point: b1, b2, l1, l2, lr,
+    coverage): coverage falls as l1 grows and grows with l2 (monotone, strictly from the first
+    point to the last), and b1 = 2, where a series has it, gives the densest mask."""
+    fails = []
+    for param, fixed, rows in sweep_series(sweep):
+        cov = rows.coverage.to_numpy()
+        where = f"{param} series at " + ", ".join(f"{k}={v}" for k, v in fixed.items() if k in SWEEP_PARAMETERS)
+        shown = ", ".join(f"{v:g}: {c:.4f}" for v, c in zip(rows[param], cov))
+        if param == "l1" and not (np.all(np.diff(cov) <= 0) and cov[0] > cov[-1]):
+            fails.append(f"{where}: coverage does not fall as l1 grows ({shown})")
+        if param == "l2" and not (np.all(np.diff(cov) >= 0) and cov[0] < cov[-1]):
+            fails.append(f"{where}: coverage does not grow with l2 ({shown})")
+        if param == "b1" and (rows.b1 == 2).any() and rows.coverage[rows.b1 == 2].iloc[0] < cov.max():
+            fails.append(f"{where}: b1 = 2 is not the densest mask ({shown})")
+    return fails
+
+
+def summarise_masks(entries: list[dict], summaries: dict[str, list], flagged: list, group_native: list,
+                    out: dict, *, threshold: float = 0.95) -> None:
+    """Rule entry: one tidy table of every mask (group, sweep: one row each; session: one row per
+    session), the second QC step's flagged images of every group mask, and two figures."""
+    from .io import read_tsv, write_tsv
+    from .plots import group_masks_figure, sweep_figure
+
+    ids = ["kind", "cohort", "target", "fold", "seed", "point"]
+    by_kind = {k: iter(v) for k, v in summaries.items()}
+    tables, flags = [], []
+    group_flags, group_imgs, group_ids = iter(flagged), iter(group_native), []
+    for e in entries:
+        path = next(by_kind[e["kind"]])
+        t = read_tsv(path, ["coverage", "score_before", "score_after"], what="mask summary",
+                     dtype={"participant_id": str, "session_id": str})
+        for k in reversed(ids):
+            t.insert(0, k, e[k])
+        tables.append(t)
+        if e["kind"] == "group":
+            f = read_tsv(next(group_flags), FLAGGED_COLUMNS, what="flagged images table",
+                         dtype={"participant_id": str, "session_id": str})
+            flags.append(f.assign(**{k: e[k] for k in ids[1:5]}))
+            group_ids.append((e, next(group_imgs)))
+    table = pd.concat(tables, ignore_index=True)
+    lead = ids + [c for c in ("participant_id", "session_id", "volume") if c in table]
+    table = table[lead + [c for c in table if c not in lead]]
+    write_tsv(table, out["summary"])
+    flag_table = pd.concat(flags, ignore_index=True) if flags else pd.DataFrame(columns=FLAGGED_COLUMNS)
+    cols = ["cohort", "target", "fold", "seed", *FLAGGED_COLUMNS]
+    write_tsv(flag_table.reindex(columns=cols), out["flagged"])
+    group_masks_figure(group_ids, out["figure"], threshold)
+    sweep_figure(table[table.kind == "sweep"], out["sweep"])
+    for kind, rows in table.groupby("kind", sort=False):
+        log.info("%s masks: %d, coverage %.3f-%.3f, mean target score after masking %.3g (max %.3g)", kind,
+                 len(rows), rows.coverage.min(), rows.coverage.max(), rows.score_after.mean(), rows.score_after.max())
+    log.info("second QC step: %d image(s) flagged", flag_table[["participant_id", "session_id"]].drop_duplicates()
+             .shape[0] if len(flag_table) else 0)

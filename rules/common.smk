@@ -1,6 +1,7 @@
 # Shared by every stage: library import path, semantic config checks, wildcard constraints,
 # and the input functions that turn config into paths.
 import os
+import re
 import sys
 
 # The library package lives beside this workflow (the Snakefile put it on sys.path): make it
@@ -36,10 +37,33 @@ EVAL_SETS = ["validation", "test", *OTHER_COHORTS]
 MODEL_DIR = "results/models/fold-{fold}/seed-{seed}"
 
 
+# Masks: targets, sweep points and models from the config (see rules/masks.smk).
+MASKS = config["masks"]
+MODELS = rmconfig.trained_models(config)
+MASK_TARGETS = MASKS["targets"]
+SWEEP_POINTS = rmconfig.sweep_points(config)
+SESSION_MODELS = rmconfig.mask_models(config, "session")
+SWEEP_MODELS = rmconfig.mask_models(config, "sweep")
+GROUP_DIR = "results/masks/group/{cohort}/{target}/fold-{fold}/seed-{seed}"
+SESSION_DIR = "results/masks/session/{target}/fold-{fold}/seed-{seed}"
+SWEEP_DIR = "results/masks/sweep/{point}/{target}/fold-{fold}/seed-{seed}"
+GROUP_FILES = {
+    "mask": "mask.nii.gz",
+    "native": "mask_native.nii.gz",
+    "history": "history.tsv",
+    "summary": "summary.tsv",
+    "flagged": "flagged.tsv",
+}
+MASK_GPU = 0 if MASKS["device"] == "cpu" else 1
+PENALTIES = ("l1", "l2", "b1", "b2", "lr", "score", "threshold", "eps", "batch_size", "seed")
+
+
 wildcard_constraints:
     cohort="|".join(COHORTS),
     fold=r"\d+",
     seed=r"\d+",
+    target="|".join(MASK_TARGETS),
+    point="|".join(re.escape(p) for p in SWEEP_POINTS) or "no-sweep-point",
 
 
 def cohort_spec(wildcards):
@@ -109,9 +133,94 @@ def evaluation_inputs(wildcards):
     return files
 
 
+# Masks (rules/masks.smk): where each kind of mask lives, and the exact settings it depends on.
+def group_params(wildcards):
+    """Exactly the values a group or sweep mask depends on (so that a change re-runs only those)."""
+    p = {k: MASKS[k] for k in PENALTIES}
+    group = MASKS["group"]
+    if wildcards.get("cohort", MAIN) != MAIN:
+        p |= {"include_validation": group["include_validation"], "jump_factor": group["jump_factor"]}
+        return p | MASKS["independent"]
+    p |= group | {"validation_fraction": None}
+    if "point" in wildcards.keys():
+        p |= SWEEP_POINTS[wildcards.point]
+        p["max_images"] = MASKS["sweep"]["max_images"] or group["max_images"]
+    return p
+
+
+def reference_input(wildcards):
+    """mu of equation (1): a per-fold mean CN map, or nothing (mu = 1)."""
+    if MASKS["reference"] == "one":
+        return {}
+    return {"reference": f"results/masks/reference/fold-{wildcards.fold}/mean_cn.nii.gz"}
+
+
+def group_mask_inputs(wildcards):
+    cohort = wildcards.get("cohort", MAIN)
+    files = {
+        "model": f"results/models/fold-{wildcards.fold}/seed-{wildcards.seed}/model.pt",
+        "store": f"results/cohort/{cohort}/store.npy",
+        "index": f"results/cohort/{cohort}/index.tsv",
+        **reference_input(wildcards),
+    }
+    if cohort == MAIN:
+        files["images"] = f"results/splits/split-{wildcards.fold}/train.tsv"
+        files["validation"] = f"results/splits/split-{wildcards.fold}/validation_baseline.tsv"
+    else:
+        files["images"] = f"results/splits/{cohort}/test.tsv"
+    return files
+
+
+def group_masks(filename="summary"):
+    """Every group mask's file ``filename`` (main and independent cohorts, every target, every model)."""
+    return [
+        f"{GROUP_DIR.format(cohort=c, target=t, fold=f, seed=s)}/{GROUP_FILES[filename]}"
+        for c in COHORTS
+        for t in MASK_TARGETS
+        for f, s in MODELS
+    ]
+
+
+def session_masks(filename="index.tsv"):
+    return [f"{SESSION_DIR.format(target=t, fold=f, seed=s)}/{filename}" for t in MASK_TARGETS for f, s in SESSION_MODELS]
+
+
+def sweep_masks(filename="summary"):
+    return [
+        f"{SWEEP_DIR.format(point=p, target=t, fold=f, seed=s)}/{GROUP_FILES[filename]}"
+        for p in SWEEP_POINTS
+        for t in MASK_TARGETS
+        for f, s in SWEEP_MODELS
+    ]
+
+
+def mask_entries():
+    """Ids of every group, sweep and session mask, in the order of the summary's inputs."""
+    entries = [
+        {"kind": "group", "cohort": c, "target": t, "fold": f, "seed": s, "point": ""}
+        for c in COHORTS
+        for t in MASK_TARGETS
+        for f, s in MODELS
+    ]
+    entries += [
+        {"kind": "sweep", "cohort": MAIN, "target": t, "fold": f, "seed": s, "point": p}
+        for p in SWEEP_POINTS
+        for t in MASK_TARGETS
+        for f, s in SWEEP_MODELS
+    ]
+    entries += [
+        {"kind": "session", "cohort": MAIN, "target": t, "fold": f, "seed": s, "point": ""}
+        for t in MASK_TARGETS
+        for f, s in SESSION_MODELS
+    ]
+    return entries
+
+
 def all_outputs():
     """Every final product of the stages implemented so far."""
     out = split_tables() + ["results/splits/summary.tsv", "results/atlas/atlas.nii.gz", "results/cohort/summary.tsv"]
     out += [f"results/splits/{c}/test.tsv" for c in OTHER_COHORTS]
     out += ["results/training/summary.tsv", "results/training/learning_curves.png"]
+    out += ["results/masks/summary.tsv", "results/masks/qc_flagged.tsv", "results/masks/group_masks.png",
+            "results/masks/sweep.png"]
     return out

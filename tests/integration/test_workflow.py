@@ -79,6 +79,9 @@ def test_store_atlas_and_index_share_the_working_grid(smoke_run, smoke_config):
 
 
 TRAINING = {"train": 4, "evaluate": 4, "training_summary": 1}  # 2 folds x 2 seeds
+# 2 cohorts x 2 targets x 4 models; 2 sweep points x 2 targets; session masks of one model x 2 targets
+MASKS = {"group_mask": 16, "sweep_mask": 4, "session_masks": 2, "masks_summary": 1}
+REFERENCE = {"mask_reference": 2}  # the mean CN map of each fold
 
 
 def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run, tmp_path):
@@ -86,18 +89,19 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
     assert "Nothing to be done" in out
     seed = overlay(tmp_path, {"split": {"seed": 5}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), seed).stdout)
-    assert counts == {"all": 1, "split": 1, **TRAINING}
+    assert counts == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE}
     qc = overlay(tmp_path, {"qc": {"min_max_gm": 0.9}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), qc).stdout)
-    assert counts == {"all": 1, "cohort_table": 1, "preprocess": 2, "qc": 2, "split": 1, "test_cohort": 1, **TRAINING}
+    assert counts == {"all": 1, "cohort_table": 1, "preprocess": 2, "qc": 2, "split": 1, "test_cohort": 1, **TRAINING,
+                      **MASKS, **REFERENCE}
     # the independent cohort is only evaluated on: models are not retrained
     indep = overlay(tmp_path, {"data": {"cohorts": {"independent": {"synthetic": {"n_cn": 6}}}}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), indep).stdout)
     assert counts == {"all": 1, "cohort_table": 1, "preprocess": 1, "qc": 1, "synthetic_cohort": 1, "test_cohort": 1,
-                      "evaluate": 4, "training_summary": 1}
+                      "evaluate": 4, "training_summary": 1, "group_mask": 8, "masks_summary": 1}
     lr = overlay(tmp_path, {"train": {"lr": 5e-4}})
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), lr).stdout
-    assert job_counts(out) == {"all": 1, **TRAINING}
+    assert job_counts(out) == {"all": 1, **TRAINING, **MASKS}
     train_jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith("rule train:")]
     assert len(train_jobs) == 4 and all("gpu=1" in b for b in train_jobs)
     boot = overlay(tmp_path, {"evaluation": {"bootstrap": 300}})
@@ -105,7 +109,60 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
         "all": 1, "evaluate": 4, "training_summary": 1}
     one_seed = overlay(tmp_path, {"train": {"seeds": [0]}})  # a subset of the models: only the summary
     assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), one_seed).stdout) == {
-        "all": 1, "training_summary": 1}
+        "all": 1, "training_summary": 1, "masks_summary": 1}
+
+
+def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path):
+    def counts(data):
+        return job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, data)).stdout)
+
+    # the sweep points set their own penalties: a new default l1 re-runs group and session masks only
+    assert counts({"masks": {"l1": 2e-4}}) == {"all": 1, "group_mask": 16, "session_masks": 2, "masks_summary": 1}
+    assert counts({"masks": {"session": {"max_epochs": 25}}}) == {"all": 1, "session_masks": 2, "masks_summary": 1}
+    assert counts({"masks": {"independent": {"patience": 4}}}) == {"all": 1, "group_mask": 8, "masks_summary": 1}
+    point = {"b1": 0.1, "b2": 1, "l1": 1e-3, "l2": 1e-3}
+    smoke_points = rmconfig.load(SMOKE)["masks"]["sweep"]["points"]
+    assert counts({"masks": {"sweep": {"points": smoke_points + [point]}}}) == {
+        "all": 1, "sweep_mask": 2, "masks_summary": 1}
+    # mu = 1 instead of the mean CN map: every mask, no reference map
+    assert counts({"masks": {"reference": "one"}}) == {"all": 1, **MASKS}
+    out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, {"masks": {"l1": 3e-4}})).stdout
+    jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith(("rule group_mask:", "rule session_masks:"))]
+    assert len(jobs) == 18 and all("gpu=1" in b for b in jobs)
+
+
+def test_smoke_masks_are_on_the_grids_and_their_tables_agree(smoke_run, smoke_config):
+    from robustmaps.grid import native_grid
+
+    results = smoke_run / "results"
+    summary = pd.read_csv(results / "masks" / "summary.tsv", sep="\t", dtype={"participant_id": str})
+    assert summary.kind.value_counts().to_dict()["group"] == 16 and (summary.kind == "sweep").sum() == 4
+    group = summary[summary.kind == "group"]
+    assert set(zip(group.cohort, group.target)) == {(c, t) for c in ("main", "independent") for t in ("AD", "CN")}
+    worked = group[group.n_images > 0]
+    assert len(worked) >= 12 and (worked.score_after < worked.score_before).all()
+    d = results / "masks" / "group" / "main" / "AD" / "fold-1" / "seed-0"
+    mask, native = nib.load(d / "mask.nii.gz"), nib.load(d / "mask_native.nii.gz")
+    assert working_grid(smoke_config).matches(mask.shape, mask.affine)
+    assert native_grid(smoke_config).matches(native.shape, native.affine)
+    row = group[(group.cohort == "main") & (group.target == "AD") & (group.fold == 1) & (group.seed == 0)].iloc[0]
+    assert row.coverage == pytest.approx((np.asarray(mask.dataobj) < 0.95).mean())
+    hist = pd.read_csv(d / "history.tsv", sep="\t")
+    log = (results / "logs" / "masks" / "group_main_AD_fold-1_seed-0.log").read_text()
+    assert log.count(" | validation loss ") == len(hist) - 1 == row.epochs
+    # session masks: every session of the test set's AD (CN) subjects, one volume each
+    test = pd.read_csv(results / "splits" / "test.tsv", sep="\t")
+    for target in ("AD", "CN"):
+        s = results / "masks" / "session" / target / "fold-0" / "seed-0"
+        index = pd.read_csv(s / "index.tsv", sep="\t")
+        assert index.session_id.tolist() == test[test.diagnosis == target].session_id.tolist()
+        assert nib.load(s / "masks.nii.gz").shape == (*working_grid(smoke_config).shape, len(index))
+        assert len(summary[(summary.kind == "session") & (summary.target == target)]) == len(index)
+    # the mean CN map of the fold was the reference: it is on the working grid
+    ref = nib.load(results / "masks" / "reference" / "fold-0" / "mean_cn.nii.gz")
+    assert working_grid(smoke_config).matches(ref.shape, ref.affine) and 0 < np.asarray(ref.dataobj).max() <= 1
+    flagged = pd.read_csv(results / "masks" / "qc_flagged.tsv", sep="\t")
+    assert list(flagged.columns[:4]) == ["cohort", "target", "fold", "seed"]
 
 
 def test_smoke_models_learned_and_their_tables_agree(smoke_run, smoke_config):
@@ -141,7 +198,7 @@ def test_imported_clinicadl_splits_are_inputs_of_the_split_rule(smoke_run, tmp_p
     shutil.copytree(smoke_run / "results" / "splits", tmp_path / "imported")
     imp = overlay(tmp_path, {"split": {"import_dir": str(tmp_path / "imported")}})
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), imp).stdout
-    assert job_counts(out) == {"all": 1, "split": 1, **TRAINING}
+    assert job_counts(out) == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE}
     assert str(tmp_path / "imported" / "split-1" / "validation_baseline.tsv") in out
 
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -64,9 +65,9 @@ def test_batched_masks_equal_masks_optimised_one_by_one():
     net = TinyNet().eval()
     images = torch.rand(3, 1, 6, 6, 6) * 0.3
     settings = MaskSettings(l1=1e-2, l2=1e-2)
-    batch, hist = optimise_independent(net, images, settings, max_epochs=60, patience=5, tol=0.01)
+    batch, hist, _ = optimise_independent(net, images, settings, max_epochs=60, patience=5, tol=0.01)
     for i in range(3):
-        one, _ = optimise_independent(net, images[i:i + 1], settings, max_epochs=60, patience=5, tol=0.01)
+        one, _, _ = optimise_independent(net, images[i:i + 1], settings, max_epochs=60, patience=5, tol=0.01)
         torch.testing.assert_close(batch[i:i + 1], one, atol=1e-5, rtol=1e-5)
     # the masks lowered the AD score and each stopped on its own
     last = {}
@@ -116,3 +117,195 @@ def test_mask_summary_records_voxels_penalties_and_coverage():
     assert s["area"] == pytest.approx(1.5) and s["area_penalty"] == pytest.approx(1.5e-4)
     assert s["tv"] == pytest.approx(float(tv_term(torch.from_numpy(m)[None, None], 1.0)[0]))
     assert s["min"] == 0.5 and s["score_after"] == 0.1
+
+
+class BoxDetector(torch.nn.Module):
+    """A fixed 'AD detector': the AD logit falls as the mean of a central box rises (restoring GM
+    there removes the evidence). Unmasked images score about 0.95, a fully masked box about 0."""
+
+    def __init__(self, size=12, box=slice(3, 9)):
+        super().__init__()
+        w = torch.zeros(1, 1, size, size, size)
+        w[..., box, box, box] = -1.0 / float((box.stop - box.start) ** 3)
+        self.w = torch.nn.Parameter(w, requires_grad=False)
+
+    def forward(self, x):
+        s = (x * self.w).flatten(1).sum(1) * 7.6 + 2.64
+        return torch.stack([-s, s], 1)
+
+
+def sweep_coverage(**kw) -> float:
+    store = np.random.default_rng(0).uniform(0, 0.3, (10, 12, 12, 12)).astype(np.float32)
+    settings = MaskSettings(**{"l1": 1e-4, "l2": 1e-3, **kw})
+    mask, hist, _ = optimise_group(BoxDetector().eval(), store, np.arange(8), np.arange(8, 10), settings,
+                                   batch_size=4, max_epochs=60, patience=10, tol=0.05)
+    assert hist[-1]["validation_score"] < 0.1, kw  # every point of the sweep still does its job
+    return float((mask < 0.95).float().mean())
+
+
+def test_sweep_reproduces_the_papers_trends_on_a_fixed_model():
+    """Study 3.1: coverage falls as l1 grows, grows with l2; b1 = 2 gives the densest mask."""
+    l1 = [sweep_coverage(l1=v) for v in (1e-4, 1e-3, 1e-2)]
+    assert l1[0] >= l1[1] >= l1[2] and l1[0] > l1[2]
+    l2 = [sweep_coverage(l2=v) for v in (1e-4, 1e-3, 3e-3)]
+    assert l2[0] <= l2[1] <= l2[2] and l2[0] < l2[2]
+    b1 = {v: sweep_coverage(b1=v) for v in (0.1, 0.5, 1.0, 2.0)}
+    assert max(b1, key=b1.get) == 2.0 and b1[2.0] > 0.9
+
+
+def test_sweep_series_groups_points_that_differ_in_one_parameter():
+    from robustmaps.masks import sweep_series
+
+    rows = [{"b1": b1, "b2": 1, "l1": 1e-4, "l2": 1e-3, "lr": 0.1, "coverage": c} for b1, c in ((2, 0.9), (0.1, 0.1))]
+    rows += [{"b1": 0.1, "b2": 1, "l1": 1e-3, "l2": 1e-3, "lr": 0.1, "coverage": 0.05},
+             {"b1": 0.5, "b2": 2, "l1": 1e-2, "l2": 1e-2, "lr": 0.1, "coverage": 0.0}]  # alone: no series
+    series = sweep_series(pd.DataFrame(rows).assign(target="AD", fold=0, seed=0))
+    assert [(p, r[p].tolist()) for p, _, r in series] == [("b1", [0.1, 2]), ("l1", [1e-4, 1e-3])]
+    assert series[1][1]["l2"] == 1e-3 and series[1][1]["b1"] == 0.1
+
+
+def test_flagged_table_aggregates_events_per_image():
+    from robustmaps.masks import FLAGGED_COLUMNS, flagged_table
+
+    index = pd.DataFrame({"participant_id": ["sub-A", "sub-B", "sub-C"], "session_id": ["ses-M000"] * 3})
+    events = [{"epoch": e, "row": 2, "score": s, "batch_median_score": 0.01, "loss": 5.0, "previous_loss": 1.0}
+              for e, s in ((3, 0.9), (5, 0.95))]
+    events.append({"epoch": 4, "row": 0, "score": 0.5, "batch_median_score": 0.02, "loss": 3.0, "previous_loss": 1.0})
+    t = flagged_table(events, index)
+    assert list(t.columns) == FLAGGED_COLUMNS and t.participant_id.tolist() == ["sub-C", "sub-A"]
+    assert t.iloc[0].times_flagged == 2 and t.iloc[0].first_epoch == 3 and t.iloc[0].max_score == 0.95
+    assert t.iloc[0].max_loss_jump == 5.0
+    assert flagged_table([], index).empty
+
+
+def test_jump_qc_flags_the_image_that_the_mask_cannot_explain():
+    """Second QC step (2.3.1): an image whose AD evidence lies outside what a group mask can
+    remove (here: a much darker box) keeps a high masked score and makes its batches' loss jump."""
+    store = np.random.default_rng(1).uniform(0, 0.3, (9, 12, 12, 12)).astype(np.float32)
+    store[4, 3:9, 3:9, 3:9] = -3.0  # a defect: masking to 1 cannot lift this box's mean enough
+    net = BoxDetector().eval()
+    _, _, flagged = optimise_group(net, store, np.arange(8), np.array([8]), MaskSettings(l1=1e-4, l2=1e-3),
+                                   batch_size=2, max_epochs=15, patience=15, tol=0.05, jump_factor=5)
+    assert flagged and {f["row"] for f in flagged} == {4}
+    _, _, none = optimise_group(net, store, np.arange(8), np.array([8]), MaskSettings(l1=1e-4, l2=1e-3),
+                                batch_size=2, max_epochs=3, patience=15, tol=0.05, jump_factor=0)
+    assert none == []
+
+
+MASK_PARAMS = {"l1": 1e-3, "l2": 1e-2, "b1": 0.1, "b2": 1.0, "lr": 0.1, "score": "probability", "threshold": 0.95,
+               "eps": 1e-3, "batch_size": 6, "seed": 0, "include_validation": True, "max_images": None,
+               "max_epochs": 30, "patience": 5, "tol": 0.05, "jump_factor": 10, "validation_fraction": 0.25}
+
+
+def tiny_grids():
+    from conftest import TINY_SHAPE
+
+    from robustmaps.grid import Grid
+
+    working = Grid(TINY_SHAPE, 6.0, (-40.0, -50.0, -40.0))
+    native = Grid(tuple(2 * s for s in TINY_SHAPE), 3.0, (-41.5, -51.5, -41.5))  # same box, half voxels
+    return {"working": working.to_config(), "native": native.to_config()}
+
+
+def group_outputs(root, name):
+    return {k: root / f"{name}-{k}.{ext}" for k, ext in (("mask", "nii.gz"), ("native", "nii.gz"), ("history", "tsv"),
+                                                         ("summary", "tsv"), ("flagged", "tsv"))}
+
+
+def test_group_mask_entry_writes_masks_on_both_grids_and_a_summary(trained_model, tmp_path):
+    import nibabel as nib
+
+    from robustmaps.grid import Grid
+    from robustmaps.masks import group_mask
+
+    t, grids = trained_model, tiny_grids()
+    out = group_outputs(tmp_path, "a")
+    group_mask(t["model"], t["store"], t["index"], t["train"], t["validation"], out, target="AD",
+               params=MASK_PARAMS, grids=grids, device="cpu", threads=1)
+    img = nib.load(out["mask"])
+    assert Grid.from_config(grids["working"]).matches(img.shape, img.affine)
+    m = np.asarray(img.dataobj)
+    native = nib.load(out["native"])
+    assert Grid.from_config(grids["native"]).matches(native.shape, native.affine)
+    # the native mask is the same mask: its mean 1 - m agrees with the working grid's
+    assert (1 - np.asarray(native.dataobj)).mean() == pytest.approx((1 - m).mean(), rel=0.35, abs=1e-3)
+    s = pd.read_csv(out["summary"], sep="\t").iloc[0]
+    assert s.voxels == m.size and s.coverage == pytest.approx((m < 0.95).mean())
+    assert s.area_penalty == pytest.approx(1e-3 * s.area) and s.score_after < 0.5 < s.score_before
+    labels = t["labels"]
+    assert s.n_validation <= (labels[36:] == 1).sum() and s.n_images > s.n_validation  # validation included
+    hist = pd.read_csv(out["history"], sep="\t")
+    assert hist.epoch.iloc[0] == -1 and len(hist) == s.epochs + 1
+    # leaving the validation images out of the optimisation, and CN masks
+    out2 = group_outputs(tmp_path, "b")
+    group_mask(t["model"], t["store"], t["index"], t["train"], t["validation"], out2, target="CN",
+               params={**MASK_PARAMS, "include_validation": False, "max_epochs": 3}, grids=grids, device="cpu")
+    s2 = pd.read_csv(out2["summary"], sep="\t").iloc[0]
+    assert s2.target == "CN" and s2.n_images <= (labels[:36] == 0).sum()
+
+
+def test_group_mask_without_validation_table_holds_out_a_seeded_fraction(trained_model, tmp_path):
+    from robustmaps.masks import group_mask
+
+    t = trained_model
+    sums = []
+    for name in ("a", "b"):
+        out = group_outputs(tmp_path, name)
+        group_mask(t["model"], t["store"], t["index"], t["train"], None, out, target="AD",
+                   params={**MASK_PARAMS, "max_epochs": 2}, grids=tiny_grids(), device="cpu")
+        sums.append(pd.read_csv(out["summary"], sep="\t").iloc[0])
+        assert sums[-1].n_validation == round(0.25 * (sums[-1].n_images)) or sums[-1].n_validation >= 1
+    assert sums[0].equals(sums[1])  # seeded: the same split and the same mask
+
+
+def test_session_masks_entry_stacks_one_mask_per_target_session(trained_model, tmp_path):
+    import nibabel as nib
+
+    from robustmaps.masks import session_masks
+
+    t = trained_model
+    params = {**MASK_PARAMS, "l1": 1e-4, "l2": 1e-3, "penalty_scale": 1.0, "max_epochs": 40, "patience": 40,
+              "tol": 0.01, "max_batch": 4}
+    out = {k: tmp_path / f"{k}.{e}" for k, e in (("masks", "nii.gz"), ("native", "nii.gz"), ("index", "tsv"),
+                                                  ("history", "tsv"))}
+    session_masks(t["model"], t["store"], t["index"], t["validation"], out, target="AD", params=params,
+                  grids=tiny_grids(), device="cpu")
+    index = pd.read_csv(out["index"], sep="\t")
+    table = pd.read_csv(t["validation"], sep="\t")
+    assert index.participant_id.tolist() == table[table.label == 1].participant_id.tolist()
+    assert index.volume.tolist() == list(range(len(index))) and (index.epochs <= 40).all()
+    vol = nib.load(out["masks"])
+    assert vol.shape == (*t["images"].shape[1:], len(index)) and vol.get_data_dtype() == np.int16
+    data = np.asarray(vol.dataobj)
+    np.testing.assert_allclose((data < 0.95).mean((0, 1, 2)), index.coverage, atol=1e-3)
+    assert index.score_after.mean() < index.score_before.mean()
+    assert nib.load(out["native"]).shape[-1] == len(index)
+    hist = pd.read_csv(out["history"], sep="\t")
+    assert set(hist.volume) == set(index.volume)
+
+
+def test_to_native_upsamples_and_keeps_one_outside_a_cropped_box():
+    from robustmaps.grid import Grid
+    from robustmaps.masks import to_native
+
+    native = Grid((20, 20, 20), 2.0, (0.0, 0.0, 0.0))
+    working = native.coarsened(4.0).cropped([[0, 40], [10, 30], [0, 40]])
+    m = np.full(working.shape, 0.25, np.float32)
+    up = to_native(m, working.to_config(), native.to_config())
+    assert up.shape == native.shape
+    assert up[:, 10, :].mean() == pytest.approx(0.25, abs=0.05) and np.all(up[:, :2, :] == 1.0)
+    assert to_native(m, working.to_config(), working.to_config()) is m
+
+
+def test_mean_reference_is_the_mean_cn_image(trained_model, tmp_path):
+    from robustmaps.io import load_nifti
+    from robustmaps.masks import load_reference, mean_reference
+
+    t = trained_model
+    grid = tiny_grids()["working"]
+    mean_reference(t["store"], t["index"], t["train"], tmp_path / "ref.nii.gz", label=0, working_grid=grid)
+    ref, _ = load_nifti(tmp_path / "ref.nii.gz")
+    cn = t["images"][:36][t["labels"][:36] == 0].astype(np.float64).mean(0)
+    np.testing.assert_allclose(ref, cn, atol=1e-5)
+    mu = load_reference(tmp_path / "ref.nii.gz", ref.shape, "cpu")
+    assert tuple(mu.shape) == (1, 1, *ref.shape) and load_reference(None, ref.shape, "cpu") == 1.0

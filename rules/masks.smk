@@ -1,0 +1,135 @@
+# Masks stage (study 2.3): meaningful-perturbation masks of every trained model.
+#   group:   one mask per (cohort, target, fold, seed) over the model's correctly classified images
+#   session: one mask per session of the test set's target subjects, stacked per model (4D + index)
+#   sweep:   one group mask per hyperparameter point (Tables 2-3) on the configured model(s)
+# The optimiser is robustmaps.masks; the rules only choose the images and the settings.
+
+rule mask_reference:
+    """The mean CN map of a fold's training sessions: mu of equation (1) when masks.reference is
+    mean_cn (robustmaps.masks.mean_reference)."""
+    input:
+        store=f"results/cohort/{MAIN}/store.npy",
+        index=f"results/cohort/{MAIN}/index.tsv",
+        train="results/splits/split-{fold}/train.tsv",
+    output:
+        reference="results/masks/reference/fold-{fold}/mean_cn.nii.gz",
+    params:
+        label=0,
+        working_grid=WORKING_GRID,
+    log:
+        "results/logs/masks/reference_fold-{fold}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/mask_reference.py"
+
+
+rule group_mask:
+    """One group mask (2.3.3) of one model on one cohort; the second QC step's flagged images
+    (robustmaps.masks.group_mask)."""
+    input:
+        unpack(group_mask_inputs),
+    output:
+        **{k: f"{GROUP_DIR}/{v}" for k, v in GROUP_FILES.items()},
+    params:
+        target=lambda w: w.target,
+        masks=group_params,
+        grids={"working": WORKING_GRID, "native": NATIVE_GRID},
+        device=MASKS["device"],
+        threads=MASKS["threads"],
+    threads: MASKS["threads"]
+    resources:
+        gpu=MASK_GPU,
+    log:
+        "results/logs/masks/group_{cohort}_{target}_fold-{fold}_seed-{seed}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/group_mask.py"
+
+
+use rule group_mask as sweep_mask with:
+    input:
+        unpack(group_mask_inputs),
+    output:
+        **{k: f"{SWEEP_DIR}/{v}" for k, v in GROUP_FILES.items()},
+    params:
+        target=lambda w: w.target,
+        masks=group_params,
+        grids={"working": WORKING_GRID, "native": NATIVE_GRID},
+        device=MASKS["device"],
+        threads=MASKS["threads"],
+    log:
+        "results/logs/masks/sweep_{point}_{target}_fold-{fold}_seed-{seed}.log",
+
+
+rule session_masks:
+    """One mask per session of the test set's target subjects (2.3.4), optimised as batches and
+    stored stacked: a 4D NIfTI + an index TSV per model (robustmaps.masks.session_masks)."""
+    input:
+        unpack(reference_input),
+        model=f"{MODEL_DIR}/model.pt",
+        store=f"results/cohort/{MAIN}/store.npy",
+        index=f"results/cohort/{MAIN}/index.tsv",
+        test="results/splits/test.tsv",
+    output:
+        masks=f"{SESSION_DIR}/masks.nii.gz",
+        native=f"{SESSION_DIR}/masks_native.nii.gz",
+        index=f"{SESSION_DIR}/index.tsv",
+        history=f"{SESSION_DIR}/history.tsv",
+    params:
+        target=lambda w: w.target,
+        masks={k: MASKS[k] for k in PENALTIES} | {k: v for k, v in MASKS["session"].items() if k != "models"},
+        grids={"working": WORKING_GRID, "native": NATIVE_GRID},
+        device=MASKS["device"],
+        threads=MASKS["threads"],
+    threads: MASKS["threads"]
+    resources:
+        gpu=MASK_GPU,
+    log:
+        "results/logs/masks/session_{target}_fold-{fold}_seed-{seed}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/session_masks.py"
+
+
+rule masks_summary:
+    """Every mask's summary in one table, the second QC step's flagged images, the group masks
+    and the sweep's trends as figures (robustmaps.masks.summarise_masks)."""
+    input:
+        group=group_masks("summary"),
+        group_flagged=group_masks("flagged"),
+        group_native=group_masks("native"),
+        sweep=sweep_masks("summary"),
+        sessions=session_masks("index.tsv"),
+    output:
+        summary=report(
+            "results/masks/summary.tsv",
+            caption="../report/captions/masks_summary.rst",
+            category="Masks",
+        ),
+        flagged=report(
+            "results/masks/qc_flagged.tsv",
+            caption="../report/captions/masks_flagged.rst",
+            category="Cohort and QC",
+        ),
+        figure=report(
+            "results/masks/group_masks.png",
+            caption="../report/captions/group_masks.rst",
+            category="Masks",
+        ),
+        sweep=report(
+            "results/masks/sweep.png",
+            caption="../report/captions/mask_sweep.rst",
+            category="Masks",
+        ),
+    params:
+        entries=mask_entries(),
+        threshold=MASKS["threshold"],
+    log:
+        "results/logs/masks/summary.log",
+    conda:
+        ENV
+    script:
+        "../scripts/masks_summary.py"

@@ -1,0 +1,19 @@
+"""Rules group_mask and sweep_mask: see robustmaps.masks.group_mask."""
+from robustmaps.masks import group_mask
+from robustmaps.runner import script
+
+with script(snakemake):
+    group_mask(
+        snakemake.input.model,
+        snakemake.input.store,
+        snakemake.input.index,
+        snakemake.input.images,
+        snakemake.input.get("validation"),
+        dict(snakemake.output.items()),
+        target=snakemake.params.target,
+        params=snakemake.params.masks,
+        grids=snakemake.params.grids,
+        reference_nii=snakemake.input.get("reference"),
+        device=snakemake.params.device,
+        threads=snakemake.params.threads,
+    )

@@ -1,0 +1,13 @@
+"""Rule mask_reference: see robustmaps.masks.mean_reference."""
+from robustmaps.masks import mean_reference
+from robustmaps.runner import script
+
+with script(snakemake):
+    mean_reference(
+        snakemake.input.store,
+        snakemake.input.index,
+        snakemake.input.train,
+        snakemake.output.reference,
+        label=snakemake.params.label,
+        working_grid=snakemake.params.working_grid,
+    )

@@ -1,0 +1,13 @@
+"""Rule masks_summary: see robustmaps.masks.summarise_masks."""
+from robustmaps.masks import summarise_masks
+from robustmaps.runner import script
+
+with script(snakemake):
+    summarise_masks(
+        snakemake.params.entries,
+        {"group": snakemake.input.group, "sweep": snakemake.input.sweep, "session": snakemake.input.sessions},
+        snakemake.input.group_flagged,
+        snakemake.input.group_native,
+        dict(snakemake.output.items()),
+        threshold=snakemake.params.threshold,
+    )

@@ -1,0 +1,18 @@
+"""Rule session_masks: see robustmaps.masks.session_masks."""
+from robustmaps.masks import session_masks
+from robustmaps.runner import script
+
+with script(snakemake):
+    session_masks(
+        snakemake.input.model,
+        snakemake.input.store,
+        snakemake.input.index,
+        snakemake.input.test,
+        dict(snakemake.output.items()),
+        target=snakemake.params.target,
+        params=snakemake.params.masks,
+        grids=snakemake.params.grids,
+        reference_nii=snakemake.input.get("reference"),
+        device=snakemake.params.device,
+        threads=snakemake.params.threads,
+    )
