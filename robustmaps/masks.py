@@ -192,7 +192,7 @@ def optimise_group(model, store, train_rows, val_rows, settings: MaskSettings, *
     ``jump_factor`` > 0, when the data term of the loss (the batch's mean masked score; the
     penalties change smoothly from step to step) jumps by more than ``jump_factor`` from the
     previous step, the images of the batch whose masked score exceeds ``jump_factor`` times the
-    batch's median are flagged. Returns (mask (1, 1, X, Y, Z),
+    batch's median and 0.5 (the mask leaves them classified as the target) are flagged. Returns (mask (1, 1, X, Y, Z),
     history rows per epoch, flagged rows)."""
     device = next(model.parameters()).device
     shape = tuple(store.shape[1:]) if hasattr(store, "shape") else tuple(np.asarray(store[0]).shape)
@@ -223,7 +223,8 @@ def optimise_group(model, store, train_rows, val_rows, settings: MaskSettings, *
             value, data = float(loss.detach()), float(f.detach().mean())
             if jump_factor > 0 and prev is not None and data > jump_factor * max(prev, 1e-12):
                 med = float(f.detach().median())
-                for j in torch.nonzero(f.detach() > jump_factor * max(med, 1e-12)).flatten().tolist():
+                still = (f.detach() > jump_factor * max(med, 1e-12)) & (f.detach() > 0.5)
+                for j in torch.nonzero(still).flatten().tolist():
                     flagged.append({"epoch": epoch, "row": int(batch_rows[b * batch_size + j]),
                                     "score": float(f[j].detach()), "batch_median_score": med, "loss": data,
                                     "previous_loss": prev})
@@ -419,7 +420,8 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
     before = masked_scores(model, store, watch, torch.ones_like(mask), settings, mu, bs) if len(watch) else np.nan
     after = masked_scores(model, store, watch, mask, settings, mu, bs) if len(watch) else np.full(1, np.nan)
     hist = pd.DataFrame(history)
-    best = int(hist.epoch.iloc[int(np.argmin(hist.validation_loss.to_numpy()))])
+    run = hist[hist.epoch >= 0]  # epoch -1 is the unmasked start, never the mask kept
+    best = int(run.epoch.iloc[int(np.argmin(run.validation_loss.fillna(np.inf).to_numpy()))]) if len(run) else -1
     summary = {"target": target, "n_images": len(train), "n_validation": len(val),
                **mask_summary(mask.cpu().numpy(), settings, score_before=float(np.mean(before)),
                               score_after=float(np.mean(after))),
@@ -515,12 +517,15 @@ def sweep_series(sweep: pd.DataFrame) -> list[tuple[str, dict, pd.DataFrame]]:
     return out
 
 
-def sweep_trend_failures(sweep: pd.DataFrame) -> list[str]:
+def sweep_trend_failures(sweep: pd.DataFrame, params=("b1", "l1", "l2")) -> list[str]:
     """The study's sweep trends (3.1) on a sweep table (one row per point: b1, b2, l1, l2, lr,
-    coverage): coverage falls as l1 grows and grows with l2 (monotone, strictly from the first
-    point to the last), and b1 = 2, where a series has it, gives the densest mask."""
+    coverage), for the series along ``params``: coverage falls as l1 grows and grows with l2
+    (monotone, strictly from the first point to the last), and b1 = 2, where a series has it,
+    gives the densest mask."""
     fails = []
     for param, fixed, rows in sweep_series(sweep):
+        if param not in params:
+            continue
         cov = rows.coverage.to_numpy()
         where = f"{param} series at " + ", ".join(f"{k}={v}" for k, v in fixed.items() if k in SWEEP_PARAMETERS)
         shown = ", ".join(f"{v:g}: {c:.4f}" for v, c in zip(rows[param], cov))
@@ -533,7 +538,7 @@ def sweep_trend_failures(sweep: pd.DataFrame) -> list[str]:
     return fails
 
 
-def summarise_masks(entries: list[dict], summaries: dict[str, list], flagged: list, group_native: list,
+def summarise_masks(entries: list[dict], summaries: dict[str, list], flagged: list, group_images: list,
                     out: dict, *, threshold: float = 0.95) -> None:
     """Rule entry: one tidy table of every mask (group, sweep: one row each; session: one row per
     session), the second QC step's flagged images of every group mask, and two figures."""
@@ -543,11 +548,12 @@ def summarise_masks(entries: list[dict], summaries: dict[str, list], flagged: li
     ids = ["kind", "cohort", "target", "fold", "seed", "point"]
     by_kind = {k: iter(v) for k, v in summaries.items()}
     tables, flags = [], []
-    group_flags, group_imgs, group_ids = iter(flagged), iter(group_native), []
+    group_flags, group_imgs, group_ids = iter(flagged), iter(group_images), []
     for e in entries:
         path = next(by_kind[e["kind"]])
         t = read_tsv(path, ["coverage", "score_before", "score_after"], what="mask summary",
                      dtype={"participant_id": str, "session_id": str})
+        t = t.drop(columns=[k for k in ids if k in t])
         for k in reversed(ids):
             t.insert(0, k, e[k])
         tables.append(t)

@@ -7,7 +7,6 @@ only source of variance once a model is trained) to give a percentile 95% confid
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as skm
 
 
 def binary_metrics(y_true, prob_pos, threshold: float = 0.5) -> dict[str, float]:
@@ -16,6 +15,8 @@ def binary_metrics(y_true, prob_pos, threshold: float = 0.5) -> dict[str, float]
     The predicted label is the argmax of the two class probabilities (prob_pos > 0.5), as in the
     study. AUC is NaN when the set holds one class only.
     """
+    from sklearn import metrics as skm  # here: a mask or saliency job imports training, not sklearn
+
     y = np.asarray(y_true, dtype=int)
     p = np.asarray(prob_pos, dtype=float)
     pred = (p > threshold).astype(int)

@@ -50,8 +50,8 @@ def learning_curves(history: pd.DataFrame, path) -> None:
 
 
 def group_masks_figure(masks: list, path, threshold: float = 0.95) -> None:
-    """Glass-brain views of 1 - m (the perturbed amount) of every group mask on its native grid
-    (MNI space), one row per mask; ``masks`` = [(ids, mask NIfTI path)]."""
+    """Glass-brain views of 1 - m (the perturbed amount) of every group mask (MNI space; the
+    working grid, where the masks were optimised), one row per mask; ``masks`` = [(ids, NIfTI)]."""
     import nibabel as nib
     from nilearn import plotting
 

@@ -84,6 +84,7 @@ rule session_masks:
         device=MASKS["device"],
         threads=MASKS["threads"],
     threads: MASKS["threads"]
+    priority: 1  # the longest mask jobs: start them first
     resources:
         gpu=MASK_GPU,
     log:
@@ -100,7 +101,7 @@ rule masks_summary:
     input:
         group=group_masks("summary"),
         group_flagged=group_masks("flagged"),
-        group_native=group_masks("native"),
+        group_images=group_masks("mask"),
         sweep=sweep_masks("summary"),
         sessions=session_masks("index.tsv"),
     output:

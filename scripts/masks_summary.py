@@ -7,7 +7,7 @@ with script(snakemake):
         snakemake.params.entries,
         {"group": snakemake.input.group, "sweep": snakemake.input.sweep, "session": snakemake.input.sessions},
         snakemake.input.group_flagged,
-        snakemake.input.group_native,
+        snakemake.input.group_images,
         dict(snakemake.output.items()),
         threshold=snakemake.params.threshold,
     )
