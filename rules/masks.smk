@@ -48,17 +48,10 @@ rule group_mask:
         "../scripts/group_mask.py"
 
 
+# A sweep point is a group mask on the main cohort with the point's penalties (group_params).
 use rule group_mask as sweep_mask with:
-    input:
-        unpack(group_mask_inputs),
     output:
         **{k: f"{SWEEP_DIR}/{v}" for k, v in GROUP_FILES.items()},
-    params:
-        target=lambda w: w.target,
-        masks=group_params,
-        grids={"working": WORKING_GRID, "native": NATIVE_GRID},
-        device=MASKS["device"],
-        threads=MASKS["threads"],
     log:
         "results/logs/masks/sweep_{point}_{target}_fold-{fold}_seed-{seed}.log",
 
