@@ -351,9 +351,17 @@ def to_native(volumes: np.ndarray, working: dict, native: dict) -> np.ndarray:
     if w == n:
         return volumes
     img = nib.Nifti1Image(np.asarray(volumes, np.float32), w.affine)
-    out = resample_img(img, target_affine=n.affine, target_shape=n.shape, interpolation="linear", fill_value=1.0,
+    out = resample_img(img, target_affine=n.affine, target_shape=n.shape, interpolation="linear",
                        force_resample=True, copy_header=True)
-    return np.clip(np.asarray(out.dataobj, np.float32), 0, 1)
+    out = np.clip(np.asarray(out.dataobj, np.float32), 0, 1)
+    # outside the working box (a crop) nothing was perturbed: 1 (resample_img extends the edges)
+    inside = [(a >= o - w.voxel_size / 2) & (a <= o + (k - 0.5) * w.voxel_size)
+              for a, o, k in zip(n.world_axes(), w.origin, w.shape)]
+    box = np.ix_(*inside)
+    keep = np.zeros(n.shape, bool)
+    keep[box] = True
+    out[~keep] = 1.0
+    return out
 
 
 def _write_masks(volumes: np.ndarray, grids: dict, working_nii, native_nii, dtype=np.float32) -> None:
