@@ -144,7 +144,9 @@ def group_params(wildcards):
     p |= group | {"validation_fraction": None}
     if "point" in wildcards.keys():
         p |= SWEEP_POINTS[wildcards.point]
-        p["max_images"] = MASKS["sweep"]["max_images"] or group["max_images"]
+        for key in ("max_images", "batch_size", "max_epochs", "patience"):  # null: the group's
+            if MASKS["sweep"][key] is not None:
+                p[key] = MASKS["sweep"][key]
     return p
 
 

@@ -120,6 +120,7 @@ def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path
     assert counts({"masks": {"l1": 2e-4}}) == {"all": 1, "group_mask": 16, "session_masks": 2, "masks_summary": 1}
     assert counts({"masks": {"session": {"max_epochs": 25}}}) == {"all": 1, "session_masks": 2, "masks_summary": 1}
     assert counts({"masks": {"independent": {"patience": 4}}}) == {"all": 1, "group_mask": 8, "masks_summary": 1}
+    assert counts({"masks": {"sweep": {"batch_size": 1}}}) == {"all": 1, "sweep_mask": 4, "masks_summary": 1}
     point = {"b1": 0.1, "b2": 1, "l1": 1e-3, "l2": 1e-3}
     smoke_points = rmconfig.load(SMOKE)["masks"]["sweep"]["points"]
     assert counts({"masks": {"sweep": {"points": smoke_points + [point]}}}) == {
