@@ -20,6 +20,7 @@ the model's probability (or logit) of the class being masked.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -350,11 +351,19 @@ def to_native(volumes: np.ndarray, working: dict, native: dict) -> np.ndarray:
     w, n = Grid.from_config(working), Grid.from_config(native)
     if w == n:
         return volumes
-    img = nib.Nifti1Image(np.asarray(volumes, np.float32), w.affine)
-    out = resample_img(img, target_affine=n.affine, target_shape=n.shape, interpolation="linear",
-                       force_resample=True, copy_header=True)
+    # pad one voxel by replicating the edges, so that the half-voxel rim between the outermost
+    # voxel centres and the box's border interpolates the edge values (resample_img fills 0 there)
+    v = np.asarray(volumes, np.float32)
+    pad = [(1, 1)] * 3 + [(0, 0)] * (v.ndim - 3)
+    affine = w.affine.copy()
+    affine[:3, 3] -= w.voxel_size
+    img = nib.Nifti1Image(np.pad(v, pad, mode="edge"), affine)
+    with warnings.catch_warnings():  # a mask that is still all 0/1 is not a label image: linear is right
+        warnings.filterwarnings("ignore", message="Resampling binary images")
+        out = resample_img(img, target_affine=n.affine, target_shape=n.shape, interpolation="linear",
+                           force_resample=True, copy_header=True, fill_value=1.0)
     out = np.clip(np.asarray(out.dataobj, np.float32), 0, 1)
-    # outside the working box (a crop) nothing was perturbed: 1 (resample_img extends the edges)
+    # outside the working box (a crop) nothing was perturbed: 1
     inside = [(a >= o - w.voxel_size / 2) & (a <= o + (k - 0.5) * w.voxel_size)
               for a, o, k in zip(n.world_axes(), w.origin, w.shape)]
     box = np.ix_(*inside)

@@ -293,7 +293,15 @@ def test_to_native_upsamples_and_keeps_one_outside_a_cropped_box():
     m = np.full(working.shape, 0.25, np.float32)
     up = to_native(m, working.to_config(), native.to_config())
     assert up.shape == native.shape
-    assert up[:, 10, :].mean() == pytest.approx(0.25, abs=0.05) and np.all(up[:, :2, :] == 1.0)
+    inside = up[:, 10, :]  # every voxel of the box, its rim (outside the outermost voxel centres) included
+    np.testing.assert_allclose(inside, 0.25, atol=1e-6)
+    assert np.all(up[:, :2, :] == 1.0)
+    # one perturbed voxel: upsampling keeps its mass (the mean of 1 - m)
+    hole = np.ones(working.shape, np.float32)
+    hole[2, 2, 2] = 0.0
+    up = to_native(hole, working.to_config(), native.to_config())
+    box = (up.shape[0] * up.shape[2] * (working.shape[1] * 2))  # native voxels inside the box
+    assert (1 - up).sum() / box == pytest.approx((1 - hole).mean(), rel=0.05)
     assert to_native(m, working.to_config(), working.to_config()) is m
 
 
