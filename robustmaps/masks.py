@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from .config import point_id  # noqa: F401  (sweep point ids: one formatting for config and rules)
+from .training import class_index, load_model, open_for_model
 
 log = logging.getLogger(__name__)
 
@@ -271,33 +272,6 @@ def settings_from(params: dict, target: int, scale: float = 1.0) -> MaskSettings
                         eps=params["eps"])
 
 
-def _model(model_pt, device: str, threads: int, seed: int):
-    from .training import device_for, load_trained, seed_everything
-
-    seed_everything(seed, threads)
-    model, meta = load_trained(model_pt, device_for(device))
-    return model.to(memory_format=torch.channels_last_3d), meta
-
-
-def _target_label(meta: dict, target: str, model_pt) -> int:
-    from .io import InputError
-
-    if target not in meta["classes"]:
-        raise InputError(f"{model_pt}: the model's classes are {meta['classes']}, not the mask target {target!r}")
-    return meta["classes"].index(target)
-
-
-def _open(store_npy, index_tsv, meta: dict, model_pt):
-    from .io import InputError
-    from .preprocess import open_store
-
-    store, index = open_store(store_npy, index_tsv)
-    if tuple(store.shape[1:]) != tuple(meta["in_shape"]):
-        raise InputError(f"{store_npy}: images {tuple(store.shape[1:])} but {model_pt} was trained on "
-                         f"{tuple(meta['in_shape'])}")
-    return store, index
-
-
 def correct_rows(model, store, table, label: int, batch_size: int = 16) -> np.ndarray:
     """Store rows of ``table``'s sessions of class ``label`` that the model classifies correctly."""
     from .evaluation import predict
@@ -340,9 +314,9 @@ def mean_reference(store_npy, index_tsv, train_tsv, out_nii, *, label: int, work
     log.info("reference: mean of %d training sessions with label %d", len(rows), label)
 
 
-def to_native(volumes: np.ndarray, working: dict, native: dict) -> np.ndarray:
+def to_native(volumes: np.ndarray, working: dict, native: dict, fill: float = 1.0) -> np.ndarray:
     """Masks (X, Y, Z[, K]) from the working grid to the native grid (linear interpolation; outside
-    a cropped working box the mask is 1: unperturbed)."""
+    a cropped working box ``fill``: 1 for a mask, unperturbed; 0 for a saliency map)."""
     import nibabel as nib
     from nilearn.image import resample_img
 
@@ -361,24 +335,26 @@ def to_native(volumes: np.ndarray, working: dict, native: dict) -> np.ndarray:
     with warnings.catch_warnings():  # a mask that is still all 0/1 is not a label image: linear is right
         warnings.filterwarnings("ignore", message="Resampling binary images")
         out = resample_img(img, target_affine=n.affine, target_shape=n.shape, interpolation="linear",
-                           force_resample=True, copy_header=True, fill_value=1.0)
+                           force_resample=True, copy_header=True, fill_value=fill)
     out = np.clip(np.asarray(out.dataobj, np.float32), 0, 1)
-    # outside the working box (a crop) nothing was perturbed: 1
+    # outside the working box (a crop): fill
     inside = [(a >= o - w.voxel_size / 2) & (a <= o + (k - 0.5) * w.voxel_size)
               for a, o, k in zip(n.world_axes(), w.origin, w.shape)]
     box = np.ix_(*inside)
     keep = np.zeros(n.shape, bool)
     keep[box] = True
-    out[~keep] = 1.0
+    out[~keep] = fill
     return out
 
 
-def _write_masks(volumes: np.ndarray, grids: dict, working_nii, native_nii, dtype=np.float32) -> None:
+def write_volumes(volumes: np.ndarray, grids: dict, working_nii, native_nii, dtype=np.float32,
+                  fill: float = 1.0) -> None:
+    """Volumes (X, Y, Z[, K]) on the working grid and, resampled, on the native grid."""
     from .grid import Grid
     from .io import save_nifti
 
     save_nifti(volumes, Grid.from_config(grids["working"]).affine, working_nii, dtype=dtype)
-    save_nifti(to_native(volumes, grids["working"], grids["native"]), Grid.from_config(grids["native"]).affine,
+    save_nifti(to_native(volumes, grids["working"], grids["native"], fill), Grid.from_config(grids["native"]).affine,
                native_nii, dtype=dtype)
 
 
@@ -408,10 +384,10 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
     from .io import write_tsv
     from .training import read_split_rows
 
-    model, meta = _model(model_pt, device, threads, params["seed"])
-    label = _target_label(meta, target, model_pt)
+    model, meta = load_model(model_pt, device, threads, params["seed"])
+    label = class_index(meta, target, model_pt)
     settings = settings_from(params, label)
-    store, index = _open(store_npy, index_tsv, meta, model_pt)
+    store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
     bs = params["batch_size"]
     rows = correct_rows(model, store, read_split_rows(images_tsv, index), label, bs)
     rng = np.random.default_rng(params["seed"])
@@ -444,7 +420,7 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
                               score_after=float(np.mean(after))),
                "max_score_after": float(np.max(after)), "epochs": int(hist.epoch.max()) + 1, "best_epoch": best,
                "flagged_images": len({f["row"] for f in flagged})}
-    _write_masks(mask[0, 0].cpu().numpy(), grids, out["mask"], out["native"])
+    write_volumes(mask[0, 0].cpu().numpy(), grids, out["mask"], out["native"])
     write_tsv(hist, out["history"])
     write_tsv(pd.DataFrame([summary]), out["summary"])
     write_tsv(flagged_table(flagged, index), out["flagged"])
@@ -479,10 +455,10 @@ def session_masks(model_pt, store_npy, index_tsv, test_tsv, out: dict, *, target
     from .io import InputError, write_tsv
     from .training import read_split_rows
 
-    model, meta = _model(model_pt, device, threads, params["seed"])
-    label = _target_label(meta, target, model_pt)
+    model, meta = load_model(model_pt, device, threads, params["seed"])
+    label = class_index(meta, target, model_pt)
     settings = settings_from(params, label, params["penalty_scale"])
-    store, index = _open(store_npy, index_tsv, meta, model_pt)
+    store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
     table = read_split_rows(test_tsv, index)
     table = table[table.label.to_numpy() == label].reset_index(drop=True)
     if table.empty:
@@ -510,7 +486,7 @@ def session_masks(model_pt, store_npy, index_tsv, test_tsv, out: dict, *, target
         history += [{"volume": h["mask"] + start, **h} for h in hist]
     meta_cols = table[["participant_id", "session_id", "diagnosis"]].reset_index(names="volume")
     idx = pd.concat([meta_cols, pd.DataFrame(stats)], axis=1)
-    _write_masks(np.stack(volumes, -1), grids, out["masks"], out["native"], dtype=np.int16)
+    write_volumes(np.stack(volumes, -1), grids, out["masks"], out["native"], dtype=np.int16)
     write_tsv(idx, out["index"])
     write_tsv(pd.DataFrame(history)[["volume", "epoch", "loss", "area", "tv", "score"]], out["history"])
     log.info("session masks: coverage %.3f-%.3f, %s score %.3g -> %.3g (mean)", idx.coverage.min(),

@@ -96,3 +96,58 @@ def sweep_figure(sweep: pd.DataFrame, path) -> None:
         axes[1, 0].set_axis_off()
     fig.tight_layout()
     _save(fig, path)
+
+
+def saliency_maps_figure(maps: dict, path) -> None:
+    """One row per method: its group map averaged over models, three orthogonal slices through
+    the map's peak (working grid). ``maps``: method -> (X, Y, Z) array."""
+    n = max(1, len(maps))
+    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.0 * n), squeeze=False)
+    for row, (method, volume) in zip(axes, maps.items()):
+        peak = np.unravel_index(int(np.argmax(volume)), volume.shape)
+        views = (volume[peak[0]].T, volume[:, peak[1]].T, volume[:, :, peak[2]].T)
+        for ax, view, name in zip(row, views, ("sagittal", "coronal", "axial")):
+            ax.imshow(view, origin="lower", cmap="hot", vmin=0, vmax=max(float(volume.max()), 1e-12))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{method} ({name})" if name == "sagittal" else name, fontsize=8)
+    _save(fig, path)
+
+
+def faithfulness_figure(per_map: pd.DataFrame, path) -> None:
+    """Deletion and insertion AUC per method (one point per model mean), Random-CAM marked."""
+    sns.set_theme(style="whitegrid", context="paper")
+    per_model = per_map.groupby(["method", "fold", "seed"])[["deletion_auc", "insertion_auc"]].mean().reset_index()
+    order = list(per_model.groupby("method").deletion_auc.mean().sort_values().index)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.35 * len(order) + 1.5))
+    for ax, col, better in zip(axes, ("deletion_auc", "insertion_auc"), ("lower", "higher")):
+        sns.stripplot(data=per_model, y="method", x=col, order=order, ax=ax, size=5)
+        sns.pointplot(data=per_model, y="method", x=col, order=order, ax=ax, linestyles="none", color="black",
+                      markers="|", errorbar=None)
+        if "randomcam" in order:
+            ax.axvline(per_model[per_model.method == "randomcam"][col].mean(), ls="--", color="grey", lw=1)
+        ax.set_xlabel(f"{col.replace('_', ' ')} ({better} is better)")
+        ax.set_ylabel("")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def sobol_convergence_figure(convergence: pd.DataFrame, path, top: int = 6) -> None:
+    """ST (with its confidence interval) of the ROIs with the largest ST at the largest N, against N."""
+    sns.set_theme(style="whitegrid", context="paper")
+    sets = list(dict.fromkeys(convergence["images"]))
+    fig, axes = plt.subplots(1, max(1, len(sets)), figsize=(4.5 * max(1, len(sets)), 3.4), squeeze=False)
+    for ax, images in zip(axes[0], sets):
+        c = convergence[convergence["images"] == images]
+        mean = c.groupby(["n", "roi"])[["ST", "ST_conf"]].mean().reset_index()
+        last = mean[mean.n == mean.n.max()].nlargest(top, "ST").roi
+        for roi in last:
+            r = mean[mean.roi == roi]
+            ax.errorbar(r.n, r.ST, yerr=r.ST_conf, marker="o", capsize=2, label=roi)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("N (base samples)")
+        ax.set_ylabel("total-order index ST (mean over models)")
+        ax.set_title(f"{images} images")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    _save(fig, path)

@@ -355,3 +355,29 @@ def load_trained(model_pt, device: str | torch.device = "cpu") -> tuple[Classifi
     for p in model.parameters():
         p.requires_grad_(False)
     return model, meta
+
+
+def load_model(model_pt, device: str = "auto", threads: int = 1, seed: int = 0):
+    """A trained model for the stages downstream of training (masks, saliency): seeded, frozen,
+    eval mode, channels-last on the chosen device -> (model, metadata)."""
+    seed_everything(seed, threads)
+    model, meta = load_trained(model_pt, device_for(device))
+    return model.to(memory_format=torch.channels_last_3d), meta
+
+
+def class_index(meta: dict, name: str, model_pt) -> int:
+    """The output index of class ``name`` (a diagnosis) of a trained model."""
+    if name not in meta["classes"]:
+        raise InputError(f"{model_pt}: the model's classes are {meta['classes']}, not {name!r}")
+    return meta["classes"].index(name)
+
+
+def open_for_model(store_npy, index_tsv, meta: dict, model_pt):
+    """A cohort store whose images have the shape the model was trained on -> (store, index)."""
+    from .preprocess import open_store
+
+    store, index = open_store(store_npy, index_tsv)
+    if tuple(store.shape[1:]) != tuple(meta["in_shape"]):
+        raise InputError(f"{store_npy}: images {tuple(store.shape[1:])} but {model_pt} was trained on "
+                         f"{tuple(meta['in_shape'])}")
+    return store, index

@@ -1,0 +1,313 @@
+"""Rule entries of the saliency stage: per-session maps of one method and model, their
+faithfulness, activation maximisation, Sobol indices, and the stage's summary tables.
+
+Per-session maps are stored like the session masks: one 4D NIfTI per (method, model) on the
+working grid (+ a native-grid copy for display) and an index TSV (one row per volume); the group
+map of a model is the mean map over its correctly classified AD (``group_class``) test sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import BASELINE, Explainer
+
+log = logging.getLogger(__name__)
+
+
+def _images(store, rows, device) -> torch.Tensor:
+    x = torch.from_numpy(np.asarray(store[list(rows)], dtype=np.float32))[:, None]
+    return x.to(device, memory_format=torch.channels_last_3d)
+
+
+def _targets(target: str, meta: dict, predicted: np.ndarray, model_pt) -> np.ndarray:
+    from ..training import class_index
+
+    if target == "predicted":
+        return predicted
+    return np.full(len(predicted), class_index(meta, target, model_pt))
+
+
+def _lots_target(model, method, params, store, table, dev):
+    if method != "lots":
+        return None
+    from .lots import target_features
+
+    rows = table.row.to_numpy()
+    return target_features(model, params["lots"]["target"], _images(store, rows, dev),
+                           torch.as_tensor(table.label.to_numpy()), params["lots"].get("layer"),
+                           params["batch_size"])
+
+
+def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, method: str, params: dict, grids: dict,
+                  group_class: str = "AD", device: str = "auto", threads: int = 1) -> None:
+    """Rule entry: maps of ``method`` for every session of ``table_tsv`` (the test set's baseline
+    sessions). ``out``: maps, native (4D), index, group, group_native. ``params``: the saliency
+    section (target, layer, batch_size, seed and the method's own settings)."""
+    from ..evaluation import predict
+    from ..io import write_tsv
+    from ..masks import write_volumes
+    from ..training import class_index, load_model, open_for_model, read_split_rows
+
+    model, meta = load_model(model_pt, device, threads, params["seed"])
+    store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
+    table = read_split_rows(table_tsv, index).reset_index(drop=True)
+    dev = next(model.parameters()).device
+    rows = table.row.to_numpy()
+    probs = predict(model, store, rows, params["batch_size"])
+    predicted = probs.argmax(1)
+    targets = _targets(params["target"], meta, predicted, model_pt)
+    explainer = Explainer(model, method, params, voxel_size=grids["working"]["voxel_size"],
+                          lots_target=_lots_target(model, method, params, store, table, dev))
+    log.info("%s maps (layer %s) of %d sessions, target %s, on %s", method, explainer.layer, len(rows),
+             params["target"], dev)
+    maps, runtimes = [], []
+    bs = params["batch_size"]
+    for i in range(0, len(rows), bs):
+        x = _images(store, rows[i:i + bs], dev)
+        t = torch.as_tensor(targets[i:i + bs], device=dev)
+        start = time.perf_counter()
+        m = explainer(x, t)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        maps.append(m.cpu().numpy())
+        runtimes += [1000 * elapsed / len(x)] * len(x)
+        log.info("%s: %d/%d maps, %.0f ms per map", method, min(i + bs, len(rows)), len(rows), runtimes[-1])
+    volumes = np.concatenate(maps)
+    if not np.isfinite(volumes).all():
+        raise FloatingPointError(f"{method}: non-finite values in the maps of {model_pt}")
+    idx = table[["participant_id", "session_id", "diagnosis", "label"]].reset_index(names="volume")
+    idx["predicted"] = predicted
+    idx["target"] = targets
+    idx["p_target"] = probs[np.arange(len(rows)), targets]
+    idx["runtime_ms"] = runtimes
+    idx["layer"] = explainer.layer
+    label = class_index(meta, group_class, model_pt)
+    chosen = (idx.label.to_numpy() == label) & (idx.predicted.to_numpy() == label)
+    if not chosen.any():
+        log.warning("no correctly classified %s session: the group map is the mean over all %s sessions",
+                    group_class, group_class)
+        chosen = idx.label.to_numpy() == label
+    idx["in_group"] = chosen
+    group = volumes[chosen].mean(0) if chosen.any() else volumes.mean(0)
+    write_volumes(np.moveaxis(volumes, 0, -1), grids, out["maps"], out["native"], dtype=np.int16, fill=0.0)
+    write_volumes(group, grids, out["group"], out["group_native"], fill=0.0)
+    write_tsv(idx, out["index"])
+    log.info("%s: %d maps, group map over %d %s sessions, %.0f ms per map (median)", method, len(idx),
+             int(chosen.sum()), group_class, float(np.median(runtimes)))
+
+
+def faithfulness_entry(model_pt, store_npy, index_tsv, maps_nii, maps_index_tsv, out_tsv, *, method: str,
+                       params: dict, faith: dict, grids: dict, device: str = "auto", threads: int = 1) -> None:
+    """Rule entry: faithfulness metrics of every map of one (method, model)."""
+    from ..faithfulness import faithfulness
+    from ..io import InputError, load_nifti, read_tsv, write_tsv
+    from ..training import load_model, open_for_model
+
+    model, meta = load_model(model_pt, device, threads, params["seed"])
+    store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
+    idx = read_tsv(maps_index_tsv, ["volume", "participant_id", "session_id", "label", "target", "runtime_ms"],
+                   what="map index", dtype={"participant_id": str, "session_id": str})
+    data, _ = load_nifti(maps_nii, squeeze=False)
+    data = data.reshape(*data.shape[:3], -1)
+    if data.shape[-1] != len(idx):
+        raise InputError(f"{maps_nii}: {data.shape[-1]} maps but {maps_index_tsv} lists {len(idx)}")
+    position = pd.Series(np.arange(len(index)), index=pd.MultiIndex.from_frame(index[["participant_id", "session_id"]]))
+    try:
+        rows = position.loc[list(zip(idx.participant_id, idx.session_id))].to_numpy()
+    except KeyError:
+        raise InputError(f"{maps_index_tsv}: sessions that are not in {index_tsv}: re-run the maps") from None
+    if faith["max_sessions"] is not None:
+        idx, rows = idx.iloc[:faith["max_sessions"]], rows[:faith["max_sessions"]]
+    dev = next(model.parameters()).device
+    explainer = None
+    if faith["coherency"]:
+        table = idx.assign(row=rows)
+        explainer = Explainer(model, method, params, voxel_size=grids["working"]["voxel_size"],
+                              lots_target=_lots_target(model, method, params, store, table, dev))
+    frames = []
+    bs = params["batch_size"]
+    for i in range(0, len(idx), bs):
+        x = _images(store, rows[i:i + bs], dev)
+        m = torch.from_numpy(np.moveaxis(data[..., i:i + bs], -1, 0).astype(np.float32)).to(dev)
+        t = torch.as_tensor(idx.target.to_numpy()[i:i + bs], device=dev)
+        frames.append(faithfulness(model, explainer, x, m, t, steps=faith["steps"],
+                                   blur_sigma_voxels=faith["blur_sigma_mm"] / grids["working"]["voxel_size"],
+                                   coherency=faith["coherency"], batch_size=bs * 2))
+        log.info("%s faithfulness: %d/%d maps", method, min(i + bs, len(idx)), len(idx))
+    res = pd.concat(frames, ignore_index=True)
+    res.insert(0, "participant_id", idx.participant_id.to_numpy())
+    res.insert(1, "session_id", idx.session_id.to_numpy())
+    res["runtime_ms"] = idx.runtime_ms.to_numpy()
+    write_tsv(res, out_tsv)
+    log.info("%s: deletion AUC %.3f, insertion AUC %.3f (means over %d maps)", method, res.deletion_auc.mean(),
+             res.insertion_auc.mean(), len(res))
+
+
+def actmax_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, params: dict, grids: dict,
+                group_class: str = "AD", device: str = "auto", threads: int = 1) -> None:
+    """Rule entry: activation maximisation (seed 001, eq. 4) of every class of ``params["classes"]``,
+    from ``n_starts`` uniform-noise images or from the first ``n_starts`` test sessions of the other
+    class; one map |x_T - x_0| per start (min-max), the group map = the mean over ``group_class``'s."""
+    from ..io import InputError, write_tsv
+    from ..masks import write_volumes
+    from ..training import class_index, load_model, open_for_model, read_split_rows
+    from .actmax import activation_maximisation
+    from .lots import minmax
+
+    model, meta = load_model(model_pt, device, threads, params["seed"])
+    store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
+    table = read_split_rows(table_tsv, index).reset_index(drop=True)
+    dev = next(model.parameters()).device
+    am = params["actmax"]
+    gen = torch.Generator().manual_seed(int(params["seed"]))
+    volumes, rows = [], []
+    for name in am["classes"]:
+        c = class_index(meta, name, model_pt)
+        if am["start"] == "noise":
+            x0 = torch.rand((am["n_starts"], 1, *store.shape[1:]), generator=gen)
+            starts = [f"noise-{k}" for k in range(am["n_starts"])]
+        else:
+            other = table[table.label.to_numpy() != c].head(am["n_starts"])
+            if other.empty:
+                raise InputError(f"{table_tsv}: no session of a class other than {name} to start from")
+            x0 = torch.from_numpy(np.asarray(store[list(other.row)], np.float32))[:, None]
+            starts = [f"{p}/{s}" for p, s in zip(other.participant_id, other.session_id)]
+        for i in range(0, len(x0), params["batch_size"]):
+            xb = x0[i:i + params["batch_size"]].to(dev, memory_format=torch.channels_last_3d)
+            t = torch.full((len(xb),), c, device=dev)
+            with torch.no_grad():
+                from .cam import _gather_score
+
+                before = _gather_score(model(xb), t)
+            start = time.perf_counter()
+            xt, after = activation_maximisation(model, xb, t, iterations=am["iterations"], e1=am["e1"], e2=am["e2"])
+            ms = 1000 * (time.perf_counter() - start) / len(xb)
+            volumes.append(minmax((xt - xb).abs()[:, 0]).cpu().numpy())
+            rows += [{"class": name, "start": s, "logit_before": float(b), "logit_after": float(a), "runtime_ms": ms}
+                     for s, b, a in zip(starts[i:i + len(xb)], before, after)]
+            log.info("actmax %s: %d/%d starts, class logit %.3f -> %.3f (mean)", name, min(i + len(xb), len(x0)),
+                     len(x0), float(before.mean()), float(after.mean()))
+    volumes = np.concatenate(volumes)
+    idx = pd.DataFrame(rows).reset_index(names="volume")
+    chosen = idx["class"].to_numpy() == group_class
+    group = volumes[chosen].mean(0) if chosen.any() else volumes.mean(0)
+    write_volumes(np.moveaxis(volumes, 0, -1), grids, out["maps"], out["native"], dtype=np.int16, fill=0.0)
+    write_volumes(group, grids, out["group"], out["group_native"], fill=0.0)
+    write_tsv(idx, out["index"])
+
+
+def sobol_entry(model_pt, store_npy, index_tsv, table_tsv, atlas_nii, labels_tsv, out: dict, *, params: dict,
+                device: str = "auto", threads: int = 1) -> None:
+    """Rule entry: Sobol indices of P(``target``) to one GM factor per atlas ROI, on the first
+    ``n_images`` test sessions of each class of ``params["images"]``. ``out``: indices (one row
+    per (images, ROI) at N), convergence (the same over N), second_order (S2 pairs)."""
+    from ..atlas import load_labels
+    from ..io import InputError, load_nifti, write_tsv
+    from ..training import class_index, load_model, open_for_model, read_split_rows
+    from .sobol import roi_lookup, sobol_analysis
+
+    model, meta = load_model(model_pt, device, threads, params["seed"])
+    store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
+    table = read_split_rows(table_tsv, index).reset_index(drop=True)
+    atlas, _ = load_nifti(atlas_nii)
+    if tuple(atlas.shape) != tuple(store.shape[1:]):
+        raise InputError(f"{atlas_nii}: atlas {atlas.shape} is not on the images' grid {tuple(store.shape[1:])}")
+    labels = load_labels(labels_tsv)
+    present = set(np.unique(atlas.astype(np.int64)))
+    labels = labels[labels["index"].isin(present)]
+    positions = roi_lookup(atlas, labels["index"].tolist())
+    dev = next(model.parameters()).device
+    target = class_index(meta, params["target"], model_pt)
+    frames = {"indices": [], "convergence": [], "second_order": []}
+    for name in params["images"]:
+        c = class_index(meta, name, model_pt)
+        chosen = table[table.label.to_numpy() == c].head(params["n_images"])
+        if chosen.empty:
+            raise InputError(f"{table_tsv}: no {name} session for the Sobol analysis")
+        images = torch.from_numpy(np.asarray(store[list(chosen.row)], np.float32))[:, None].to(dev)
+        res = sobol_analysis(model, images, positions, labels["name"].tolist(), target=target, n=params["n"],
+                             bounds=params["bounds"], output=params["output"], second_order=params["second_order"],
+                             resamples=params["resamples"], conf_level=params["conf_level"], seed=params["seed"],
+                             batch_size=params["batch_size"], convergence_min=params["convergence_min"])
+        for key, frame in zip(frames, res):
+            frames[key].append(frame.assign(images=name, n_images=len(chosen)))
+        top = res[0].nlargest(5, "ST")
+        log.info("sobol on %d %s images: top ST %s", len(chosen), name,
+                 ", ".join(f"{r}={v:.3f}" for r, v in zip(top.roi, top.ST)))
+    for key, path in (("indices", out["indices"]), ("convergence", out["convergence"]),
+                      ("second_order", out["second_order"])):
+        write_tsv(pd.concat(frames[key], ignore_index=True), path)
+
+
+FAITHFULNESS_TABLE = ["method", "n_models", "deletion_auc", "deletion_auc_sd", "insertion_auc", "insertion_auc_sd",
+                      "average_drop", "average_drop_sd", "average_increase", "average_increase_sd", "coherency",
+                      "coherency_sd", "runtime_ms", "runtime_ms_sd", "beats_random"]
+
+
+def faithfulness_table(per_map: pd.DataFrame) -> pd.DataFrame:
+    """Tables 5.2-5.3 of seed 002: per method, the mean and SD over models of each model's mean
+    metric; ``beats_random``: lower deletion and higher insertion AUC than Random-CAM."""
+    from ..faithfulness import COLUMNS
+
+    metrics = [*COLUMNS, "runtime_ms"]
+    per_model = per_map.groupby(["method", "fold", "seed"])[metrics].mean().reset_index()
+    agg = per_model.groupby("method")[metrics].agg(["mean", "std"])
+    out = pd.DataFrame({"method": agg.index, "n_models": per_model.groupby("method").size().to_numpy()})
+    for m in metrics:
+        out[m] = agg[(m, "mean")].to_numpy()
+        out[f"{m}_sd"] = agg[(m, "std")].fillna(0).to_numpy()
+    if BASELINE in set(out.method):
+        base = out.set_index("method").loc[BASELINE]
+        out["beats_random"] = ((out.deletion_auc < base.deletion_auc)
+                               & (out.insertion_auc > base.insertion_auc)).astype("boolean")
+        out.loc[out.method == BASELINE, "beats_random"] = pd.NA
+    else:
+        out["beats_random"] = pd.NA
+    return out[FAITHFULNESS_TABLE]
+
+
+def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps: dict, out: dict) -> None:
+    """Rule entry: every map's faithfulness in one tidy table (ids: method, fold, seed), the
+    per-method table (mean, SD over models), and figures of the group maps and of the AUCs.
+    ``group_maps``: method -> the group map of every model (NIfTI paths)."""
+    from ..io import load_nifti, read_tsv, write_tsv
+    from ..plots import faithfulness_figure, saliency_maps_figure
+
+    frames = [read_tsv(p, ["deletion_auc", "insertion_auc"], what="faithfulness table",
+                       dtype={"participant_id": str, "session_id": str}).assign(**e)
+              for e, p in zip(entries, faithfulness_tsvs)]
+    per_map = pd.concat(frames, ignore_index=True)
+    ids = ["method", "fold", "seed"]
+    per_map = per_map[ids + [c for c in per_map.columns if c not in ids]]
+    table = faithfulness_table(per_map)
+    write_tsv(per_map, out["per_map"])
+    write_tsv(table, out["table"])
+    faithfulness_figure(per_map, out["figure"])
+    means = {m: np.mean([load_nifti(p)[0] for p in paths], 0) for m, paths in group_maps.items()}
+    saliency_maps_figure(means, out["maps_figure"])
+    for r in table.itertuples():
+        log.info("%-10s deletion %.3f  insertion %.3f  drop %.3f  increase %.3f  %8.0f ms/map  beats random: %s",
+                 r.method, r.deletion_auc, r.insertion_auc, r.average_drop, r.average_increase, r.runtime_ms,
+                 r.beats_random)
+
+
+def summarise_sobol(entries: list[dict], indices_tsvs: list, convergence_tsvs: list, out: dict) -> None:
+    """Rule entry: the ST and S1 of every model in one tidy table and the convergence figure."""
+    from ..io import read_tsv, write_tsv
+    from ..plots import sobol_convergence_figure
+
+    def read(paths):
+        return pd.concat([read_tsv(p, ["n", "roi", "ST", "S1"], what="Sobol table").assign(**e)
+                          for e, p in zip(entries, paths)], ignore_index=True)
+
+    indices, conv = read(indices_tsvs), read(convergence_tsvs)
+    write_tsv(indices, out["indices"])
+    write_tsv(conv, out["convergence"])
+    sobol_convergence_figure(conv, out["figure"])

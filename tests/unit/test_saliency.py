@@ -1,0 +1,255 @@
+"""Saliency family, LOTS, activation maximisation, Sobol and faithfulness (robustmaps.saliency,
+robustmaps.faithfulness): hand computations, closed forms and the rule entries on a tiny model."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+SHAPE = (8, 10, 8)
+SALIENCY = {"target": "predicted", "layer": "auto", "batch_size": 4, "seed": 0,
+            "smoothgrad": {"n_samples": 3, "stdev_spread": 0.15},
+            "occlusion": {"patch": 4, "stride": 2, "mode": "mean_patch"},
+            "lots": {"target": "zero", "layer": None, "iterations": 20, "tau": 0.1, "alpha": 1 / 255, "sigma_mm": 6.0},
+            "actmax": {"classes": ["AD", "CN"], "start": "other_class", "n_starts": 2, "iterations": 5,
+                       "e1": 0.1, "e2": 0.1}}
+
+
+class TinyCNN(nn.Module):
+    """conv -> ReLU -> conv -> ReLU -> global mean -> linear: the CAM layer is 'act2'."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv1 = nn.Conv3d(1, 3, 3, padding=1)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv3d(3, 4, 3, padding=1, stride=2)
+        self.act2 = nn.ReLU()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.act2(self.conv2(self.act1(self.conv1(x)))).mean((2, 3, 4)))
+
+
+def frozen(model):
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def hand_cam(model, x, target, kind):
+    """Grad-CAM / Layer-CAM / HiRes-CAM of one image computed by hand with autograd."""
+    x = x.clone().requires_grad_(True)
+    a = model.act2(model.conv2(model.act1(model.conv1(x))))
+    y = model.fc(a.mean((2, 3, 4)))[0, target]
+    (g,) = torch.autograd.grad(y, a)
+    if kind == "gradcam":
+        cam = (g.mean((2, 3, 4), keepdim=True) * a).sum(1, keepdim=True).relu()
+    elif kind == "layercam":
+        cam = (g.relu() * a).sum(1, keepdim=True).relu()
+    else:
+        cam = (g * a).sum(1, keepdim=True).relu()
+    return torch.nn.functional.interpolate(cam.detach(), size=x.shape[2:], mode="trilinear", align_corners=False)[0, 0]
+
+
+@pytest.mark.parametrize("kind", ["gradcam", "layercam", "hirescam"])
+def test_cams_equal_a_hand_computation_also_for_a_batch_of_mixed_targets(kind):
+    from robustmaps.saliency.cam import CAMs
+
+    model = frozen(TinyCNN())
+    x = torch.rand(3, 1, *SHAPE, generator=torch.Generator().manual_seed(1))
+    target = torch.tensor([0, 1, 1])  # different classes in one batch: monai's class_score would mix them
+    cams = CAMs(model, "auto")
+    assert cams.layer == "act2"
+    fn = {"gradcam": cams.grad_cam, "layercam": cams.layer_cam, "hirescam": cams.hires_cam}[kind]
+    maps = fn(x, target)
+    assert maps.shape == (3, *SHAPE)
+    for i in range(3):
+        torch.testing.assert_close(maps[i], hand_cam(model, x[i:i + 1], int(target[i]), kind), rtol=1e-4, atol=1e-6)
+    # not inverted: the map's peak is where the hand computation peaks
+    assert int(maps[1].argmax()) == int(hand_cam(model, x[1:2], 1, kind).argmax())
+
+
+def test_gradcam_pp_and_random_cam_run_on_the_same_hooks_and_random_cam_is_seeded():
+    from robustmaps.saliency import Explainer
+
+    model = frozen(TinyCNN())
+    x = torch.rand(2, 1, *SHAPE, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([1, 0])
+    pp = Explainer(model, "gradcampp", SALIENCY)(x, t)
+    assert pp.shape == (2, *SHAPE) and float(pp.min()) >= 0 and float(pp.max()) == pytest.approx(1.0)
+    a = Explainer(model, "randomcam", SALIENCY)(x, t)
+    b = Explainer(model, "randomcam", SALIENCY)(x, t)
+    c = Explainer(model, "randomcam", {**SALIENCY, "seed": 5})(x, t)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_unknown_layer_and_method_are_refused():
+    from robustmaps.saliency import Explainer
+    from robustmaps.saliency.cam import resolve_layer
+
+    with pytest.raises(ValueError, match="no layer 'nope'.*conv1"):
+        resolve_layer(TinyCNN(), "nope")
+    with pytest.raises(ValueError, match="unknown saliency method"):
+        Explainer(TinyCNN(), "gradcam3000", SALIENCY)
+
+
+def test_default_layer_of_the_paper_cnn_is_the_last_blocks_activation():
+    from robustmaps.models import build_model
+    from robustmaps.saliency.cam import default_layer
+
+    net = build_model({"name": "paper", "n_blocks": 3, "filters": 4}, (16, 20, 16))
+    name = default_layer(net)
+    modules = dict(net.named_modules())
+    assert isinstance(modules[name], nn.LeakyReLU)
+    convs = [n for n, m in net.named_modules() if isinstance(m, nn.Conv3d)]
+    assert list(modules).index(name) > list(modules).index(convs[-1])
+
+
+def test_lots_stops_when_the_distance_is_under_tau():
+    from robustmaps.saliency.lots import features, lots, lots_map
+
+    model = frozen(TinyCNN())
+    x = torch.rand(3, 1, *SHAPE, generator=torch.Generator().manual_seed(3))
+    f = features(model, x, None)
+    ft = torch.zeros(2)
+    d0 = f.norm(dim=1)
+    tau = float(d0.sort().values[1]) * 0.5  # image 0 (closest) may start under tau; others must move
+    x_adv, dist, steps = lots(model, x, ft, iterations=2000, tau=tau, alpha=0.02, clamp=None)
+    assert (dist <= tau).all()
+    assert (steps < 2000).all()
+    # an image already within tau takes no step and is unchanged
+    under = d0 <= tau
+    assert torch.equal(steps[under], torch.zeros_like(steps[under]))
+    torch.testing.assert_close(x_adv[under], x[under])
+    # with too few iterations it stops at the cap, still above tau
+    _, dist2, steps2 = lots(model, x, ft, iterations=2, tau=1e-9, alpha=1e-4)
+    assert (steps2 == 2).all() and (dist2 > 1e-9).all()
+    m = lots_map(x, x_adv, 1.0)
+    assert m.shape == (3, *SHAPE) and float(m.max()) <= 1 and float(m.min()) >= 0
+
+
+def test_tv_gradient_equals_autograd():
+    from robustmaps.saliency.actmax import total_variation, tv_gradient
+
+    x = torch.rand(2, 1, 5, 6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x.requires_grad_(True)
+    (auto,) = torch.autograd.grad(total_variation(x).sum(), x)
+    torch.testing.assert_close(tv_gradient(x.detach()), auto)
+    # TV is 0 on a constant image, and so is its gradient
+    c = torch.full((1, 1, 3, 3, 3), 0.5)
+    assert float(total_variation(c)) == 0 and float(tv_gradient(c).abs().sum()) == 0
+
+
+def test_activation_maximisation_raises_the_class_logit():
+    from robustmaps.saliency.actmax import activation_maximisation
+
+    model = frozen(TinyCNN())
+    x = torch.rand(2, 1, *SHAPE, generator=torch.Generator().manual_seed(5)) * 0.5
+    t = torch.tensor([1, 0])
+    before = model(x).gather(1, t[:, None])[:, 0]
+    xt, after = activation_maximisation(model, x, t, iterations=20, e1=0.5, e2=0.0)
+    assert (after > before).all() and xt.min() >= 0 and xt.max() <= 1
+
+
+class RoiLinear(nn.Module):
+    """Logits (0, sum_r a_r * mean of the image over ROI r): linear in the ROI means."""
+
+    def __init__(self, atlas, a):
+        super().__init__()
+        self.register_buffer("onehot", torch.stack([torch.from_numpy((atlas == r + 1).astype(np.float32))
+                                                    for r in range(len(a))]))
+        self.register_buffer("a", torch.tensor(a, dtype=torch.float32))
+
+    def forward(self, x):
+        means = (x[:, 0, None] * self.onehot[None]).flatten(2).sum(2) / self.onehot.flatten(1).sum(1)
+        z = (means * self.a).sum(1)
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
+def test_sobol_path_recovers_the_closed_form_indices_of_a_model_linear_in_roi_means():
+    from robustmaps.saliency.sobol import roi_lookup, sobol_analysis
+
+    atlas = np.zeros(SHAPE, np.int64)
+    atlas[:4, :5] = 1
+    atlas[4:, :5] = 2
+    atlas[:4, 5:] = 3
+    atlas[4:, 5:, :4] = 4  # the rest (label 0) is outside every ROI
+    a = [3.0, 2.0, 1.0, 0.5]
+    model = frozen(RoiLinear(atlas, a))
+    images = torch.ones(2, 1, *SHAPE)
+    names = ["A", "B", "C", "D"]
+    indices, conv, _ = sobol_analysis(model, images, roi_lookup(atlas, [1, 2, 3, 4]), names, target=1, n=1024,
+                                      bounds=(0.5, 1.5), output="logit", resamples=200, seed=0,
+                                      convergence_min=64)
+    expected = np.square(a) / np.square(a).sum()  # independent uniform factors, linear output
+    for row, s in zip(indices.itertuples(), expected):
+        assert abs(row.S1 - s) <= max(row.S1_conf, 0.01), (row.roi, row.S1, s, row.S1_conf)
+        assert abs(row.ST - s) <= max(row.ST_conf, 0.01), (row.roi, row.ST, s, row.ST_conf)
+    assert sorted(set(conv.n)) == [64, 128, 256, 512, 1024]
+    # the confidence interval narrows as N grows
+    width = conv.groupby("n").ST_conf.mean()
+    assert width.loc[1024] < width.loc[64]
+
+
+def test_sobol_refuses_a_sample_size_that_is_not_a_power_of_two():
+    from robustmaps.saliency.sobol import sobol_analysis
+
+    with pytest.raises(ValueError, match="power of 2"):
+        sobol_analysis(None, None, None, ["A"], target=1, n=100)
+
+
+class OneRegion(nn.Module):
+    """P(class 1) grows with the mean of one region: the only voxels that matter."""
+
+    def __init__(self, region):
+        super().__init__()
+        w = torch.zeros(SHAPE)
+        w[region] = 1.0 / float(torch.ones(SHAPE)[region].sum())
+        self.register_buffer("w", w)
+
+    def forward(self, x):
+        z = 8 * ((x[:, 0] * self.w).flatten(1).sum(1) - 0.25)
+        return torch.stack([-z, z], 1)
+
+
+def test_deletion_and_insertion_reward_a_map_that_ranks_the_relevant_voxels_first():
+    from robustmaps.faithfulness import blurred, deletion_insertion, faithfulness
+
+    region = (slice(2, 5), slice(3, 6), slice(2, 5))
+    model = frozen(OneRegion(region))
+    x = torch.zeros(1, 1, *SHAPE)
+    x[0, 0][region] = 0.9
+    good = torch.zeros(SHAPE)
+    good[region] = 1.0
+    bad = 1 - good
+    base = blurred(x, 2.0)
+    d_good, i_good, curve, _ = deletion_insertion(model, x, good, 1, base, steps=10)
+    d_bad, i_bad, _, _ = deletion_insertion(model, x, bad, 1, base, steps=10)
+    assert d_good < d_bad and i_good > i_bad
+    assert len(curve) == 11
+    table = faithfulness(model, None, x.repeat(2, 1, 1, 1, 1), torch.stack([good, bad]), torch.tensor([1, 1]),
+                         steps=10, blur_sigma_voxels=2.0, coherency=False)
+    assert list(table.deletion_auc) == pytest.approx([d_good, d_bad])
+    # x * good keeps the region: no drop; x * bad removes it: a drop
+    assert table.average_drop[0] == pytest.approx(0, abs=1e-6) and table.average_drop[1] > 0.5
+
+
+def test_faithfulness_table_compares_every_method_with_random_cam():
+    from robustmaps.saliency.maps import faithfulness_table
+
+    rows = []
+    for method, d, i in (("gradcam", 0.2, 0.6), ("randomcam", 0.4, 0.4), ("vanilla", 0.5, 0.7)):
+        for fold in (0, 1):
+            rows.append({"method": method, "fold": fold, "seed": 0, "deletion_auc": d + 0.01 * fold,
+                         "insertion_auc": i, "average_drop": 0.1, "average_increase": 0.0, "coherency": 0.9,
+                         "runtime_ms": 5.0})
+    t = faithfulness_table(pd.DataFrame(rows)).set_index("method")
+    assert t.loc["gradcam", "deletion_auc"] == pytest.approx(0.205)
+    assert t.loc["gradcam", "deletion_auc_sd"] == pytest.approx(np.std([0.2, 0.21], ddof=1))
+    assert t.loc["gradcam", "beats_random"]
+    assert not t.loc["vanilla", "beats_random"]
+    assert pd.isna(t.loc["randomcam", "beats_random"])
