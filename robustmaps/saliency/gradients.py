@@ -5,6 +5,8 @@ Every function: ``(model, x, target, ...) -> (B, X, Y, Z)`` non-negative maps on
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -58,7 +60,8 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, patch:
     with torch.no_grad():
         p = torch.softmax(model(x), 1)
     for i in range(len(x)):
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():  # monai indexes with lists (a torch deprecation)
+            warnings.filterwarnings("ignore", message="Using a non-tuple sequence")
             sens, _ = occ(x[i:i + 1])
         t = int(target[i])
         out.append((p[i, t] - sens[:, t]).clamp_min(0))

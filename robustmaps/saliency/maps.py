@@ -40,7 +40,7 @@ def _lots_target(model, method, params, store, table, dev):
 
     rows = table.row.to_numpy()
     return target_features(model, params["lots"]["target"], _images(store, rows, dev),
-                           torch.as_tensor(table.label.to_numpy()), params["lots"].get("layer"),
+                           torch.tensor(table.label.to_numpy()), params["lots"].get("layer"),
                            params["batch_size"])
 
 

@@ -12,8 +12,8 @@ SALIENCY = {"target": "predicted", "layer": "auto", "batch_size": 4, "seed": 0,
             "smoothgrad": {"n_samples": 3, "stdev_spread": 0.15},
             "occlusion": {"patch": 4, "stride": 2, "mode": "mean_patch"},
             "lots": {"target": "zero", "layer": None, "iterations": 20, "tau": 0.1, "alpha": 1 / 255, "sigma_mm": 6.0},
-            "actmax": {"classes": ["AD", "CN"], "start": "other_class", "n_starts": 2, "iterations": 5,
-                       "e1": 0.1, "e2": 0.1}}
+            "actmax": {"classes": ["AD", "CN"], "start": "other_class", "n_starts": 2, "iterations": 10,
+                       "e1": 0.1, "e2": 1e-3}}  # e2 0.1 (the source's) flattens a [0, 1] GM map in a few steps
 
 
 class TinyCNN(nn.Module):
@@ -253,3 +253,125 @@ def test_faithfulness_table_compares_every_method_with_random_cam():
     assert t.loc["gradcam", "beats_random"]
     assert not t.loc["vanilla", "beats_random"]
     assert pd.isna(t.loc["randomcam", "beats_random"])
+
+
+# ------------------------------------------------------------------ rule entries on a trained model
+FAITH = {"steps": 5, "blur_sigma_mm": 6.0, "coherency": True, "max_sessions": None}
+SOBOL = {"target": "AD", "images": ["AD"], "n_images": 2, "n": 128, "bounds": [0.5, 1.5], "output": "probability",
+         "second_order": False, "resamples": 50, "conf_level": 0.95, "seed": 0, "batch_size": 32,
+         "convergence_min": 32}
+
+
+def map_outputs(root, name):
+    return {k: root / f"{name}-{k}.{ext}" for k, ext in (("maps", "nii.gz"), ("native", "nii.gz"), ("index", "tsv"),
+                                                         ("group", "nii.gz"), ("group_native", "nii.gz"))}
+
+
+@pytest.fixture(scope="module")
+def session_maps(trained_model, tmp_path_factory):
+    """Maps of every method for the tiny model's validation sessions, written by the rule entry."""
+    from test_masks import tiny_grids
+
+    from robustmaps.saliency import METHODS
+    from robustmaps.saliency.maps import saliency_maps
+
+    t, root = trained_model, tmp_path_factory.mktemp("saliency")
+    out = {}
+    for method in METHODS:
+        out[method] = map_outputs(root, method)
+        saliency_maps(t["model"], t["store"], t["index"], t["validation"], out[method], method=method,
+                      params=SALIENCY, grids=tiny_grids(), device="cpu", threads=1)
+    return out
+
+
+def test_every_method_writes_finite_non_constant_maps_on_both_grids(trained_model, session_maps):
+    import nibabel as nib
+    from test_masks import tiny_grids
+
+    from robustmaps.grid import Grid
+
+    grids = tiny_grids()
+    n = len(pd.read_csv(trained_model["validation"], sep="\t"))
+    for method, out in session_maps.items():
+        img = nib.load(out["maps"])
+        assert Grid.from_config(grids["working"]).matches(img.shape[:3], img.affine), method
+        data = np.asarray(img.dataobj, np.float32)
+        assert data.shape[-1] == n and np.isfinite(data).all(), method
+        assert all(data[..., k].std() > 0 for k in range(n)), f"{method}: a constant map"
+        assert data.min() >= 0 and data.max() <= 1 + 1e-3, method
+        native = nib.load(out["native"])
+        assert Grid.from_config(grids["native"]).matches(native.shape[:3], native.affine), method
+        idx = pd.read_csv(out["index"], sep="\t")
+        assert len(idx) == n and (idx.runtime_ms > 0).all() and idx.layer.nunique() == 1
+        group = np.asarray(nib.load(out["group"]).dataobj)
+        chosen = idx.in_group.to_numpy()
+        assert (idx.label[chosen] == 1).all()
+        np.testing.assert_allclose(group, data[..., chosen].mean(-1), atol=2e-3)
+
+
+def test_real_maps_find_the_planted_region_better_than_random_cam(trained_model, session_maps):
+    """The tiny model learnt the planted box: the real methods' group maps weigh it more than
+    Random-CAM's (fraction of the map's mass inside the box)."""
+    import nibabel as nib
+
+    box = trained_model["box"]
+
+    def inside(method):
+        g = np.asarray(nib.load(session_maps[method]["group"]).dataobj, np.float64)
+        return g[box].sum() / g.sum()
+
+    random = inside("randomcam")
+    better = [m for m in ("gradcam", "vanilla", "smoothgrad", "occlusion", "lots") if inside(m) > random]
+    assert len(better) >= 4, {m: inside(m) for m in session_maps}
+
+
+def test_faithfulness_entry_scores_every_map(trained_model, session_maps, tmp_path):
+    from test_masks import tiny_grids
+
+    from robustmaps.saliency.maps import faithfulness_entry
+
+    t = trained_model
+    for method in ("gradcam", "randomcam"):
+        out = session_maps[method]
+        faithfulness_entry(t["model"], t["store"], t["index"], out["maps"], out["index"], tmp_path / f"{method}.tsv",
+                           method=method, params=SALIENCY, faith=FAITH, grids=tiny_grids(), device="cpu")
+        res = pd.read_csv(tmp_path / f"{method}.tsv", sep="\t")
+        idx = pd.read_csv(out["index"], sep="\t")
+        assert list(res.session_id) == list(idx.session_id)
+        assert res[["deletion_auc", "insertion_auc", "average_drop", "coherency"]].apply(np.isfinite).all().all()
+        assert ((res.coherency >= 0) & (res.coherency <= 1)).all()
+        assert res.score.to_numpy() == pytest.approx(idx.p_target.to_numpy(), abs=1e-4)
+
+
+def test_actmax_and_sobol_entries(trained_model, tmp_path):
+    import nibabel as nib
+    from test_masks import tiny_grids
+
+    from robustmaps.atlas import load_labels
+    from robustmaps.io import save_nifti, write_tsv
+    from robustmaps.saliency.maps import actmax_maps, sobol_entry
+
+    t, grids = trained_model, tiny_grids()
+    out = map_outputs(tmp_path, "actmax")
+    actmax_maps(t["model"], t["store"], t["index"], t["validation"], out, params=SALIENCY, grids=grids, device="cpu")
+    idx = pd.read_csv(out["index"], sep="\t")
+    assert list(idx["class"]) == ["AD", "AD", "CN", "CN"] and (idx.logit_after > idx.logit_before).all()
+    assert nib.load(out["maps"]).shape[-1] == 4
+    # Sobol on an atlas of 4 blocks (the closed-form test above checks the indices themselves)
+    from robustmaps.grid import Grid
+
+    atlas = np.zeros(t["images"].shape[1:], np.int16)
+    atlas[2:9, 4:12, 3:11] = 1
+    atlas[9:14, 4:12, 3:11] = 2
+    atlas[2:9, 12:18, 3:11] = 3
+    atlas[9:14, 12:18, 3:11] = 4
+    save_nifti(atlas, Grid.from_config(grids["working"]).affine, tmp_path / "atlas.nii.gz", dtype=np.int16)
+    write_tsv(pd.DataFrame({"index": [1, 2, 3, 4], "name": ["Box", "R2", "R3", "R4"]}), tmp_path / "labels.tsv")
+    assert len(load_labels(tmp_path / "labels.tsv")) == 4
+    sob = {k: tmp_path / f"sobol-{k}.tsv" for k in ("indices", "convergence", "second_order")}
+    sobol_entry(t["model"], t["store"], t["index"], t["validation"], tmp_path / "atlas.nii.gz",
+                tmp_path / "labels.tsv", sob, params=SOBOL, device="cpu")
+    ind = pd.read_csv(sob["indices"], sep="\t")
+    assert list(ind.roi) == ["Box", "R2", "R3", "R4"] and (ind["images"] == "AD").all()
+    assert np.isfinite(ind[["S1", "ST", "ST_conf"]]).all().all() and (ind.n_images == 2).all()
+    assert sorted(set(pd.read_csv(sob["convergence"], sep="\t").n)) == [32, 64, 128]
