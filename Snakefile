@@ -33,6 +33,7 @@ include: "rules/data.smk"
 include: "rules/split.smk"
 include: "rules/train.smk"
 include: "rules/masks.smk"
+include: "rules/saliency.smk"
 
 
 rule all:

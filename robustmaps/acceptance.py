@@ -130,12 +130,46 @@ def note_mask_l2_trend(results: Path, config: dict) -> list[str]:
     return sweep_trend_failures(table[table.kind == "sweep"], params=("l2",))
 
 
+def check_saliency(results: Path, config: dict) -> list[str]:
+    """Every method has maps for every model, finite, not constant, on the working grid; every real
+    method beats Random-CAM on deletion (lower) and insertion (higher) AUC, averaged over models."""
+    import numpy as np
+
+    from .grid import working_grid
+    from .io import load_nifti
+
+    fails = []
+    grid = working_grid(config)
+    for method in config["saliency"]["methods"]:
+        for f, s in rmconfig.saliency_models(config):
+            folder = results / "saliency" / method / f"fold-{f}" / f"seed-{s}"
+            if not (folder / "maps.nii.gz").exists():
+                fails.append(f"{method} fold {f} seed {s}: no maps")
+                continue
+            data, affine = load_nifti(folder / "maps.nii.gz", squeeze=False)
+            data = data.reshape(*data.shape[:3], -1)
+            if not grid.matches(data.shape[:3], affine):
+                fails.append(f"{method} fold {f} seed {s}: maps not on the working grid")
+            if not np.isfinite(data).all():
+                fails.append(f"{method} fold {f} seed {s}: non-finite values")
+            flat = data.reshape(-1, data.shape[-1])
+            if (flat.std(0) == 0).any():
+                fails.append(f"{method} fold {f} seed {s}: {(flat.std(0) == 0).sum()} constant map(s)")
+    table = read_tsv(results / "saliency" / "faithfulness_summary.tsv", ["method", "beats_random"])
+    for r in table.itertuples():
+        if r.method != "randomcam" and str(r.beats_random) != "True":
+            fails.append(f"{r.method}: deletion AUC {r.deletion_auc:.3f} / insertion AUC {r.insertion_auc:.3f} "
+                         "does not beat Random-CAM")
+    return fails
+
+
 CHECKS = {
     "QC rejects planted defects": check_qc,
     "planted atrophy visible on the working grid": check_planted_signal,
     "splits are sound and matched": check_splits,
     "every model reaches test balanced accuracy 0.80": check_training,
     "group masks work; the sweep's l1 and b1 trends are the study's": check_masks,
+    "every saliency method maps every model and beats Random-CAM": check_saliency,
 }
 
 #: Known deviations from the sources on the demo cohort: printed as notes, never failures.

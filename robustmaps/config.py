@@ -99,6 +99,7 @@ def check(config: dict, deep: bool = True) -> None:
     if deep:
         _check_architecture(config)
     _check_masks(config)
+    _check_saliency(config)
     if split["import_dir"] and not Path(split["import_dir"]).is_dir():
         _fail("split.import_dir", f"{split['import_dir']} is not a folder")
 
@@ -124,6 +125,18 @@ def trained_models(config: dict) -> list[tuple[int, int]]:
     folds = config["train"]["folds"]
     folds = range(config["split"]["n_folds"]) if folds is None else folds
     return [(int(f), int(s)) for f in folds for s in config["train"]["seeds"]]
+
+
+def listed_models(config: dict, listed) -> list[tuple[int, int]]:
+    """(fold, seed) of a config list of models; every trained model when the list is null."""
+    if listed is None:
+        return trained_models(config)
+    return [(int(m["fold"]), int(m["seed"])) for m in listed]
+
+
+def saliency_models(config: dict, section: str = "saliency") -> list[tuple[int, int]]:
+    """The models that get saliency maps (``saliency``) or Sobol indices (``sobol``)."""
+    return listed_models(config, config[section]["models"])
 
 
 def mask_models(config: dict, kind: str) -> list[tuple[int, int]]:
@@ -167,6 +180,34 @@ def _check_masks(config: dict) -> None:
                 _fail(f"masks.{kind}.models", f"fold {fold} seed {seed} is not trained (train.folds x train.seeds)")
     if len(sweep_points(config)) != len(masks["sweep"]["points"]):
         _fail("masks.sweep.points", "lists the same point twice")
+
+
+def _check_saliency(config: dict) -> None:
+    labels = list(config["data"]["labels"])
+    trained = set(trained_models(config))
+    sal, sob = config["saliency"], config["sobol"]
+    for key, value in (("saliency.target", sal["target"]), ("saliency.group_class", sal["group_class"]),
+                       ("sobol.target", sob["target"])):
+        if value not in labels + (["predicted"] if key == "saliency.target" else []):
+            _fail(key, f"{value!r} is not one of data.labels {labels}" + (" or predicted" if key == "saliency.target"
+                                                                           else ""))
+    for key, values in (("saliency.actmax.classes", sal["actmax"]["classes"]), ("sobol.images", sob["images"])):
+        for v in values:
+            if v not in labels:
+                _fail(key, f"{v!r} is not one of data.labels {labels}")
+    for section in ("saliency", "sobol"):
+        for fold, seed in saliency_models(config, section):
+            if (fold, seed) not in trained:
+                _fail(f"{section}.models", f"fold {fold} seed {seed} is not trained (train.folds x train.seeds)")
+    if sal["occlusion"]["stride"] > sal["occlusion"]["patch"]:
+        _fail("saliency.occlusion.stride", f"{sal['occlusion']['stride']} > patch {sal['occlusion']['patch']}: "
+              "voxels between patches would never be occluded")
+    for key, n in (("sobol.n", sob["n"]), ("sobol.convergence_min", sob["convergence_min"])):
+        if n & (n - 1):
+            _fail(key, f"{n} is not a power of 2 (a Sobol design is balanced at powers of 2)")
+    lo, hi = sob["bounds"]
+    if lo >= hi:
+        _fail("sobol.bounds", f"[{lo}, {hi}] is empty")
 
 
 def load(*paths: str | Path) -> dict:

@@ -58,12 +58,34 @@ MASK_GPU = 0 if MASKS["device"] == "cpu" else 1
 PENALTIES = ("l1", "l2", "b1", "b2", "lr", "score", "threshold", "eps", "batch_size", "seed")
 
 
+# Saliency and Sobol (rules/saliency.smk): methods, models, where their files live.
+SALIENCY = config["saliency"]
+SOBOL = config["sobol"]
+SAL_METHODS = [m for m in SALIENCY["methods"] if m != "actmax"]  # per-session methods (one rule each)
+SAL_MODELS = rmconfig.saliency_models(config, "saliency")
+SOBOL_MODELS = rmconfig.saliency_models(config, "sobol")
+SAL_DIR = "results/saliency/{method}/fold-{fold}/seed-{seed}"
+SOBOL_DIR = "results/sobol/fold-{fold}/seed-{seed}"
+MAP_FILES = {
+    "maps": "maps.nii.gz",
+    "native": "maps_native.nii.gz",
+    "index": "index.tsv",
+    "group": "group.nii.gz",
+    "group_native": "group_native.nii.gz",
+}
+CAM_METHODS = ("gradcam", "gradcampp", "layercam", "hirescam", "randomcam")
+SAL_GPU = 0 if SALIENCY["device"] == "cpu" else 1
+SOBOL_GPU = 0 if SOBOL["device"] == "cpu" else 1
+SAL_COMMON = ("batch_size", "seed")
+
+
 wildcard_constraints:
     cohort="|".join(COHORTS),
     fold=r"\d+",
     seed=r"\d+",
     target="|".join(MASK_TARGETS),
     point="|".join(re.escape(p) for p in SWEEP_POINTS) or "no-sweep-point",
+    method="|".join(SALIENCY["methods"]) or "no-saliency-method",
 
 
 def cohort_spec(wildcards):
@@ -218,6 +240,51 @@ def mask_entries():
     return entries
 
 
+# Saliency (rules/saliency.smk)
+def saliency_params(method):
+    """Exactly the settings the maps of ``method`` depend on (a change re-runs that method only)."""
+    p = {k: SALIENCY[k] for k in SAL_COMMON}
+    if method != "actmax":  # actmax explains classes: no per-session target
+        p["target"] = SALIENCY["target"]
+    if method in CAM_METHODS:
+        p["layer"] = SALIENCY["layer"]
+    if method in SALIENCY and isinstance(SALIENCY[method], dict):
+        p[method] = SALIENCY[method]
+    return p
+
+
+def map_files(method):
+    """Output files of one method's per-session maps rule (wildcards fold, seed)."""
+    return {k: f"{SAL_DIR.replace('{method}', method)}/{v}" for k, v in MAP_FILES.items()}
+
+
+def saliency_maps(filename="index"):
+    return [
+        f"{SAL_DIR.format(method=m, fold=f, seed=s)}/{MAP_FILES[filename]}"
+        for m in SALIENCY["methods"]
+        for f, s in SAL_MODELS
+    ]
+
+
+def faithfulness_files():
+    return [f"{SAL_DIR.format(method=m, fold=f, seed=s)}/faithfulness.tsv" for m in SAL_METHODS for f, s in SAL_MODELS]
+
+
+def faithfulness_entries():
+    return [{"method": m, "fold": f, "seed": s} for m in SAL_METHODS for f, s in SAL_MODELS]
+
+
+def group_maps_by_method():
+    return {
+        m: [f"{SAL_DIR.format(method=m, fold=f, seed=s)}/{MAP_FILES['group']}" for f, s in SAL_MODELS]
+        for m in SALIENCY["methods"]
+    }
+
+
+def sobol_files(filename):
+    return [f"{SOBOL_DIR.format(fold=f, seed=s)}/{filename}.tsv" for f, s in SOBOL_MODELS]
+
+
 def all_outputs():
     """Every final product of the stages implemented so far."""
     out = split_tables() + ["results/splits/summary.tsv", "results/atlas/atlas.nii.gz", "results/cohort/summary.tsv"]
@@ -225,4 +292,9 @@ def all_outputs():
     out += ["results/training/summary.tsv", "results/training/learning_curves.png"]
     out += ["results/masks/summary.tsv", "results/masks/qc_flagged.tsv", "results/masks/group_masks.png",
             "results/masks/sweep.png"]
+    if SAL_METHODS:
+        out += ["results/saliency/faithfulness_summary.tsv", "results/saliency/group_maps.png"]
+    if "actmax" in SALIENCY["methods"]:
+        out += saliency_maps("group")
+    out += ["results/sobol/indices.tsv", "results/sobol/convergence.png"]
     return out

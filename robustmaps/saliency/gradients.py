@@ -45,24 +45,35 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, n_sam
     return torch.cat(out)
 
 
+def log_odds(logits: torch.Tensor) -> torch.Tensor:
+    """(B, C) log-odds of every class against the others: unlike a probability, it does not
+    saturate at 1 for a confident model, so occluding a relevant patch always shows."""
+    out = torch.empty_like(logits)
+    for c in range(logits.shape[1]):
+        others = torch.cat([logits[:, :c], logits[:, c + 1:]], 1)
+        out[:, c] = logits[:, c] - torch.logsumexp(others, 1)
+    return out
+
+
 def occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, patch: int = 8, stride: int = 4,
               mode: str | float = "mean_patch", batch_size: int = 32) -> torch.Tensor:
     """Occlusion sensitivity (``monai.visualize.OcclusionSensitivity``): for every voxel, how much
-    the target's probability drops when a ``patch``-voxel cube around it is occluded (cubes every
-    ``stride`` voxels); negative drops (occlusion that raises the score) count as 0."""
+    the target's log-odds drop when a ``patch``-voxel cube around it is occluded (cubes every
+    ``stride`` voxels); negative drops (occlusion that raises the score) count as 0. Log-odds,
+    not probabilities: a probability of 1.0 in float32 would hide every drop."""
     from monai.visualize import OcclusionSensitivity
 
     if not 0 < stride <= patch:
         raise ValueError(f"occlusion: stride {stride} must be in 1..patch ({patch})")
     occ = OcclusionSensitivity(model, mask_size=patch, n_batch=batch_size, verbose=False, mode=mode,
-                               overlap=1.0 - stride / patch)
+                               overlap=1.0 - stride / patch, activate=log_odds)
     out = []
     with torch.no_grad():
-        p = torch.softmax(model(x), 1)
+        score = log_odds(model(x).float())
     for i in range(len(x)):
         with torch.no_grad(), warnings.catch_warnings():  # monai indexes with lists (a torch deprecation)
             warnings.filterwarnings("ignore", message="Using a non-tuple sequence")
             sens, _ = occ(x[i:i + 1])
         t = int(target[i])
-        out.append((p[i, t] - sens[:, t]).clamp_min(0))
+        out.append((score[i, t] - sens[:, t]).clamp_min(0))
     return torch.cat(out)

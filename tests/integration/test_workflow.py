@@ -82,6 +82,10 @@ TRAINING = {"train": 4, "evaluate": 4, "training_summary": 1}  # 2 folds x 2 see
 # 2 cohorts x 2 targets x 4 models; 2 sweep points x 2 targets; session masks of one model x 2 targets
 MASKS = {"group_mask": 16, "sweep_mask": 4, "session_masks": 2, "masks_summary": 1}
 REFERENCE = {"mask_reference": 2}  # the mean CN map of each fold
+# every per-session method on one model, its faithfulness, activation maximisation, Sobol on one model
+METHODS = ["gradcam", "gradcampp", "layercam", "hirescam", "randomcam", "vanilla", "smoothgrad", "occlusion", "lots"]
+SALIENCY = {**{m: 1 for m in METHODS}, "actmax": 1, "faithfulness": 9, "saliency_summary": 1, "sobol": 1,
+            "sobol_summary": 1}
 
 
 def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run, tmp_path):
@@ -89,11 +93,11 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
     assert "Nothing to be done" in out
     seed = overlay(tmp_path, {"split": {"seed": 5}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), seed).stdout)
-    assert counts == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE}
+    assert counts == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY}
     qc = overlay(tmp_path, {"qc": {"min_max_gm": 0.9}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), qc).stdout)
     assert counts == {"all": 1, "cohort_table": 1, "preprocess": 2, "qc": 2, "split": 1, "test_cohort": 1, **TRAINING,
-                      **MASKS, **REFERENCE}
+                      **MASKS, **REFERENCE, **SALIENCY}
     # the independent cohort is only evaluated on: models are not retrained
     indep = overlay(tmp_path, {"data": {"cohorts": {"independent": {"synthetic": {"n_cn": 6}}}}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), indep).stdout)
@@ -101,7 +105,7 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
                       "evaluate": 4, "training_summary": 1, "group_mask": 8, "masks_summary": 1}
     lr = overlay(tmp_path, {"train": {"lr": 5e-4}})
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), lr).stdout
-    assert job_counts(out) == {"all": 1, **TRAINING, **MASKS}
+    assert job_counts(out) == {"all": 1, **TRAINING, **MASKS, **SALIENCY}
     train_jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith("rule train:")]
     assert len(train_jobs) == 4 and all("gpu=1" in b for b in train_jobs)
     boot = overlay(tmp_path, {"evaluation": {"bootstrap": 300}})
@@ -130,6 +134,51 @@ def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, {"masks": {"l1": 3e-4}})).stdout
     jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith(("rule group_mask:", "rule session_masks:"))]
     assert len(jobs) == 18 and all("gpu=1" in b for b in jobs)
+
+
+def test_saliency_settings_rerun_exactly_the_methods_that_use_them(smoke_run, tmp_path):
+    def plan(data):
+        return run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, data)).stdout
+
+    out = plan({"saliency": {"lots": {"iterations": 40}}})
+    assert job_counts(out) == {"all": 1, "lots": 1, "faithfulness": 1, "saliency_summary": 1}
+    jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith(("rule lots:", "rule faithfulness:"))]
+    assert len(jobs) == 2 and all("gpu=1" in b for b in jobs)
+    assert job_counts(plan({"saliency": {"faithfulness": {"steps": 10}}})) == {
+        "all": 1, "faithfulness": 9, "saliency_summary": 1}
+    # the CAM layer is shared by the five CAMs only
+    cams = ["gradcam", "gradcampp", "layercam", "hirescam", "randomcam"]
+    assert job_counts(plan({"saliency": {"layer": "net.features.5"}})) == {
+        "all": 1, **{m: 1 for m in cams}, "faithfulness": 5, "saliency_summary": 1}
+    assert job_counts(plan({"saliency": {"actmax": {"iterations": 12}}})) == {"all": 1, "actmax": 1,
+                                                                               "saliency_summary": 1}
+    assert job_counts(plan({"sobol": {"n": 32}})) == {"all": 1, "sobol": 1, "sobol_summary": 1}
+    assert job_counts(plan({"saliency": {"methods": ["gradcam", "randomcam"]}})) == {"all": 1, "saliency_summary": 1}
+
+
+def test_smoke_saliency_maps_sobol_and_faithfulness_tables(smoke_run, smoke_config):
+    results = smoke_run / "results"
+    problems = acceptance.check_saliency(results, smoke_config)
+    assert [p for p in problems if "Random-CAM" not in p] == []
+    table = pd.read_csv(results / "saliency" / "faithfulness_summary.tsv", sep="\t").set_index("method")
+    assert sorted(table.index) == sorted(METHODS) and (table.n_models == 1).all()
+    assert pd.isna(table.loc["randomcam", "beats_random"])
+    per_map = pd.read_csv(results / "saliency" / "faithfulness.tsv", sep="\t")
+    test = pd.read_csv(results / "splits" / "test_baseline.tsv", sep="\t")
+    assert per_map.groupby("method").size().eq(len(test)).all()
+    # the per-method table is the mean of the per-map table (one model)
+    np.testing.assert_allclose(table.loc[per_map.groupby("method").deletion_auc.mean().index, "deletion_auc"],
+                               per_map.groupby("method").deletion_auc.mean(), rtol=1e-6)
+    # CAMs run on the last block's activation, recorded in the index
+    idx = pd.read_csv(results / "saliency" / "gradcam" / "fold-0" / "seed-0" / "index.tsv", sep="\t")
+    assert idx.layer.nunique() == 1 and idx.layer[0].startswith("net.features.")
+    assert len(idx) == len(test) and (idx.runtime_ms > 0).all()
+    # Sobol: one row per ROI present on the grid, ST and S1 with intervals, convergence up to N
+    ind = pd.read_csv(results / "sobol" / "indices.tsv", sep="\t")
+    labels = pd.read_csv(results / "atlas" / "labels.tsv", sep="\t")
+    assert len(ind) == (labels.n_voxels > 0).sum() and np.isfinite(ind.ST).all() and (ind.ST_conf >= 0).all()
+    conv = pd.read_csv(results / "sobol" / "convergence.tsv", sep="\t")
+    assert sorted(set(conv.n)) == [4, 8, 16]
 
 
 def test_smoke_masks_are_on_the_grids_and_their_tables_agree(smoke_run, smoke_config):
@@ -201,7 +250,7 @@ def test_imported_clinicadl_splits_are_inputs_of_the_split_rule(smoke_run, tmp_p
     shutil.copytree(smoke_run / "results" / "splits", tmp_path / "imported")
     imp = overlay(tmp_path, {"split": {"import_dir": str(tmp_path / "imported")}})
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), imp).stdout
-    assert job_counts(out) == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE}
+    assert job_counts(out) == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY}
     assert str(tmp_path / "imported" / "split-1" / "validation_baseline.tsv") in out
 
 

@@ -73,6 +73,13 @@ def mutate(path, value):
      r"train.architecture: paper: sub_blocks: 2 values for 3 blocks"),
     ("train.architecture", {"name": "paper", "nblocks": 3}, r"train.architecture: paper: .*unexpected keyword"),
     ("train.normalisation", "l2", r"train.normalisation: 'l2' is not one of"),
+    ("saliency.methods", ["gradcam", "deeplift"], r"saliency.methods.1: 'deeplift' is not one of"),
+    ("saliency.target", "MCI", r"saliency.target: 'MCI' is not one of data.labels .* or predicted"),
+    ("saliency.models", [{"fold": 5, "seed": 0}], r"saliency.models: fold 5 seed 0 is not trained"),
+    ("saliency.occlusion", {"patch": 4, "stride": 6}, r"saliency.occlusion.stride: 6 > patch 4"),
+    ("saliency.actmax", {"classes": ["AD", "EMCI"]}, r"saliency.actmax.classes: 'EMCI' is not one of"),
+    ("sobol.n", 100, r"sobol.n: 100 is not a power of 2"),
+    ("sobol.bounds", [1.5, 0.5], r"sobol.bounds: \[1.5, 0.5\] is empty"),
 ])
 def test_bad_config_names_the_key(path, value, expect):
     with pytest.raises(rmconfig.ConfigError, match=expect):

@@ -28,5 +28,7 @@ def test_every_declared_dependency_is_in_the_lock():
 def test_every_rule_uses_the_pinned_env():
     for smk in (REPO / "rules").glob("*.smk"):
         text = smk.read_text()
-        # every rule defined here (a `use rule ... with:` inherits its rule's environment)
-        assert len(re.findall(r"^rule \w+:", text, re.M)) == text.count("        ENV\n"), smk.name
+        # every rule defined here, named or defined in a loop (`rule:` with `name:`); a
+        # `use rule ... with:` inherits its rule's environment
+        rules = re.findall(r"^\s*rule(?: \w+)?:", text, re.M)
+        assert len(rules) == len(re.findall(r"^\s+ENV\n", text, re.M)), smk.name

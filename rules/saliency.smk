@@ -1,0 +1,184 @@
+# Saliency stage (seeds 001 and 002): maps of every method for every model, their faithfulness,
+# activation maximisation and Sobol indices of regional GM.
+#   <method>:     one rule per method (saliency.methods): per-session maps of the test set's baseline
+#                 sessions, stacked (4D + index), and the model's group map
+#   actmax:       activation maximisation per class (its own rule: it explains classes, not sessions)
+#   faithfulness: deletion/insertion AUC, Average Drop/Increase, coherency of every map
+#   sobol:        Sobol indices of P(AD) to one GM factor per atlas ROI (SALib)
+# The methods are robustmaps.saliency; the rules choose the images and the settings.
+
+for _method in SAL_METHODS:
+
+    rule:
+        name:
+            _method
+        input:
+            model=f"{MODEL_DIR}/model.pt",
+            store=f"results/cohort/{MAIN}/store.npy",
+            index=f"results/cohort/{MAIN}/index.tsv",
+            table="results/splits/test_baseline.tsv",
+        output:
+            **map_files(_method),
+        params:
+            method=_method,
+            settings=saliency_params(_method),
+            group_class=SALIENCY["group_class"],
+            grids={"working": WORKING_GRID, "native": NATIVE_GRID},
+            device=SALIENCY["device"],
+            threads=SALIENCY["threads"],
+        threads: SALIENCY["threads"]
+        resources:
+            gpu=SAL_GPU,
+        log:
+            f"results/logs/saliency/{_method}_fold-{{fold}}_seed-{{seed}}.log",
+        conda:
+            ENV
+        script:
+            "../scripts/saliency_maps.py"
+
+
+rule actmax:
+    """Activation maximisation (seed 001, eq. 4) of every class in saliency.actmax.classes
+    (robustmaps.saliency.maps.actmax_maps)."""
+    input:
+        model=f"{MODEL_DIR}/model.pt",
+        store=f"results/cohort/{MAIN}/store.npy",
+        index=f"results/cohort/{MAIN}/index.tsv",
+        table="results/splits/test_baseline.tsv",
+    output:
+        **map_files("actmax"),
+    params:
+        settings=saliency_params("actmax"),
+        group_class=SALIENCY["group_class"],
+        grids={"working": WORKING_GRID, "native": NATIVE_GRID},
+        device=SALIENCY["device"],
+        threads=SALIENCY["threads"],
+    threads: SALIENCY["threads"]
+    resources:
+        gpu=SAL_GPU,
+    log:
+        "results/logs/saliency/actmax_fold-{fold}_seed-{seed}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/actmax.py"
+
+
+rule faithfulness:
+    """Faithfulness metrics of every map of one method and model (seed 002, 3.3;
+    robustmaps.saliency.maps.faithfulness_entry)."""
+    input:
+        model=f"{MODEL_DIR}/model.pt",
+        store=f"results/cohort/{MAIN}/store.npy",
+        index=f"results/cohort/{MAIN}/index.tsv",
+        maps=f"{SAL_DIR}/maps.nii.gz",
+        maps_index=f"{SAL_DIR}/index.tsv",
+    output:
+        f"{SAL_DIR}/faithfulness.tsv",
+    params:
+        method=lambda w: w.method,
+        settings=lambda w: saliency_params(w.method),  # coherency recomputes the method's maps
+        faithfulness=SALIENCY["faithfulness"],
+        grids={"working": WORKING_GRID, "native": NATIVE_GRID},
+        device=SALIENCY["device"],
+        threads=SALIENCY["threads"],
+    threads: SALIENCY["threads"]
+    resources:
+        gpu=SAL_GPU,
+    log:
+        "results/logs/saliency/faithfulness_{method}_fold-{fold}_seed-{seed}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/faithfulness.py"
+
+
+rule saliency_summary:
+    """Tables 5.2-5.3 of seed 002 (one row per method, mean and SD over models), every map's
+    metrics, and figures (robustmaps.saliency.maps.summarise_saliency)."""
+    input:
+        faithfulness=faithfulness_files(),
+        group_maps=saliency_maps("group"),
+    output:
+        per_map="results/saliency/faithfulness.tsv",
+        table=report(
+            "results/saliency/faithfulness_summary.tsv",
+            caption="../report/captions/faithfulness_summary.rst",
+            category="Saliency",
+        ),
+        figure=report(
+            "results/saliency/faithfulness.png",
+            caption="../report/captions/faithfulness.rst",
+            category="Saliency",
+        ),
+        maps_figure=report(
+            "results/saliency/group_maps.png",
+            caption="../report/captions/saliency_group_maps.rst",
+            category="Saliency",
+        ),
+    params:
+        entries=faithfulness_entries(),
+        group_maps=group_maps_by_method(),
+    log:
+        "results/logs/saliency/summary.log",
+    conda:
+        ENV
+    script:
+        "../scripts/saliency_summary.py"
+
+
+rule sobol:
+    """Sobol indices of P(target) to one multiplicative GM factor per atlas ROI, with the
+    convergence over N (seed 001; robustmaps.saliency.maps.sobol_entry)."""
+    input:
+        model=f"{MODEL_DIR}/model.pt",
+        store=f"results/cohort/{MAIN}/store.npy",
+        index=f"results/cohort/{MAIN}/index.tsv",
+        table="results/splits/test_baseline.tsv",
+        atlas="results/atlas/atlas.nii.gz",
+        labels="results/atlas/labels.tsv",
+    output:
+        indices=f"{SOBOL_DIR}/indices.tsv",
+        convergence=f"{SOBOL_DIR}/convergence.tsv",
+        second_order=f"{SOBOL_DIR}/second_order.tsv",
+    params:
+        sobol={k: v for k, v in SOBOL.items() if k not in ("models", "device", "threads")},
+        device=SOBOL["device"],
+        threads=SOBOL["threads"],
+    threads: SOBOL["threads"]
+    resources:
+        gpu=SOBOL_GPU,
+    log:
+        "results/logs/sobol/fold-{fold}_seed-{seed}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/sobol.py"
+
+
+rule sobol_summary:
+    """Every model's Sobol indices in one tidy table and the convergence figure
+    (robustmaps.saliency.maps.summarise_sobol)."""
+    input:
+        indices=sobol_files("indices"),
+        convergence=sobol_files("convergence"),
+    output:
+        indices=report(
+            "results/sobol/indices.tsv",
+            caption="../report/captions/sobol_indices.rst",
+            category="Saliency",
+        ),
+        convergence="results/sobol/convergence.tsv",
+        figure=report(
+            "results/sobol/convergence.png",
+            caption="../report/captions/sobol_convergence.rst",
+            category="Saliency",
+        ),
+    params:
+        entries=[{"fold": f, "seed": s} for f, s in SOBOL_MODELS],
+    log:
+        "results/logs/sobol/summary.log",
+    conda:
+        ENV
+    script:
+        "../scripts/sobol_summary.py"

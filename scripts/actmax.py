@@ -1,0 +1,17 @@
+"""Rule actmax: see robustmaps.saliency.maps.actmax_maps."""
+from robustmaps.runner import script
+from robustmaps.saliency.maps import actmax_maps
+
+with script(snakemake):
+    actmax_maps(
+        snakemake.input.model,
+        snakemake.input.store,
+        snakemake.input.index,
+        snakemake.input.table,
+        dict(snakemake.output.items()),
+        params=snakemake.params.settings,
+        grids=snakemake.params.grids,
+        group_class=snakemake.params.group_class,
+        device=snakemake.params.device,
+        threads=snakemake.params.threads,
+    )

@@ -1,0 +1,18 @@
+"""Rules <method> (one per saliency.methods entry): see robustmaps.saliency.maps.saliency_maps."""
+from robustmaps.runner import script
+from robustmaps.saliency.maps import saliency_maps
+
+with script(snakemake):
+    saliency_maps(
+        snakemake.input.model,
+        snakemake.input.store,
+        snakemake.input.index,
+        snakemake.input.table,
+        dict(snakemake.output.items()),
+        method=snakemake.params.method,
+        params=snakemake.params.settings,
+        grids=snakemake.params.grids,
+        group_class=snakemake.params.group_class,
+        device=snakemake.params.device,
+        threads=snakemake.params.threads,
+    )

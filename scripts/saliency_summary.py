@@ -1,0 +1,11 @@
+"""Rule saliency_summary: see robustmaps.saliency.maps.summarise_saliency."""
+from robustmaps.runner import script
+from robustmaps.saliency.maps import summarise_saliency
+
+with script(snakemake):
+    summarise_saliency(
+        snakemake.params.entries,
+        list(snakemake.input.faithfulness),
+        snakemake.params.group_maps,
+        dict(snakemake.output.items()),
+    )

@@ -1,0 +1,17 @@
+"""Rule sobol: see robustmaps.saliency.maps.sobol_entry."""
+from robustmaps.runner import script
+from robustmaps.saliency.maps import sobol_entry
+
+with script(snakemake):
+    sobol_entry(
+        snakemake.input.model,
+        snakemake.input.store,
+        snakemake.input.index,
+        snakemake.input.table,
+        snakemake.input.atlas,
+        snakemake.input.labels,
+        dict(snakemake.output.items()),
+        params=snakemake.params.sobol,
+        device=snakemake.params.device,
+        threads=snakemake.params.threads,
+    )
