@@ -79,16 +79,12 @@ def lots_map(x: torch.Tensor, x_adv: torch.Tensor, sigma_voxels: float) -> torch
     return torch.from_numpy(minmax(diff).astype(np.float32))
 
 
-def target_features(model: nn.Module, kind: str, images: torch.Tensor, labels: torch.Tensor, layer: str | None,
-                    batch_size: int = 16):
-    """F_t as a callable (targets (B,)) -> (B, F): zeros (``zero``), the mean features of the
-    ``images`` of the class other than each image's target (``class``), or of all ``images``
-    (``mean``). ``labels``: the class of each of ``images``."""
+def target_features(kind: str, feats: torch.Tensor, labels: torch.Tensor):
+    """F_t as a callable (targets (B,)) -> (B, F) from the features ``feats`` (N, F) of some images
+    and their ``labels``: zeros (``zero``), the mean features of the images of the class other
+    than each image's target (``class``), or of all of them (``mean``)."""
     if kind not in TARGETS:
         raise ValueError(f"lots target must be one of {TARGETS}, got {kind!r}")
-    with torch.no_grad():
-        feats = torch.cat([features(model, images[i:i + batch_size], layer) for i in range(0, len(images),
-                                                                                            batch_size)])
     if kind == "zero":
         zero = torch.zeros_like(feats[0])
         return lambda target: zero.expand(len(target), -1)
@@ -96,9 +92,10 @@ def target_features(model: nn.Module, kind: str, images: torch.Tensor, labels: t
         mean = feats.mean(0)
         return lambda target: mean.expand(len(target), -1)
     means = {}
+    labels = labels.to(feats.device)
     for c in (0, 1):
         other = labels != c
         if not bool(other.any()):
             raise ValueError(f"lots target 'class': no image of a class other than {c} to average")
-        means[c] = feats[other.to(feats.device)].mean(0)
+        means[c] = feats[other].mean(0)
     return lambda target: torch.stack([means[int(t)] for t in target])

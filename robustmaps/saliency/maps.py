@@ -34,14 +34,19 @@ def _targets(target: str, meta: dict, predicted: np.ndarray, model_pt) -> np.nda
 
 
 def _lots_target(model, method, params, store, table, dev):
+    """LOTS's F_t from the features of the table's sessions (read a batch at a time; one session
+    is enough for the zero target, which only needs the feature size)."""
     if method != "lots":
         return None
-    from .lots import target_features
+    from .lots import features, target_features
 
+    lp, bs = params["lots"], params["batch_size"]
     rows = table.row.to_numpy()
-    return target_features(model, params["lots"]["target"], _images(store, rows, dev),
-                           torch.tensor(table.label.to_numpy()), params["lots"].get("layer"),
-                           params["batch_size"])
+    rows = rows[:1] if lp["target"] == "zero" else rows
+    with torch.no_grad():
+        feats = torch.cat([features(model, _images(store, rows[i:i + bs], dev), lp.get("layer"))
+                           for i in range(0, len(rows), bs)])
+    return target_features(lp["target"], feats, torch.tensor(table.label.to_numpy()[:len(rows)]))
 
 
 def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, method: str, params: dict, grids: dict,

@@ -132,6 +132,21 @@ def test_lots_stops_when_the_distance_is_under_tau():
     assert m.shape == (3, *SHAPE) and float(m.max()) <= 1 and float(m.min()) >= 0
 
 
+def test_lots_targets_zero_class_and_mean():
+    from robustmaps.saliency.lots import target_features
+
+    feats = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 4.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    t = torch.tensor([1, 0, 1])
+    torch.testing.assert_close(target_features("zero", feats, labels)(t), torch.zeros(3, 2))
+    torch.testing.assert_close(target_features("mean", feats, labels)(t), torch.tensor([[1.0, 1.5]] * 3))
+    # class: towards the mean of the OTHER class than the image's target
+    torch.testing.assert_close(target_features("class", feats, labels)(t),
+                               torch.tensor([[2.0, 0.0], [0.0, 3.0], [2.0, 0.0]]))
+    with pytest.raises(ValueError, match="lots target must be one of"):
+        target_features("far", feats, labels)
+
+
 def test_tv_gradient_equals_autograd():
     from robustmaps.saliency.actmax import total_variation, tv_gradient
 
