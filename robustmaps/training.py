@@ -164,6 +164,7 @@ class TrainConfig:
     batch_size: int = 8
     max_epochs: int = 30
     patience: int = 5
+    min_epochs: int = 0
     normalisation: str = "none"
     cache_size: int = 0
     amp: bool = False
@@ -255,7 +256,9 @@ def train(store, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfi
         if (va_m["balanced_accuracy"], -va_loss) > (best["balanced_accuracy"], -best.get("loss", np.inf)):
             best = {"balanced_accuracy": va_m["balanced_accuracy"], "loss": va_loss, "epoch": epoch,
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        done = stopper.step(va_loss)
+        # the stopping rule counts from epoch 0, but stops no run before min_epochs (a run whose
+        # validation loss rises while it starts to learn would otherwise stop before it learns)
+        done = stopper.step(va_loss) and epoch + 1 >= cfg.min_epochs
         row = {"epoch": epoch, "train_loss": tr_loss, "train_balanced_accuracy": tr_m["balanced_accuracy"],
                "validation_loss": va_loss, "validation_balanced_accuracy": va_m["balanced_accuracy"],
                "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0, "stop": done}

@@ -1,9 +1,10 @@
 # Saliency stage (seeds 001 and 002): maps of every method for every model, their faithfulness,
 # activation maximisation and Sobol indices of regional GM.
 #   <method>:     one rule per method (saliency.methods): per-session maps of the test set's baseline
-#                 sessions, stacked (4D + index), and the model's group map
+#                 sessions, stacked (4D + index), the model's group map, and the faithfulness of
+#                 every map (deletion/insertion AUC, Average Drop/Increase, coherency), scored in the
+#                 same job (the model and maps are in memory; a job start costs ~10 s of imports)
 #   actmax:       activation maximisation per class (its own rule: it explains classes, not sessions)
-#   faithfulness: deletion/insertion AUC, Average Drop/Increase, coherency of every map
 #   sobol:        Sobol indices of P(AD) to one GM factor per atlas ROI (SALib)
 # The methods are robustmaps.saliency; the rules choose the images and the settings.
 
@@ -19,9 +20,11 @@ for _method in SAL_METHODS:
             table="results/splits/test_baseline.tsv",
         output:
             **map_files(_method),
+            faithfulness=f"{SAL_DIR.replace('{method}', _method)}/faithfulness.tsv",
         params:
             method=_method,
             settings=saliency_params(_method),
+            faithfulness=SALIENCY["faithfulness"],
             group_class=SALIENCY["group_class"],
             grids={"working": WORKING_GRID, "native": NATIVE_GRID},
             device=SALIENCY["device"],
@@ -62,35 +65,6 @@ rule actmax:
         ENV
     script:
         "../scripts/actmax.py"
-
-
-rule faithfulness:
-    """Faithfulness metrics of every map of one method and model (seed 002, 3.3;
-    robustmaps.saliency.maps.faithfulness_entry)."""
-    input:
-        model=f"{MODEL_DIR}/model.pt",
-        store=f"results/cohort/{MAIN}/store.npy",
-        index=f"results/cohort/{MAIN}/index.tsv",
-        maps=f"{SAL_DIR}/maps.nii.gz",
-        maps_index=f"{SAL_DIR}/index.tsv",
-    output:
-        f"{SAL_DIR}/faithfulness.tsv",
-    params:
-        method=lambda w: w.method,
-        settings=lambda w: saliency_params(w.method),  # coherency recomputes the method's maps
-        faithfulness=SALIENCY["faithfulness"],
-        grids={"working": WORKING_GRID, "native": NATIVE_GRID},
-        device=SALIENCY["device"],
-        threads=SALIENCY["threads"],
-    threads: SALIENCY["threads"]
-    resources:
-        gpu=SAL_GPU,
-    log:
-        "results/logs/saliency/faithfulness_{method}_fold-{fold}_seed-{seed}.log",
-    conda:
-        ENV
-    script:
-        "../scripts/faithfulness.py"
 
 
 rule saliency_summary:

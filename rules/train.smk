@@ -16,7 +16,7 @@ rule train:
         # outside the outputs: Snakemake would delete it with the outputs of a failed job
         checkpoint=lambda w: f"results/checkpoints/fold-{w.fold}/seed-{w.seed}/checkpoint.pt",
         settings={k: config["train"][k] for k in (
-            "architecture", "lr", "weight_decay", "batch_size", "max_epochs", "patience",
+            "architecture", "lr", "weight_decay", "batch_size", "max_epochs", "patience", "min_epochs",
             "normalisation", "cache_size", "amp", "augmentation", "workers")},
         labels=config["data"]["labels"],
         device=config["train"]["device"],

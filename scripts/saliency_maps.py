@@ -12,6 +12,7 @@ with script(snakemake):
         method=snakemake.params.method,
         params=snakemake.params.settings,
         grids=snakemake.params.grids,
+        faith=snakemake.params.faithfulness,
         group_class=snakemake.params.group_class,
         device=snakemake.params.device,
         threads=snakemake.params.threads,

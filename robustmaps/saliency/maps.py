@@ -50,10 +50,11 @@ def _lots_target(model, method, params, store, table, dev):
 
 
 def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, method: str, params: dict, grids: dict,
-                  group_class: str = "AD", device: str = "auto", threads: int = 1) -> None:
+                  faith: dict | None = None, group_class: str = "AD", device: str = "auto", threads: int = 1) -> None:
     """Rule entry: maps of ``method`` for every session of ``table_tsv`` (the test set's baseline
-    sessions). ``out``: maps, native (4D), index, group, group_native. ``params``: the saliency
-    section (target, layer, batch_size, seed and the method's own settings)."""
+    sessions) and, with ``faith`` (the faithfulness settings), their faithfulness metrics.
+    ``out``: maps, native (4D), index, group, group_native[, faithfulness]. ``params``: the
+    saliency section (target, layer, batch_size, seed and the method's own settings)."""
     from ..evaluation import predict
     from ..io import write_tsv
     from ..masks import write_volumes
@@ -93,6 +94,11 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
     idx["p_target"] = probs[np.arange(len(rows)), targets]
     idx["runtime_ms"] = runtimes
     idx["layer"] = explainer.layer
+    if faith is not None:
+        scores = score_maps(model, explainer, store, rows, volumes, targets, faith, grids, bs)
+        scores.insert(0, "participant_id", idx.participant_id.to_numpy()[:len(scores)])
+        scores.insert(1, "session_id", idx.session_id.to_numpy()[:len(scores)])
+        scores["runtime_ms"] = idx.runtime_ms.to_numpy()[:len(scores)]
     label = class_index(meta, group_class, model_pt)
     chosen = (idx.label.to_numpy() == label) & (idx.predicted.to_numpy() == label)
     if not chosen.any():
@@ -106,53 +112,31 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
     write_tsv(idx, out["index"])
     log.info("%s: %d maps, group map over %d %s sessions, %.0f ms per map (median)", method, len(idx),
              int(chosen.sum()), group_class, float(np.median(runtimes)))
+    if faith is not None:
+        write_tsv(scores, out["faithfulness"])
+        log.info("%s: deletion AUC %.3f, insertion AUC %.3f, average drop %.3f, coherency %.3f (means over %d maps)",
+                 method, scores.deletion_auc.mean(), scores.insertion_auc.mean(), scores.average_drop.mean(),
+                 scores.coherency.mean(), len(scores))
 
 
-def faithfulness_entry(model_pt, store_npy, index_tsv, maps_nii, maps_index_tsv, out_tsv, *, method: str,
-                       params: dict, faith: dict, grids: dict, device: str = "auto", threads: int = 1) -> None:
-    """Rule entry: faithfulness metrics of every map of one (method, model)."""
+def score_maps(model, explainer, store, rows, maps: np.ndarray, targets: np.ndarray, faith: dict, grids: dict,
+               batch_size: int) -> pd.DataFrame:
+    """Faithfulness metrics (robustmaps.faithfulness) of the maps (N, X, Y, Z) of the sessions at
+    store ``rows``; the first ``faith["max_sessions"]`` only when it is set."""
     from ..faithfulness import faithfulness
-    from ..io import InputError, load_nifti, read_tsv, write_tsv
-    from ..training import load_model, open_for_model
 
-    model, meta = load_model(model_pt, device, threads, params["seed"])
-    store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
-    idx = read_tsv(maps_index_tsv, ["volume", "participant_id", "session_id", "label", "target", "runtime_ms"],
-                   what="map index", dtype={"participant_id": str, "session_id": str})
-    data, _ = load_nifti(maps_nii, squeeze=False)
-    data = data.reshape(*data.shape[:3], -1)
-    if data.shape[-1] != len(idx):
-        raise InputError(f"{maps_nii}: {data.shape[-1]} maps but {maps_index_tsv} lists {len(idx)}")
-    position = pd.Series(np.arange(len(index)), index=pd.MultiIndex.from_frame(index[["participant_id", "session_id"]]))
-    try:
-        rows = position.loc[list(zip(idx.participant_id, idx.session_id))].to_numpy()
-    except KeyError:
-        raise InputError(f"{maps_index_tsv}: sessions that are not in {index_tsv}: re-run the maps") from None
-    if faith["max_sessions"] is not None:
-        idx, rows = idx.iloc[:faith["max_sessions"]], rows[:faith["max_sessions"]]
+    n = len(rows) if faith["max_sessions"] is None else min(len(rows), faith["max_sessions"])
     dev = next(model.parameters()).device
-    explainer = None
-    if faith["coherency"]:
-        table = idx.assign(row=rows)
-        explainer = Explainer(model, method, params, voxel_size=grids["working"]["voxel_size"],
-                              lots_target=_lots_target(model, method, params, store, table, dev))
     frames = []
-    bs = params["batch_size"]
-    for i in range(0, len(idx), bs):
-        x = _images(store, rows[i:i + bs], dev)
-        m = torch.from_numpy(np.moveaxis(data[..., i:i + bs], -1, 0).astype(np.float32)).to(dev)
-        t = torch.as_tensor(idx.target.to_numpy()[i:i + bs], device=dev)
-        frames.append(faithfulness(model, explainer, x, m, t, steps=faith["steps"],
+    for i in range(0, n, batch_size):
+        j = min(i + batch_size, n)
+        frames.append(faithfulness(model, explainer, _images(store, rows[i:j], dev),
+                                   torch.from_numpy(maps[i:j]).to(dev), torch.as_tensor(targets[i:j], device=dev),
+                                   steps=faith["steps"],
                                    blur_sigma_voxels=faith["blur_sigma_mm"] / grids["working"]["voxel_size"],
-                                   coherency=faith["coherency"], batch_size=bs * 2))
-        log.info("%s faithfulness: %d/%d maps", method, min(i + bs, len(idx)), len(idx))
-    res = pd.concat(frames, ignore_index=True)
-    res.insert(0, "participant_id", idx.participant_id.to_numpy())
-    res.insert(1, "session_id", idx.session_id.to_numpy())
-    res["runtime_ms"] = idx.runtime_ms.to_numpy()
-    write_tsv(res, out_tsv)
-    log.info("%s: deletion AUC %.3f, insertion AUC %.3f (means over %d maps)", method, res.deletion_auc.mean(),
-             res.insertion_auc.mean(), len(res))
+                                   coherency=faith["coherency"], batch_size=2 * batch_size))
+        log.info("faithfulness: %d/%d maps", j, n)
+    return pd.concat(frames, ignore_index=True)
 
 
 def actmax_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, params: dict, grids: dict,

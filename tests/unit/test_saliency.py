@@ -340,22 +340,28 @@ def test_real_maps_find_the_planted_region_better_than_random_cam(trained_model,
     assert len(better) >= 4, {m: inside(m) for m in session_maps}
 
 
-def test_faithfulness_entry_scores_every_map(trained_model, session_maps, tmp_path):
+def test_maps_entry_scores_the_faithfulness_of_every_map(trained_model, tmp_path):
     from test_masks import tiny_grids
 
-    from robustmaps.saliency.maps import faithfulness_entry
+    from robustmaps.saliency.maps import saliency_maps
 
     t = trained_model
     for method in ("gradcam", "randomcam"):
-        out = session_maps[method]
-        faithfulness_entry(t["model"], t["store"], t["index"], out["maps"], out["index"], tmp_path / f"{method}.tsv",
-                           method=method, params=SALIENCY, faith=FAITH, grids=tiny_grids(), device="cpu")
-        res = pd.read_csv(tmp_path / f"{method}.tsv", sep="\t")
+        out = {**map_outputs(tmp_path, method), "faithfulness": tmp_path / f"{method}.tsv"}
+        saliency_maps(t["model"], t["store"], t["index"], t["validation"], out, method=method, params=SALIENCY,
+                      grids=tiny_grids(), faith=FAITH, device="cpu")
+        res = pd.read_csv(out["faithfulness"], sep="\t")
         idx = pd.read_csv(out["index"], sep="\t")
         assert list(res.session_id) == list(idx.session_id)
         assert res[["deletion_auc", "insertion_auc", "average_drop", "coherency"]].apply(np.isfinite).all().all()
         assert ((res.coherency >= 0) & (res.coherency <= 1)).all()
         assert res.score.to_numpy() == pytest.approx(idx.p_target.to_numpy(), abs=1e-4)
+        assert list(res.runtime_ms) == list(idx.runtime_ms)
+    out = {**map_outputs(tmp_path, "few"), "faithfulness": tmp_path / "few.tsv"}
+    saliency_maps(t["model"], t["store"], t["index"], t["validation"], out, method="gradcam", params=SALIENCY,
+                  grids=tiny_grids(), faith={**FAITH, "max_sessions": 3, "coherency": False}, device="cpu")
+    few = pd.read_csv(out["faithfulness"], sep="\t")
+    assert len(few) == 3 and few.coherency.isna().all()
 
 
 def test_actmax_and_sobol_entries(trained_model, tmp_path):

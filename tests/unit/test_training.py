@@ -39,6 +39,17 @@ def test_same_seed_bit_identical_weights_and_the_model_learns(tmp_path):
     assert best1["balanced_accuracy"] >= 0.75
 
 
+def test_min_epochs_delays_early_stopping_but_not_its_count(tmp_path):
+    from dataclasses import replace
+
+    _, hist, _ = run(tmp_path, "p1", cfg=replace(CFG, patience=1, max_epochs=8, lr=3e-1))
+    _, hist_min, _ = run(tmp_path, "p1min", cfg=replace(CFG, patience=1, max_epochs=8, lr=3e-1, min_epochs=6))
+    assert len(hist) < 6 and hist[-1]["stop"]  # the run without min_epochs stops early
+    assert len(hist_min) >= 6
+    # the same epochs up to the first stop (min_epochs changes nothing else)
+    assert [h["validation_loss"] for h in hist_min[:len(hist)]] == [h["validation_loss"] for h in hist]
+
+
 def test_resume_after_a_kill_ends_with_the_same_weights(tmp_path):
     _, hist_full, ck_full = run(tmp_path, "full")
     _, hist_part, _ = run(tmp_path, "resumed", stop_after=2)
