@@ -1,8 +1,15 @@
-"""Region-of-interest summaries on the working grid, vectorised over the label image."""
+"""Region-of-interest summaries on the working grid, vectorised over the label image, and the
+cosine similarity of ROI vectors (study 2.4).
+
+Every reduction is one sparse matrix product: a (ROI x voxel) indicator matrix built once from
+the atlas times the (voxel x map) matrix of the maps, never one boolean mask per ROI.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+REDUCTIONS = ("mean", "sum")
 
 
 def roi_means(images: np.ndarray, atlas: np.ndarray, n_labels: int | None = None) -> np.ndarray:
@@ -16,3 +23,52 @@ def roi_means(images: np.ndarray, atlas: np.ndarray, n_labels: int | None = None
     sums = np.stack([np.bincount(lab, weights=np.asarray(img, dtype=np.float64).ravel(), minlength=n_labels)
                      for img in images])
     return sums / np.maximum(counts, 1)
+
+
+def indicator(atlas: np.ndarray, label_ids, reduction: str = "mean"):
+    """Sparse (n_rois, n_voxels) matrix: row r holds 1 (``sum``) or 1 / |ROI r| (``mean``) on the
+    voxels of label ``label_ids[r]``; a label absent from the atlas gives an empty row."""
+    from scipy import sparse
+
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"roi reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    lab = np.asarray(atlas, dtype=np.int64).ravel()
+    ids = np.asarray(label_ids, dtype=np.int64)
+    position = np.full(max(int(lab.max()), int(ids.max(initial=0))) + 1, -1, np.int64)
+    position[ids] = np.arange(len(ids))
+    rows = position[lab]
+    voxels = np.flatnonzero(rows >= 0)
+    rows = rows[voxels]
+    weights = np.ones(len(voxels))
+    if reduction == "mean":
+        counts = np.bincount(rows, minlength=len(ids))
+        weights = 1.0 / counts[rows]
+    return sparse.csr_matrix((weights, (rows, voxels)), shape=(len(ids), lab.size))
+
+
+def roi_vectors(volumes: np.ndarray, atlas: np.ndarray, label_ids, reduction: str = "mean",
+                matrix=None) -> np.ndarray:
+    """(n_maps, n_rois) ROI vectors of maps stacked on the LAST axis (X, Y, Z[, N]), as in a 4D
+    NIfTI. ``matrix``: a prebuilt :func:`indicator` (reused across calls)."""
+    m = indicator(atlas, label_ids, reduction) if matrix is None else matrix
+    v = np.asarray(volumes)
+    flat = v.reshape(int(np.prod(v.shape[:3])), -1)  # (voxels, maps), a view for C-ordered input
+    return np.asarray(m @ flat, dtype=np.float64).T
+
+
+def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every pair of rows; a zero vector has similarity 0 with every row
+    (and 1 with itself, so that the diagonal stays 1)."""
+    v = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(v, axis=1)
+    safe = np.where(norms > 0, norms, 1.0)
+    unit = v / safe[:, None]
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, 1.0)
+    return np.clip(sim, -1.0, 1.0)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of two vectors (0 when either is zero)."""
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(np.dot(a, b) / (na * nb)) if na > 0 and nb > 0 else 0.0

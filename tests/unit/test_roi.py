@@ -1,0 +1,55 @@
+"""ROI vectors and cosine similarity (robustmaps.roi) on hand-made label images."""
+
+import numpy as np
+import pytest
+
+from robustmaps.roi import cosine, cosine_matrix, indicator, roi_means, roi_vectors
+
+
+def labels():
+    atlas = np.zeros((4, 5, 3), np.int16)
+    atlas[:2, :, :] = 3       # 30 voxels
+    atlas[2:, :2, :] = 7      # 12 voxels
+    atlas[2:, 4, 0] = 9       # 2 voxels (label 0 elsewhere: outside every ROI)
+    return atlas
+
+
+def test_a_map_equal_to_one_rois_indicator_is_a_one_hot_vector():
+    atlas = labels()
+    ids = [3, 7, 9]
+    for k, label in enumerate(ids):
+        v = roi_vectors((atlas == label).astype(np.float32)[..., None], atlas, ids)
+        expected = np.zeros((1, 3))
+        expected[0, k] = 1.0
+        np.testing.assert_allclose(v, expected)
+
+
+def test_mean_and_sum_reductions_against_a_hand_computation():
+    atlas = labels()
+    rng = np.random.default_rng(0)
+    maps = rng.random((*atlas.shape, 4))
+    ids = [3, 7, 9, 11]  # 11 is not in the atlas: an empty ROI gives 0
+    mean = roi_vectors(maps, atlas, ids, "mean")
+    total = roi_vectors(maps, atlas, ids, "sum")
+    for n in range(4):
+        for r, label in enumerate(ids[:3]):
+            sel = maps[..., n][atlas == label]
+            assert mean[n, r] == pytest.approx(sel.mean())
+            assert total[n, r] == pytest.approx(sel.sum())
+        assert mean[n, 3] == 0 and total[n, 3] == 0
+    # agrees with the bincount path used for the planted-signal check
+    np.testing.assert_allclose(mean[:, :3], roi_means(np.moveaxis(maps, -1, 0), atlas)[:, ids[:3]])
+    # a prebuilt matrix gives the same vectors
+    np.testing.assert_allclose(roi_vectors(maps, atlas, ids, matrix=indicator(atlas, ids)), mean)
+    with pytest.raises(ValueError, match="reduction"):
+        indicator(atlas, ids, "median")
+
+
+def test_cosine_of_hand_made_vectors():
+    v = np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 2.0], [0.0, 0.0, 0.0], [3.0, 3.0, 0.0]])
+    sim = cosine_matrix(v)
+    assert sim[0, 1] == pytest.approx(1 / np.sqrt(2))
+    assert sim[0, 2] == 0 and sim[1, 4] == pytest.approx(1.0)  # scale does not matter
+    assert sim[3, 0] == 0 and sim[3, 3] == 1  # a zero vector: 0 with others, 1 on the diagonal
+    np.testing.assert_allclose(sim, sim.T)
+    assert cosine(v[0], v[1]) == pytest.approx(sim[0, 1]) and cosine(v[3], v[0]) == 0
