@@ -1,0 +1,117 @@
+"""Families of ROI-cosine similarities (study 2.4 and 3): which pairs of masks or maps each
+family compares, their cosine, and a summary in the order the study reports them.
+
+The input is the tidy ROI-vector table (``results/analysis/roi_vectors.tsv``): id columns
+(:data:`ID_COLUMNS`) and one column per ROI. Pairs are unordered; each pair is listed once.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from .roi import cosine_matrix
+
+ID_COLUMNS = ["kind", "method", "cohort", "target", "fold", "seed", "point", "participant_id", "session_id",
+              "baseline"]
+#: The study's order: Tables 2-3, 3.2.1, 3.2.2, 3.3; then this workflow's method comparison.
+FAMILIES = ("sweep_neighbours", "sweep_all", "cohorts", "intra_subject", "inter_subject", "folds", "seeds",
+            "methods")
+PAIR_COLUMNS = ["family", "a", "b", "target", "fold_a", "seed_a", "fold_b", "seed_b", "detail", "cosine"]
+
+
+def parse_point(point: str) -> dict[str, float]:
+    """``b1-0.1_b2-1_l1-1e-04_l2-1e-03[_lr-0.01]`` -> {"b1": 0.1, ...} (inverse of config.point_id)."""
+    out = {}
+    for part in point.split("_"):
+        key, value = part.split("-", 1)
+        out[key] = float(value)
+    return out
+
+
+def sweep_neighbours(points: list[str]) -> list[tuple[str, str, str]]:
+    """Pairs of sweep points that differ in one parameter and are adjacent along it (among the
+    points that share the other values) -> (a, b, parameter)."""
+    parsed = {p: parse_point(p) for p in points}
+    out = []
+    keys = sorted({k for v in parsed.values() for k in v})
+    for param in keys:
+        groups: dict[tuple, list[str]] = {}
+        for p, v in parsed.items():
+            rest = tuple((k, v.get(k)) for k in keys if k != param)
+            groups.setdefault(rest, []).append(p)
+        for members in groups.values():
+            ordered = sorted(members, key=lambda p: parsed[p].get(param, np.nan))
+            out += [(a, b, param) for a, b in zip(ordered, ordered[1:])]
+    return out
+
+
+def _ids(table: pd.DataFrame) -> pd.Series:
+    cols = [c for c in ID_COLUMNS if c in table]
+    return table[cols].astype(str).apply(lambda r: "/".join(v for v in r if v not in ("", "nan", "None")), axis=1)
+
+
+def family_pairs(table: pd.DataFrame, group_class: str = "AD") -> list[tuple[str, int, int, str]]:
+    """(family, row a, row b, detail) for every pair of every family (rows of ``table``):
+    folds / seeds (main-cohort group masks of one target: same seed, other fold / same fold,
+    other seed), cohorts (main vs independent group mask of one model), sweep_all and
+    sweep_neighbours (sweep points of one model), intra_subject (sessions of one subject) and
+    inter_subject (baseline sessions of two subjects) of the session masks, and methods (one
+    model's ``group_class`` group mask, saliency group maps and Sobol ST, two by two)."""
+    t = table.reset_index(drop=True).fillna({"point": "", "participant_id": "", "session_id": ""})
+    pairs = []
+    group = t[(t.kind == "group") & (t.method == "mask")]
+    main = group[group.cohort == "main"]
+    for (target,), g in main.groupby(["target"]):
+        for a, b in itertools.combinations(g.index, 2):
+            ra, rb = t.loc[a], t.loc[b]
+            if ra.seed == rb.seed and ra.fold != rb.fold:
+                pairs.append(("folds", a, b, f"seed {ra.seed}"))
+            if ra.fold == rb.fold and ra.seed != rb.seed:
+                pairs.append(("seeds", a, b, f"fold {ra.fold}"))
+    for (target, fold, seed), g in group.groupby(["target", "fold", "seed"]):
+        mains, others = g[g.cohort == "main"].index, g[g.cohort != "main"].index
+        pairs += [("cohorts", a, b, str(t.loc[b, "cohort"])) for a in mains for b in others]
+    sweep = t[t.kind == "sweep"]
+    for _, g in sweep.groupby(["target", "fold", "seed"]):
+        by_point = dict(zip(g.point, g.index))
+        pairs += [("sweep_all", a, b, "") for a, b in itertools.combinations(g.index, 2)]
+        pairs += [("sweep_neighbours", by_point[a], by_point[b], p) for a, b, p in sweep_neighbours(list(by_point))]
+    sessions = t[t.kind == "session"]
+    for _, g in sessions.groupby(["target", "fold", "seed"]):
+        for a, b in itertools.combinations(g.index, 2):
+            ra, rb = t.loc[a], t.loc[b]
+            if ra.participant_id == rb.participant_id:
+                pairs.append(("intra_subject", a, b, ra.participant_id))
+            elif str(ra.baseline) == "True" and str(rb.baseline) == "True":
+                pairs.append(("inter_subject", a, b, ""))
+    masks = main[main.target == group_class]
+    model_level = pd.concat([masks, t[t.kind.isin(["saliency", "sobol"])]])
+    for _, g in model_level.groupby(["fold", "seed"]):
+        for a, b in itertools.combinations(g.index, 2):
+            ma, mb = t.loc[a, "method"], t.loc[b, "method"]
+            if ma != mb:
+                pairs.append(("methods", a, b, f"{ma} vs {mb}"))
+    return pairs
+
+
+def similarities(table: pd.DataFrame, roi_columns: list[str], group_class: str = "AD") -> pd.DataFrame:
+    """Every pair of every family with its ROI cosine (:data:`PAIR_COLUMNS`)."""
+    t = table.reset_index(drop=True)
+    sim = cosine_matrix(t[roi_columns].to_numpy(dtype=np.float64))
+    ids = _ids(t)
+    rows = [{"family": f, "a": ids[a], "b": ids[b], "target": t.loc[a, "target"], "fold_a": t.loc[a, "fold"],
+             "seed_a": t.loc[a, "seed"], "fold_b": t.loc[b, "fold"], "seed_b": t.loc[b, "seed"], "detail": d,
+             "cosine": sim[a, b]} for f, a, b, d in family_pairs(t, group_class)]
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+
+
+def summary(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and SD of each family's cosines, in the study's order (families without pairs omitted)."""
+    g = pairs.groupby("family").cosine
+    out = pd.DataFrame({"n_pairs": g.size(), "mean": g.mean(), "sd": g.std().fillna(0.0),
+                        "min": g.min(), "max": g.max()})
+    order = [f for f in FAMILIES if f in out.index]
+    return out.loc[order].reset_index()
