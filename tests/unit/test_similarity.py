@@ -51,3 +51,34 @@ def test_families_pick_the_right_pairs_and_cosines():
     s = summary(pairs)
     assert list(s.family) == ["cohorts", "intra_subject", "inter_subject", "folds", "seeds", "methods"]
     assert s.set_index("family").loc["folds", "mean"] == pytest.approx(np.mean([1 / np.sqrt(2), 0.0]))
+
+
+def test_roi_table_reads_masks_maps_stacks_and_sobol(tmp_path):
+    from robustmaps.analysis import roi_table
+    from robustmaps.io import save_nifti, write_tsv
+
+    affine = np.eye(4)
+    atlas = np.zeros((4, 4, 2), np.int16)
+    atlas[:2] = 1
+    atlas[2:, :2] = 2
+    atlas[2:, 2:] = 3
+    save_nifti(atlas, affine, tmp_path / "atlas.nii.gz", dtype=np.int16)
+    write_tsv(pd.DataFrame({"index": [1, 2, 3], "name": ROIS}), tmp_path / "labels.tsv")
+    mask = np.ones(atlas.shape, np.float32)
+    mask[atlas == 2] = 0.0  # the mask perturbs ROI R2 only
+    save_nifti(mask, affine, tmp_path / "mask.nii.gz")
+    stack = np.stack([(atlas == 1).astype(np.float32), (atlas == 3).astype(np.float32)], -1)
+    save_nifti(stack, affine, tmp_path / "maps.nii.gz")
+    write_tsv(pd.DataFrame({"participant_id": ["sub-1", "sub-1"], "session_id": ["ses-M012", "ses-M000"]}),
+              tmp_path / "index.tsv")
+    write_tsv(pd.DataFrame({"n": 8, "roi": ROIS * 2, "ST": [0.1, 0.2, 0.7, 9, 9, 9], "images": ["AD"] * 3 + ["CN"] * 3}),
+              tmp_path / "sobol.tsv")
+    entries = [{"kind": "group", "method": "mask", "source": "mask", "fold": 0, "seed": 0,
+                "path": tmp_path / "mask.nii.gz"},
+               {"kind": "saliency_session", "method": "gradcam", "source": "map", "fold": 0, "seed": 0,
+                "path": tmp_path / "maps.nii.gz", "index": tmp_path / "index.tsv"},
+               {"kind": "sobol", "method": "sobol", "source": "sobol", "fold": 0, "seed": 0,
+                "path": tmp_path / "sobol.tsv"}]
+    t = roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv")
+    np.testing.assert_allclose(t[ROIS].to_numpy(), [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0.1, 0.2, 0.7]])
+    assert list(t.session_id[1:3]) == ["ses-M012", "ses-M000"] and list(t.baseline[1:3]) == [False, True]
