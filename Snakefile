@@ -34,6 +34,7 @@ include: "rules/split.smk"
 include: "rules/train.smk"
 include: "rules/masks.smk"
 include: "rules/saliency.smk"
+include: "rules/analysis.smk"
 
 
 rule all:

@@ -81,3 +81,21 @@ def roi_vectors_entry(entries: list[dict], atlas_nii, labels_tsv, out_tsv, *, re
     write_tsv(table, out_tsv)
     log.info("ROI vectors: %d rows (%s)", len(table),
              ", ".join(f"{k} {v}" for k, v in table.kind.value_counts().sort_index().items()))
+
+
+def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD") -> None:
+    """Rule entry: every family's pairs with their cosine, the summary and its figure."""
+    from .io import read_tsv, write_tsv
+    from .plots import similarity_families_figure
+    from .similarity import similarities, summary
+
+    table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
+                     dtype={"participant_id": str, "session_id": str, "point": str})
+    rois = [c for c in table.columns if c not in ID_COLUMNS]
+    pairs = similarities(table, rois, group_class)
+    summ = summary(pairs)
+    write_tsv(pairs, out["pairs"])
+    write_tsv(summ, out["summary"])
+    similarity_families_figure(pairs, out["figure"])
+    for r in summ.itertuples():
+        log.info("%-17s %4d pairs  cosine %.3f +- %.3f", r.family, r.n_pairs, r.mean, r.sd)

@@ -151,3 +151,22 @@ def sobol_convergence_figure(convergence: pd.DataFrame, path, top: int = 6) -> N
         ax.legend(fontsize=6)
     fig.tight_layout()
     _save(fig, path)
+
+
+def similarity_families_figure(pairs: pd.DataFrame, path) -> None:
+    """ROI-cosine similarity of each family (one point per pair, mean with its 95% CI), in the
+    study's order."""
+    from .similarity import FAMILIES
+
+    sns.set_theme(style="whitegrid", context="paper")
+    order = [f for f in FAMILIES if f in set(pairs.family)]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(1, len(order)) + 1.2))
+    if order:
+        sns.stripplot(data=pairs, y="family", x="cosine", order=order, ax=ax, size=3, alpha=0.5)
+        sns.pointplot(data=pairs, y="family", x="cosine", order=order, ax=ax, linestyles="none", color="black",
+                      errorbar=("ci", 95), markers="D")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("ROI cosine similarity")
+    ax.set_ylabel("")
+    fig.tight_layout()
+    _save(fig, path)

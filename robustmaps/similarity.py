@@ -50,7 +50,9 @@ def sweep_neighbours(points: list[str]) -> list[tuple[str, str, str]]:
 
 def _ids(table: pd.DataFrame) -> pd.Series:
     cols = [c for c in ID_COLUMNS if c in table]
-    return table[cols].astype(str).apply(lambda r: "/".join(v for v in r if v not in ("", "nan", "None")), axis=1)
+    vals = table[cols].astype(object).where(table[cols].notna(), "")
+    return pd.Series(["/".join(str(v) for v in r if str(v) not in ("", "nan", "None"))
+                      for r in vals.itertuples(index=False)], index=table.index)
 
 
 def family_pairs(table: pd.DataFrame, group_class: str = "AD") -> list[tuple[str, int, int, str]]:

@@ -285,6 +285,49 @@ def sobol_files(filename):
     return [f"{SOBOL_DIR.format(fold=f, seed=s)}/{filename}.tsv" for f, s in SOBOL_MODELS]
 
 
+# Analysis (rules/analysis.smk)
+def analysis_entries():
+    """Every mask, map and Sobol table with its ids, for the ROI-vector table."""
+    entries = []
+    for c in COHORTS:
+        for t in MASK_TARGETS:
+            for f, s in MODELS:
+                path = f"{GROUP_DIR.format(cohort=c, target=t, fold=f, seed=s)}/{GROUP_FILES['mask']}"
+                entries.append({"kind": "group", "method": "mask", "cohort": c, "target": t, "fold": f, "seed": s,
+                                "source": "mask", "path": path})
+    for p in SWEEP_POINTS:
+        for t in MASK_TARGETS:
+            for f, s in SWEEP_MODELS:
+                path = f"{SWEEP_DIR.format(point=p, target=t, fold=f, seed=s)}/{GROUP_FILES['mask']}"
+                entries.append({"kind": "sweep", "method": "mask", "cohort": MAIN, "target": t, "fold": f, "seed": s,
+                                "point": p, "source": "mask", "path": path})
+    for t in MASK_TARGETS:
+        for f, s in SESSION_MODELS:
+            folder = SESSION_DIR.format(target=t, fold=f, seed=s)
+            entries.append({"kind": "session", "method": "mask", "cohort": MAIN, "target": t, "fold": f, "seed": s,
+                            "source": "mask", "path": f"{folder}/masks.nii.gz", "index": f"{folder}/index.tsv"})
+    for m in SALIENCY["methods"]:
+        for f, s in SAL_MODELS:
+            folder = SAL_DIR.format(method=m, fold=f, seed=s)
+            common = {"method": m, "cohort": MAIN, "target": SALIENCY["group_class"], "fold": f, "seed": s,
+                      "source": "map"}
+            entries.append({"kind": "saliency", **common, "path": f"{folder}/{MAP_FILES['group']}"})
+            if m != "actmax":
+                entries.append({"kind": "saliency_session", **common, "path": f"{folder}/{MAP_FILES['maps']}",
+                                "index": f"{folder}/{MAP_FILES['index']}"})
+    for f, s in SOBOL_MODELS:
+        entries.append({"kind": "sobol", "method": "sobol", "cohort": MAIN, "target": SOBOL["target"], "fold": f,
+                        "seed": s, "source": "sobol", "path": f"{SOBOL_DIR.format(fold=f, seed=s)}/indices.tsv"})
+    return entries
+
+
+def analysis_inputs():
+    files = []
+    for e in analysis_entries():
+        files += [e["path"]] + ([e["index"]] if "index" in e else [])
+    return files
+
+
 def all_outputs():
     """Every final product of the stages implemented so far."""
     out = split_tables() + ["results/splits/summary.tsv", "results/atlas/atlas.nii.gz", "results/cohort/summary.tsv"]
@@ -297,4 +340,5 @@ def all_outputs():
     if "actmax" in SALIENCY["methods"]:
         out += saliency_maps("group")
     out += ["results/sobol/indices.tsv", "results/sobol/convergence.png"]
+    out += ["results/analysis/similarity/summary.tsv", "results/analysis/similarity/families.png"]
     return out

@@ -85,6 +85,7 @@ REFERENCE = {"mask_reference": 2}  # the mean CN map of each fold
 # every per-session method on one model, its faithfulness, activation maximisation, Sobol on one model
 METHODS = ["gradcam", "gradcampp", "layercam", "hirescam", "randomcam", "vanilla", "smoothgrad", "occlusion", "lots"]
 SALIENCY = {**{m: 1 for m in METHODS}, "actmax": 1, "saliency_summary": 1, "sobol": 1, "sobol_summary": 1}
+ANALYSIS = {"roi_vectors": 1, "similarity": 1}  # everything above feeds them
 
 
 def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run, tmp_path):
@@ -92,19 +93,19 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
     assert "Nothing to be done" in out
     seed = overlay(tmp_path, {"split": {"seed": 5}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), seed).stdout)
-    assert counts == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY}
+    assert counts == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS}
     qc = overlay(tmp_path, {"qc": {"min_max_gm": 0.9}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), qc).stdout)
     assert counts == {"all": 1, "cohort_table": 1, "preprocess": 2, "qc": 2, "split": 1, "test_cohort": 1, **TRAINING,
-                      **MASKS, **REFERENCE, **SALIENCY}
+                      **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS}
     # the independent cohort is only evaluated on: models are not retrained
     indep = overlay(tmp_path, {"data": {"cohorts": {"independent": {"synthetic": {"n_cn": 6}}}}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), indep).stdout)
     assert counts == {"all": 1, "cohort_table": 1, "preprocess": 1, "qc": 1, "synthetic_cohort": 1, "test_cohort": 1,
-                      "evaluate": 4, "training_summary": 1, "group_mask": 8, "masks_summary": 1}
+                      "evaluate": 4, "training_summary": 1, "group_mask": 8, "masks_summary": 1, **ANALYSIS}
     lr = overlay(tmp_path, {"train": {"lr": 5e-4}})
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), lr).stdout
-    assert job_counts(out) == {"all": 1, **TRAINING, **MASKS, **SALIENCY}
+    assert job_counts(out) == {"all": 1, **TRAINING, **MASKS, **SALIENCY, **ANALYSIS}
     train_jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith("rule train:")]
     assert len(train_jobs) == 4 and all("gpu=1" in b for b in train_jobs)
     boot = overlay(tmp_path, {"evaluation": {"bootstrap": 300}})
@@ -112,7 +113,7 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
         "all": 1, "evaluate": 4, "training_summary": 1}
     one_seed = overlay(tmp_path, {"train": {"seeds": [0]}})  # a subset of the models: only the summary
     assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), one_seed).stdout) == {
-        "all": 1, "training_summary": 1, "masks_summary": 1}
+        "all": 1, "training_summary": 1, "masks_summary": 1, **ANALYSIS}
 
 
 def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path):
@@ -120,16 +121,20 @@ def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path
         return job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, data)).stdout)
 
     # the sweep points set their own penalties: a new default l1 re-runs group and session masks only
-    assert counts({"masks": {"l1": 2e-4}}) == {"all": 1, "group_mask": 16, "session_masks": 2, "masks_summary": 1}
-    assert counts({"masks": {"session": {"max_epochs": 25}}}) == {"all": 1, "session_masks": 2, "masks_summary": 1}
-    assert counts({"masks": {"independent": {"patience": 4}}}) == {"all": 1, "group_mask": 8, "masks_summary": 1}
-    assert counts({"masks": {"sweep": {"batch_size": 1}}}) == {"all": 1, "sweep_mask": 4, "masks_summary": 1}
+    assert counts({"masks": {"l1": 2e-4}}) == {"all": 1, "group_mask": 16, "session_masks": 2, "masks_summary": 1,
+                                               **ANALYSIS}
+    assert counts({"masks": {"session": {"max_epochs": 25}}}) == {"all": 1, "session_masks": 2, "masks_summary": 1,
+                                                                  **ANALYSIS}
+    assert counts({"masks": {"independent": {"patience": 4}}}) == {"all": 1, "group_mask": 8, "masks_summary": 1,
+                                                                   **ANALYSIS}
+    assert counts({"masks": {"sweep": {"batch_size": 1}}}) == {"all": 1, "sweep_mask": 4, "masks_summary": 1,
+                                                               **ANALYSIS}
     point = {"b1": 0.1, "b2": 1, "l1": 1e-3, "l2": 1e-3}
     smoke_points = rmconfig.load(SMOKE)["masks"]["sweep"]["points"]
     assert counts({"masks": {"sweep": {"points": smoke_points + [point]}}}) == {
-        "all": 1, "sweep_mask": 2, "masks_summary": 1}
+        "all": 1, "sweep_mask": 2, "masks_summary": 1, **ANALYSIS}
     # mu = 1 instead of the mean CN map: every mask, no reference map
-    assert counts({"masks": {"reference": "one"}}) == {"all": 1, **MASKS}
+    assert counts({"masks": {"reference": "one"}}) == {"all": 1, **MASKS, **ANALYSIS}
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, {"masks": {"l1": 3e-4}})).stdout
     jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith(("rule group_mask:", "rule session_masks:"))]
     assert len(jobs) == 18 and all("gpu=1" in b for b in jobs)
@@ -140,19 +145,21 @@ def test_saliency_settings_rerun_exactly_the_methods_that_use_them(smoke_run, tm
         return run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, data)).stdout
 
     out = plan({"saliency": {"lots": {"iterations": 40}}})
-    assert job_counts(out) == {"all": 1, "lots": 1, "saliency_summary": 1}
+    assert job_counts(out) == {"all": 1, "lots": 1, "saliency_summary": 1, **ANALYSIS}
     jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith("rule lots:")]
     assert len(jobs) == 1 and all("gpu=1" in b for b in jobs)
     assert job_counts(plan({"saliency": {"faithfulness": {"steps": 10}}})) == {
-        "all": 1, **{m: 1 for m in METHODS}, "saliency_summary": 1}
+        "all": 1, **{m: 1 for m in METHODS}, "saliency_summary": 1, **ANALYSIS}
     # the CAM layer is shared by the five CAMs only
     cams = ["gradcam", "gradcampp", "layercam", "hirescam", "randomcam"]
     assert job_counts(plan({"saliency": {"layer": "net.features.5"}})) == {
-        "all": 1, **{m: 1 for m in cams}, "saliency_summary": 1}
+        "all": 1, **{m: 1 for m in cams}, "saliency_summary": 1, **ANALYSIS}
     assert job_counts(plan({"saliency": {"actmax": {"iterations": 12}}})) == {"all": 1, "actmax": 1,
-                                                                               "saliency_summary": 1}
-    assert job_counts(plan({"sobol": {"n": 32}})) == {"all": 1, "sobol": 1, "sobol_summary": 1}
-    assert job_counts(plan({"saliency": {"methods": ["gradcam", "randomcam"]}})) == {"all": 1, "saliency_summary": 1}
+                                                                               "saliency_summary": 1, **ANALYSIS}
+    assert job_counts(plan({"sobol": {"n": 32}})) == {"all": 1, "sobol": 1, "sobol_summary": 1, **ANALYSIS}
+    assert job_counts(plan({"saliency": {"methods": ["gradcam", "randomcam"]}})) == {
+        "all": 1, "saliency_summary": 1, **ANALYSIS}
+    assert job_counts(plan({"roi": {"reduction": "sum"}})) == {"all": 1, **ANALYSIS}
 
 
 def test_smoke_saliency_maps_sobol_and_faithfulness_tables(smoke_run, smoke_config):
@@ -178,6 +185,35 @@ def test_smoke_saliency_maps_sobol_and_faithfulness_tables(smoke_run, smoke_conf
     assert len(ind) == (labels.n_voxels > 0).sum() and np.isfinite(ind.ST).all() and (ind.ST_conf >= 0).all()
     conv = pd.read_csv(results / "sobol" / "convergence.tsv", sep="\t")
     assert sorted(set(conv.n)) == [4, 8, 16]
+
+
+def test_smoke_roi_vectors_and_similarity_families(smoke_run, smoke_config):
+    results = smoke_run / "results"
+    table = pd.read_csv(results / "analysis" / "roi_vectors.tsv", sep="\t", dtype={"point": str})
+    labels = pd.read_csv(results / "atlas" / "labels.tsv", sep="\t")
+    assert list(table.columns[-len(labels):]) == list(labels.name)
+    test = pd.read_csv(results / "splits" / "test_baseline.tsv", sep="\t")
+    sessions = sum(len(pd.read_csv(p, sep="\t")) for p in (results / "masks" / "session").glob("*/*/*/index.tsv"))
+    counts = table.kind.value_counts().to_dict()
+    assert counts == {"group": 16, "sweep": 4, "session": sessions, "saliency": 10,
+                      "saliency_session": 9 * len(test), "sobol": 1}
+    # a group mask's vector is the ROI mean of its 1 - m
+    from robustmaps.roi import roi_vectors
+    from robustmaps.similarity import FAMILIES
+
+    atlas = np.asarray(nib.load(results / "atlas" / "atlas.nii.gz").dataobj)
+    m = np.asarray(nib.load(results / "masks" / "group" / "main" / "AD" / "fold-0" / "seed-0" / "mask.nii.gz").dataobj)
+    row = table[(table.kind == "group") & (table.cohort == "main") & (table.target == "AD") & (table.fold == 0)
+                & (table.seed == 0)]
+    np.testing.assert_allclose(row[list(labels.name)].to_numpy()[0],
+                               roi_vectors((1 - m)[..., None], atlas, labels["index"].tolist())[0], atol=1e-6)
+    pairs = pd.read_csv(results / "analysis" / "similarity" / "pairs.tsv", sep="\t")
+    summary = pd.read_csv(results / "analysis" / "similarity" / "summary.tsv", sep="\t")
+    # 2 targets x 2 seeds fold pairs, as many seed pairs; 2 targets x 4 models cohort pairs
+    n = summary.set_index("family").n_pairs
+    assert (n["folds"], n["seeds"], n["cohorts"]) == (4, 4, 8)
+    assert list(summary.family) == [f for f in FAMILIES if f in set(pairs.family)]
+    assert ((pairs.cosine >= -1e-9) & (pairs.cosine <= 1 + 1e-9)).all()
 
 
 def test_smoke_masks_are_on_the_grids_and_their_tables_agree(smoke_run, smoke_config):
@@ -249,7 +285,7 @@ def test_imported_clinicadl_splits_are_inputs_of_the_split_rule(smoke_run, tmp_p
     shutil.copytree(smoke_run / "results" / "splits", tmp_path / "imported")
     imp = overlay(tmp_path, {"split": {"import_dir": str(tmp_path / "imported")}})
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), imp).stdout
-    assert job_counts(out) == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY}
+    assert job_counts(out) == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS}
     assert str(tmp_path / "imported" / "split-1" / "validation_baseline.tsv") in out
 
 

@@ -1,0 +1,6 @@
+"""Rule similarity: see robustmaps.analysis.similarity_entry."""
+from robustmaps.analysis import similarity_entry
+from robustmaps.runner import script
+
+with script(snakemake):
+    similarity_entry(snakemake.input[0], dict(snakemake.output.items()), group_class=snakemake.params.group_class)
