@@ -99,3 +99,65 @@ def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD") -> None:
     similarity_families_figure(pairs, out["figure"])
     for r in summ.itertuples():
         log.info("%-17s %4d pairs  cosine %.3f +- %.3f", r.family, r.n_pairs, r.mean, r.sd)
+
+
+def top_rois(table: pd.DataFrame, rois: list[str], k: int = 5) -> pd.DataFrame:
+    """The ``k`` ROIs of highest value (mask density, map mean, ST) of every row -> tidy
+    (ids..., rank, roi, value); ROIs of value 0 are not ranked."""
+    rows = []
+    values = table[rois].to_numpy(dtype=np.float64)
+    ids = table[ID_COLUMNS].to_dict("records")
+    for i, v in enumerate(values):
+        order = np.argsort(-v, kind="stable")[:k]
+        rows += [{**ids[i], "rank": r + 1, "roi": rois[j], "value": v[j]} for r, j in enumerate(order) if v[j] > 0]
+    return pd.DataFrame(rows, columns=ID_COLUMNS + ["rank", "roi", "value"])
+
+
+def recovery(table: pd.DataFrame, rois: list[str], planted: list[str]) -> pd.DataFrame:
+    """How well each row's ROI ranking finds the planted ROIs: ROC AUC (planted = positives,
+    ties count half; 0.5 for a zero vector) and precision at k = number of planted ROIs."""
+    from sklearn.metrics import roc_auc_score
+
+    positive = np.isin(rois, planted)
+    k = int(positive.sum())
+    values = table[rois].to_numpy(dtype=np.float64)
+    out = table[ID_COLUMNS].copy()
+    out["roc_auc"] = [roc_auc_score(positive, v) if positive.any() and not positive.all() else np.nan
+                      for v in values]
+    out["precision_at_k"] = [positive[np.argsort(-v, kind="stable")[:k]].mean() if k else np.nan for v in values]
+    out["k"] = k
+    return out
+
+
+def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "AD", k: int = 5) -> None:
+    """Rule entry: top-``k`` ROIs of every group mask (the study's 3.2.1 list) and how often each
+    ROI is among them over the main cohort's ``group_class`` masks; recovery of the planted ROIs
+    (synthetic main cohort) by every mask and map."""
+    from .io import read_tsv, write_tsv
+    from .plots import recovery_figure, roi_frequency_figure
+
+    table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
+                     dtype={"participant_id": str, "session_id": str, "point": str})
+    rois = [c for c in table.columns if c not in ID_COLUMNS]
+    groups = table[(table.kind == "group") & (table.method == "mask")]
+    top = top_rois(groups, rois, k)
+    main = top[(top.cohort == "main") & (top.target == group_class)]
+    n_masks = len(groups[(groups.cohort == "main") & (groups.target == group_class)])
+    freq = main.groupby("roi").size().rename("n_masks").reset_index()
+    freq["fraction"] = freq.n_masks / max(n_masks, 1)
+    freq = freq.sort_values(["n_masks", "roi"], ascending=[False, True])
+    planted = []
+    if ground_truth_tsv:
+        truth = read_tsv(ground_truth_tsv, ["roi_name", "weight"], what="ground truth")
+        planted = truth.roi_name[truth.weight > 0].tolist()
+    rec = recovery(table, rois, planted) if planted else pd.DataFrame(columns=ID_COLUMNS + ["roc_auc",
+                                                                                        "precision_at_k", "k"])
+    write_tsv(top, out["top"])
+    write_tsv(freq, out["frequency"])
+    write_tsv(rec, out["recovery"])
+    roi_frequency_figure(freq, n_masks, out["frequency_figure"])
+    recovery_figure(rec, out["recovery_figure"])
+    if len(rec):
+        g = rec[(rec.kind == "group") & (rec.cohort == "main") & (rec.target == group_class)]
+        log.info("planted-ROI recovery of the main %s group masks: ROC AUC %.3f (mean), precision at %d %.3f",
+                 group_class, g.roc_auc.mean(), int(rec.k.iloc[0]), g.precision_at_k.mean())

@@ -170,3 +170,37 @@ def similarity_families_figure(pairs: pd.DataFrame, path) -> None:
     ax.set_ylabel("")
     fig.tight_layout()
     _save(fig, path)
+
+
+def roi_frequency_figure(freq: pd.DataFrame, n_masks: int, path, top: int = 20) -> None:
+    """How many group masks (folds x seeds) have each ROI among their top 5 (the study's 3.2.1)."""
+    sns.set_theme(style="whitegrid", context="paper")
+    f = freq.head(top)
+    fig, ax = plt.subplots(figsize=(6, 0.25 * max(1, len(f)) + 1.2))
+    if len(f):
+        sns.barplot(data=f, y="roi", x="n_masks", ax=ax, color="C0")
+    ax.set_xlabel(f"group masks with the ROI in their top 5 (of {n_masks})")
+    ax.set_ylabel("")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def recovery_figure(rec: pd.DataFrame, path) -> None:
+    """Planted-ROI recovery (ROC AUC of the ROI ranking) per kind of mask and saliency method."""
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if len(rec) and rec.roc_auc.notna().any():
+        r = rec.assign(what=np.where(rec.method == "mask", "mask (" + rec.kind.astype(str) + ")",
+                                     rec.method.astype(str)))
+        order = list(r.groupby("what").roc_auc.mean().sort_values(ascending=False).index)
+        sns.boxplot(data=r, y="what", x="roc_auc", order=order, ax=ax, color="C0", fliersize=2)
+        ax.axvline(0.5, ls="--", color="grey", lw=1)
+        ax.set_xlim(0, 1)
+    else:
+        ax.text(0.5, 0.5, "no ground truth (real cohort)", ha="center", va="center")
+        ax.set_axis_off()
+    ax.set_xlabel("planted-ROI ROC AUC of the ROI ranking (0.5 = chance)")
+    ax.set_ylabel("")
+    fig.tight_layout()
+    _save(fig, path)

@@ -49,3 +49,38 @@ rule similarity:
         ENV
     script:
         "../scripts/similarity.py"
+
+
+rule regions:
+    """Top-5 ROIs of every group mask and their frequency over folds and seeds (study 3.2.1);
+    planted-ROI recovery of every mask and map on a synthetic cohort (robustmaps.analysis.regions_entry)."""
+    input:
+        unpack(ground_truth_input),
+        roi="results/analysis/roi_vectors.tsv",
+    output:
+        top="results/analysis/regions/top_rois.tsv",
+        frequency=report(
+            "results/analysis/regions/roi_frequency.tsv",
+            caption="../report/captions/roi_frequency.rst",
+            category="Robustness",
+        ),
+        recovery="results/analysis/regions/recovery.tsv",
+        frequency_figure=report(
+            "results/analysis/regions/roi_frequency.png",
+            caption="../report/captions/roi_frequency.rst",
+            category="Robustness",
+        ),
+        recovery_figure=report(
+            "results/analysis/regions/recovery.png",
+            caption="../report/captions/recovery.rst",
+            category="Robustness",
+        ),
+    params:
+        group_class=SALIENCY["group_class"],
+        k=5,
+    log:
+        "results/logs/analysis/regions.log",
+    conda:
+        ENV
+    script:
+        "../scripts/regions.py"

@@ -321,6 +321,13 @@ def analysis_entries():
     return entries
 
 
+def ground_truth_input(wildcards):
+    """The planted ROIs of a synthetic main cohort (nothing for a real cohort)."""
+    if config["data"]["cohorts"][MAIN]["source"] == "synthetic":
+        return {"truth": f"results/cohort/{MAIN}/ground_truth.tsv"}
+    return {}
+
+
 def analysis_inputs():
     files = []
     for e in analysis_entries():
@@ -340,5 +347,6 @@ def all_outputs():
     if "actmax" in SALIENCY["methods"]:
         out += saliency_maps("group")
     out += ["results/sobol/indices.tsv", "results/sobol/convergence.png"]
-    out += ["results/analysis/similarity/summary.tsv", "results/analysis/similarity/families.png"]
+    out += ["results/analysis/similarity/summary.tsv", "results/analysis/similarity/families.png",
+            "results/analysis/regions/roi_frequency.png", "results/analysis/regions/recovery.png"]
     return out

@@ -85,7 +85,7 @@ REFERENCE = {"mask_reference": 2}  # the mean CN map of each fold
 # every per-session method on one model, its faithfulness, activation maximisation, Sobol on one model
 METHODS = ["gradcam", "gradcampp", "layercam", "hirescam", "randomcam", "vanilla", "smoothgrad", "occlusion", "lots"]
 SALIENCY = {**{m: 1 for m in METHODS}, "actmax": 1, "saliency_summary": 1, "sobol": 1, "sobol_summary": 1}
-ANALYSIS = {"roi_vectors": 1, "similarity": 1}  # everything above feeds them
+ANALYSIS = {"roi_vectors": 1, "similarity": 1, "regions": 1}  # everything above feeds them
 
 
 def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run, tmp_path):

@@ -82,3 +82,16 @@ def test_roi_table_reads_masks_maps_stacks_and_sobol(tmp_path):
     t = roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv")
     np.testing.assert_allclose(t[ROIS].to_numpy(), [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0.1, 0.2, 0.7]])
     assert list(t.session_id[1:3]) == ["ses-M012", "ses-M000"] and list(t.baseline[1:3]) == [False, True]
+
+
+def test_top_rois_and_planted_roi_recovery():
+    from robustmaps.analysis import recovery, top_rois
+
+    rois = ["A", "B", "C", "D"]
+    table = pd.DataFrame([row("group", []) | dict(zip(rois, v)) for v in
+                          ([0.9, 0.1, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0], [0.1, 0.8, 0.2, 0.3])])
+    top = top_rois(table, rois, k=2)
+    assert list(top.roi) == ["A", "C", "B", "D"] and list(top["rank"]) == [1, 2, 1, 2]  # the zero vector: none
+    rec = recovery(table, rois, planted=["A", "C"])
+    assert list(rec.roc_auc) == pytest.approx([1.0, 0.5, 0.0])  # row 3: A, C below both other ROIs
+    assert list(rec.precision_at_k) == pytest.approx([1.0, 0.5, 0.0])

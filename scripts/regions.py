@@ -1,0 +1,12 @@
+"""Rule regions: see robustmaps.analysis.regions_entry."""
+from robustmaps.analysis import regions_entry
+from robustmaps.runner import script
+
+with script(snakemake):
+    regions_entry(
+        snakemake.input.roi,
+        snakemake.input.get("truth"),
+        dict(snakemake.output.items()),
+        group_class=snakemake.params.group_class,
+        k=snakemake.params.k,
+    )
