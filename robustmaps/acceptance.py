@@ -163,6 +163,40 @@ def check_saliency(results: Path, config: dict) -> list[str]:
     return fails
 
 
+def check_regions(results: Path, config: dict, min_auc: float = 0.8) -> list[str]:
+    """Every main-cohort AD group mask has a planted ROI among its top 10, their mean planted-ROI
+    ROC AUC is >= 0.8, and intra-subject similarity of session masks exceeds inter-subject."""
+    from .analysis import top_rois
+    from .similarity import ID_COLUMNS
+
+    fails = []
+    analysis = results / "analysis"
+    table = read_tsv(analysis / "roi_vectors.tsv", ID_COLUMNS, dtype={"participant_id": str, "point": str})
+    rois = [c for c in table.columns if c not in ID_COLUMNS]
+    truth = read_tsv(results / "cohort" / "main" / "ground_truth.tsv", ["roi_name", "weight"])
+    planted = set(truth.roi_name[truth.weight > 0])
+    groups = table[(table.kind == "group") & (table.method == "mask") & (table.cohort == "main")
+                   & (table.target == "AD")]
+    top = top_rois(groups, rois, k=10)
+    for f, s in zip(groups.fold, groups.seed):
+        g = top[(top.fold == f) & (top.seed == s)]
+        if not planted & set(g.roi):
+            fails.append(f"group mask fold {f} seed {s}: no planted ROI among its top 10 "
+                         f"({', '.join(g.roi) or 'an empty mask'})")
+    rec = read_tsv(analysis / "regions" / "recovery.tsv", ["kind", "roc_auc"], dtype={"participant_id": str})
+    g = rec[(rec.kind == "group") & (rec.method == "mask") & (rec.cohort == "main") & (rec.target == "AD")]
+    if not g.roc_auc.mean() >= min_auc:
+        fails.append(f"mean planted-ROI ROC AUC of the group masks {g.roc_auc.mean():.3f} < {min_auc}")
+    summary = read_tsv(analysis / "similarity" / "summary.tsv", ["family", "mean"]).set_index("family")["mean"]
+    if {"intra_subject", "inter_subject"} <= set(summary.index):
+        if not summary["intra_subject"] > summary["inter_subject"]:
+            fails.append(f"intra-subject similarity {summary['intra_subject']:.3f} <= inter-subject "
+                         f"{summary['inter_subject']:.3f}")
+    else:
+        fails.append("no intra- and inter-subject pairs of session masks")
+    return fails
+
+
 CHECKS = {
     "QC rejects planted defects": check_qc,
     "planted atrophy visible on the working grid": check_planted_signal,
@@ -170,6 +204,7 @@ CHECKS = {
     "every model reaches test balanced accuracy 0.80": check_training,
     "group masks work; the sweep's l1 and b1 trends are the study's": check_masks,
     "every saliency method maps every model and beats Random-CAM": check_saliency,
+    "group masks find the planted ROIs; intra-subject > inter-subject similarity": check_regions,
 }
 
 #: Known deviations from the sources on the demo cohort: printed as notes, never failures.
