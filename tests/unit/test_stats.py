@@ -62,3 +62,34 @@ def test_permutation_test_permutes_models_and_finds_a_planted_structure():
     noise = np.random.default_rng(3).random((6, 6))
     noise = (noise + noise.T) / 2
     assert permutation_test_models(noise, folds, seeds, n_perm=500)["p_value"] > 0.05
+
+
+def fake_results(root, scores, n_train=30, n_test=20):
+    from robustmaps.io import write_tsv
+
+    rows = [{"fold": f, "seed": s, "set": "test", "balanced_accuracy": v, "n": n_test} for (f, s), v in scores.items()]
+    rows.append({"fold": None, "seed": None, "set": "test", "balanced_accuracy": 0.0, "n": n_test})  # mean row
+    (root / "training").mkdir(parents=True)
+    write_tsv(pd.DataFrame(rows), root / "training" / "summary.tsv")
+    for f in {f for f, _ in scores}:
+        (root / "splits" / f"split-{f}").mkdir(parents=True)
+        write_tsv(pd.DataFrame({"participant_id": [f"sub-{i}" for i in range(n_train)]}),
+                  root / "splits" / f"split-{f}" / "train_baseline.tsv")
+
+
+def test_compare_two_result_folders(tmp_path, capsys):
+    from robustmaps.compare import compare, main
+
+    a = {(0, 0): 0.9, (0, 1): 0.8, (1, 0): 0.85, (1, 1): 0.95}
+    b = {(0, 0): 0.85, (0, 1): 0.8, (1, 0): 0.8, (1, 1): 0.9, (2, 0): 0.5}  # (2, 0) is not paired
+    fake_results(tmp_path / "A", a)
+    fake_results(tmp_path / "B", b)
+    t = compare(tmp_path / "A", tmp_path / "B").iloc[0]
+    ref = corrected_resampled_ttest(np.array(list(a.values())), np.array([0.85, 0.8, 0.8, 0.9]), 30, 20)
+    assert t.n_models == 4 and t.t == pytest.approx(ref["t"]) and t.p_value == pytest.approx(ref["p_value"])
+    assert t.ci_low <= t.mean_difference <= t.ci_high
+    assert main([str(tmp_path / "A"), str(tmp_path / "B"), "--out", str(tmp_path / "c.tsv")]) == 0
+    assert pd.read_csv(tmp_path / "c.tsv", sep="\t").p_value[0] == pytest.approx(ref["p_value"])
+    assert "p_value" in capsys.readouterr().out
+    assert main([str(tmp_path / "A"), str(tmp_path / "nowhere")]) == 1
+    assert "ERROR:" in capsys.readouterr().err
