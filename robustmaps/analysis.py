@@ -161,3 +161,39 @@ def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "A
         g = rec[(rec.kind == "group") & (rec.cohort == "main") & (rec.target == group_class)]
         log.info("planted-ROI recovery of the main %s group masks: ROC AUC %.3f (mean), precision at %d %.3f",
                  group_class, g.roc_auc.mean(), int(rec.k.iloc[0]), g.precision_at_k.mean())
+
+
+def stats_entry(training_summary_tsv, roi_tsv, out: dict, *, group_class: str = "AD", n_boot: int = 1000,
+                n_perm: int = 5000, seed: int = 0) -> None:
+    """Rule entry (seed 004): fold and seed components of the variance of test balanced accuracy
+    (nested random effects, bootstrap CIs), and a permutation test over models of inter-fold vs
+    inter-seed ROI similarity of the main cohort's ``group_class`` group masks."""
+    from .io import read_tsv, write_tsv
+    from .roi import cosine_matrix
+    from .stats import bootstrap_nested_variance, permutation_test_models
+
+    summary = read_tsv(training_summary_tsv, ["fold", "seed", "set", "balanced_accuracy"], what="training summary")
+    per_model = pd.to_numeric(summary.fold, errors="coerce").notna()  # not the mean / sd rows
+    test = summary[(summary["set"] == "test") & per_model].astype({"fold": int, "seed": int})
+    test = test.rename(columns={"balanced_accuracy": "value"})
+    try:
+        variance = bootstrap_nested_variance(test, n_boot=n_boot, seed=seed).assign(quantity="test balanced accuracy")
+    except ValueError as exc:
+        log.warning("variance components of test balanced accuracy: %s", exc)
+        variance = pd.DataFrame(columns=["component", "estimate", "ci_low", "ci_high", "quantity"])
+    table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table", dtype={"participant_id": str, "point": str})
+    rois = [c for c in table.columns if c not in ID_COLUMNS]
+    g = table[(table.kind == "group") & (table.method == "mask") & (table.cohort == "main")
+              & (table.target == group_class)]
+    tests = []
+    try:
+        r = permutation_test_models(cosine_matrix(g[rois].to_numpy(float)), g.fold.to_numpy(), g.seed.to_numpy(),
+                                    n_perm=n_perm, seed=seed)
+        tests.append({"test": "inter-fold vs inter-seed ROI similarity (group masks)", "unit": "model", **r})
+    except ValueError as exc:
+        log.warning("inter-fold vs inter-seed permutation test: %s", exc)
+    write_tsv(variance[["quantity", "component", "estimate", "ci_low", "ci_high"]], out["variance"])
+    write_tsv(pd.DataFrame(tests, columns=["test", "unit", "difference", "p_value", "n_a", "n_b", "cohens_d"]),
+              out["tests"])
+    for r in tests:
+        log.info("%s: difference %.3f, p = %.4f, d = %.2f", r["test"], r["difference"], r["p_value"], r["cohens_d"])

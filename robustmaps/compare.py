@@ -26,7 +26,7 @@ def paired_scores(a: Path, b: Path, metric: str = "balanced_accuracy", which: st
     frames = []
     for name, root in (("a", a), ("b", b)):
         t = read_tsv(root / "training" / "summary.tsv", ["fold", "seed", "set", metric, "n"], what="training summary")
-        t = t[(t["set"] == which) & t.fold.notna() & t.seed.notna()]
+        t = t[(t["set"] == which) & pd.to_numeric(t.fold, errors="coerce").notna()]  # not the mean / sd rows
         if t.empty:
             raise InputError(f"{root / 'training' / 'summary.tsv'}: no per-model rows for set {which!r}")
         frames.append(t[["fold", "seed", metric, "n"]].rename(columns={metric: name, "n": f"n_{name}"}))

@@ -84,3 +84,33 @@ rule regions:
         ENV
     script:
         "../scripts/regions.py"
+
+
+rule stats:
+    """Fold and seed components of the variance of test balanced accuracy, and a permutation test
+    over models of inter-fold vs inter-seed similarity (seed 004; robustmaps.analysis.stats_entry)."""
+    input:
+        training="results/training/summary.tsv",
+        roi="results/analysis/roi_vectors.tsv",
+    output:
+        variance=report(
+            "results/analysis/stats/variance.tsv",
+            caption="../report/captions/stats_variance.rst",
+            category="Robustness",
+        ),
+        tests=report(
+            "results/analysis/stats/tests.tsv",
+            caption="../report/captions/stats_tests.rst",
+            category="Robustness",
+        ),
+    params:
+        group_class=SALIENCY["group_class"],
+        n_boot=1000,
+        n_perm=5000,
+        seed=0,
+    log:
+        "results/logs/analysis/stats.log",
+    conda:
+        ENV
+    script:
+        "../scripts/stats.py"

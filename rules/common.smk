@@ -348,5 +348,6 @@ def all_outputs():
         out += saliency_maps("group")
     out += ["results/sobol/indices.tsv", "results/sobol/convergence.png"]
     out += ["results/analysis/similarity/summary.tsv", "results/analysis/similarity/families.png",
-            "results/analysis/regions/roi_frequency.png", "results/analysis/regions/recovery.png"]
+            "results/analysis/regions/roi_frequency.png", "results/analysis/regions/recovery.png",
+            "results/analysis/stats/variance.tsv", "results/analysis/stats/tests.tsv"]
     return out

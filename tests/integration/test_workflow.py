@@ -85,7 +85,7 @@ REFERENCE = {"mask_reference": 2}  # the mean CN map of each fold
 # every per-session method on one model, its faithfulness, activation maximisation, Sobol on one model
 METHODS = ["gradcam", "gradcampp", "layercam", "hirescam", "randomcam", "vanilla", "smoothgrad", "occlusion", "lots"]
 SALIENCY = {**{m: 1 for m in METHODS}, "actmax": 1, "saliency_summary": 1, "sobol": 1, "sobol_summary": 1}
-ANALYSIS = {"roi_vectors": 1, "similarity": 1, "regions": 1}  # everything above feeds them
+ANALYSIS = {"roi_vectors": 1, "similarity": 1, "regions": 1, "stats": 1}  # everything above feeds them
 
 
 def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run, tmp_path):
@@ -214,6 +214,15 @@ def test_smoke_roi_vectors_and_similarity_families(smoke_run, smoke_config):
     assert (n["folds"], n["seeds"], n["cohorts"]) == (4, 4, 8)
     assert list(summary.family) == [f for f in FAMILIES if f in set(pairs.family)]
     assert ((pairs.cosine >= -1e-9) & (pairs.cosine <= 1 + 1e-9)).all()
+    # statistics: the fold and seed components add up; the compare command on one folder twice finds no difference
+    var = pd.read_csv(results / "analysis" / "stats" / "variance.tsv", sep="\t").set_index("component").estimate
+    assert var["total"] == pytest.approx(var["fold"] + var["seed"])
+    tests = pd.read_csv(results / "analysis" / "stats" / "tests.tsv", sep="\t")
+    assert len(tests) == 1 and 0 < tests.p_value[0] <= 1
+    from robustmaps.compare import compare
+
+    same = compare(results, results).iloc[0]
+    assert same.mean_difference == 0 and same.n_models == 4
 
 
 def test_smoke_masks_are_on_the_grids_and_their_tables_agree(smoke_run, smoke_config):

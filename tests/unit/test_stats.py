@@ -68,7 +68,7 @@ def fake_results(root, scores, n_train=30, n_test=20):
     from robustmaps.io import write_tsv
 
     rows = [{"fold": f, "seed": s, "set": "test", "balanced_accuracy": v, "n": n_test} for (f, s), v in scores.items()]
-    rows.append({"fold": None, "seed": None, "set": "test", "balanced_accuracy": 0.0, "n": n_test})  # mean row
+    rows += [{"fold": k, "seed": "all", "set": "test", "balanced_accuracy": 0.0, "n": n_test} for k in ("mean", "sd")]
     (root / "training").mkdir(parents=True)
     write_tsv(pd.DataFrame(rows), root / "training" / "summary.tsv")
     for f in {f for f, _ in scores}:

@@ -1,0 +1,14 @@
+"""Rule stats: see robustmaps.analysis.stats_entry."""
+from robustmaps.analysis import stats_entry
+from robustmaps.runner import script
+
+with script(snakemake):
+    stats_entry(
+        snakemake.input.training,
+        snakemake.input.roi,
+        dict(snakemake.output.items()),
+        group_class=snakemake.params.group_class,
+        n_boot=snakemake.params.n_boot,
+        n_perm=snakemake.params.n_perm,
+        seed=snakemake.params.seed,
+    )
