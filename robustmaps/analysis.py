@@ -197,3 +197,96 @@ def stats_entry(training_summary_tsv, roi_tsv, out: dict, *, group_class: str = 
               out["tests"])
     for r in tests:
         log.info("%s: difference %.3f, p = %.4f, d = %.2f", r["test"], r["difference"], r["p_value"], r["cohens_d"])
+
+
+PROB_COLUMNS = ["family", "fold_a", "seed_a", "fold_b", "seed_b", "participant_a", "session_a", "participant_b",
+                "session_b", "probability", "n_images"]
+
+
+def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, target: str = "AD",
+                   sessions: dict | None = None, device: str = "auto", threads: int = 1, seed: int = 0) -> None:
+    """Rule entry: prob_CNN (study 2.4), the mean probability of the true class of images masked
+    with a mask optimised in another context, scored by this context's model.
+
+    ``models``: one dict per model with fold, seed, ``model`` (model.pt), ``validation`` (its
+    validation table), ``mask`` (its main-cohort ``target`` group mask), ``independent`` (its
+    independent-cohort group mask, optional) and ``reference`` (mu of eq. (1), optional).
+    Families: ``folds`` / ``seeds`` (model B's correctly classified validation ``target``
+    images, masked with model A's group mask: other fold same seed / same fold other seed),
+    ``own`` (A = B), ``cohorts`` (a model's independent-cohort mask on its own main validation
+    images), ``intra_subject`` / ``inter_subject`` (``sessions``: one model's session masks,
+    session A's mask on session B's image; sessions of one subject / baseline sessions of two)."""
+    from .io import load_nifti, read_tsv, write_tsv
+    from .masks import MaskSettings, correct_rows, load_reference, masked_scores
+    from .training import class_index, load_model, open_for_model, read_split_rows
+
+    rows = []
+    loaded = {}
+    store = index = None
+    for m in models:
+        model, meta = load_model(m["model"], device, threads, seed)
+        if store is None:  # one store (the main cohort's) for every model
+            store, index = open_for_model(store_npy, index_tsv, meta, m["model"])
+        label = class_index(meta, target, m["model"])
+        val = read_split_rows(m["validation"], index)
+        loaded[(m["fold"], m["seed"])] = (model, correct_rows(model, store, val, label), label,
+                                          load_reference(m.get("reference"), store.shape[1:],
+                                                         next(model.parameters()).device))
+    dev = next(next(iter(loaded.values()))[0].parameters()).device
+    masks = {(m["fold"], m["seed"]): torch_mask(load_nifti(m["mask"])[0], dev) for m in models}
+    for (fa, sa), mask in masks.items():
+        for (fb, sb), (model, val_rows, label, mu) in loaded.items():
+            family = ("own" if (fa, sa) == (fb, sb) else "folds" if sa == sb and fa != fb
+                      else "seeds" if fa == fb else "other")
+            p = masked_scores(model, store, val_rows, mask, MaskSettings(target=label), mu)
+            rows.append({"family": family, "fold_a": fa, "seed_a": sa, "fold_b": fb, "seed_b": sb,
+                         "probability": float(np.mean(p)) if len(p) else np.nan, "n_images": len(p)})
+    for m in models:
+        if m.get("independent"):
+            model, val_rows, label, mu = loaded[(m["fold"], m["seed"])]
+            p = masked_scores(model, store, val_rows, torch_mask(load_nifti(m["independent"])[0], dev),
+                              MaskSettings(target=label), mu)
+            rows.append({"family": "cohorts", "fold_a": m["fold"], "seed_a": m["seed"], "fold_b": m["fold"],
+                         "seed_b": m["seed"], "probability": float(np.mean(p)) if len(p) else np.nan,
+                         "n_images": len(p)})
+    if sessions:
+        model, _, label, mu = loaded[(sessions["fold"], sessions["seed"])]
+        data, _ = load_nifti(sessions["masks"], squeeze=False)
+        data = data.reshape(*data.shape[:3], -1)
+        idx = read_tsv(sessions["index"], ["participant_id", "session_id"], what="session mask index",
+                       dtype={"participant_id": str, "session_id": str})
+        position = pd.Series(np.arange(len(index)), index=pd.MultiIndex.from_frame(index[["participant_id",
+                                                                                           "session_id"]]))
+        image_rows = position.loc[list(zip(idx.participant_id, idx.session_id))].to_numpy()
+        base = _baseline_flags(idx.participant_id, idx.session_id)
+        for a in range(len(idx)):
+            mask = torch_mask(data[..., a], dev)
+            p = masked_scores(model, store, image_rows, mask, MaskSettings(target=label), mu)
+            for b in range(len(idx)):
+                same = idx.participant_id[a] == idx.participant_id[b]
+                if a == b:
+                    family = "own_session"
+                elif same:
+                    family = "intra_subject"
+                elif base[a] and base[b]:
+                    family = "inter_subject"
+                else:
+                    continue
+                rows.append({"family": family, "fold_a": sessions["fold"], "seed_a": sessions["seed"],
+                             "fold_b": sessions["fold"], "seed_b": sessions["seed"],
+                             "participant_a": idx.participant_id[a], "session_a": idx.session_id[a],
+                             "participant_b": idx.participant_id[b], "session_b": idx.session_id[b],
+                             "probability": float(p[b]), "n_images": 1})
+    pairs = pd.DataFrame(rows, columns=PROB_COLUMNS)
+    summary = pairs.groupby("family").probability.agg(["size", "mean", "std"]).reset_index()
+    summary.columns = ["family", "n_pairs", "mean", "sd"]
+    write_tsv(pairs, out["pairs"])
+    write_tsv(summary, out["summary"])
+    for r in summary.itertuples():
+        log.info("prob_CNN %-14s %4d pairs  %.3f +- %.3f", r.family, r.n_pairs, r.mean, r.sd)
+
+
+def torch_mask(volume: np.ndarray, device):
+    import torch
+
+    return torch.from_numpy(np.asarray(volume, np.float32))[None, None].to(device)

@@ -114,3 +114,35 @@ rule stats:
         ENV
     script:
         "../scripts/stats.py"
+
+
+rule prob_cnn:
+    """prob_CNN (study 2.4): masks of one context on the images of another, scored by the other
+    context's model, per family (robustmaps.analysis.prob_cnn_entry)."""
+    input:
+        store=f"results/cohort/{MAIN}/store.npy",
+        index=f"results/cohort/{MAIN}/index.tsv",
+        files=prob_cnn_inputs(),
+    output:
+        pairs="results/analysis/prob_cnn/pairs.tsv",
+        summary=report(
+            "results/analysis/prob_cnn/summary.tsv",
+            caption="../report/captions/prob_cnn.rst",
+            category="Robustness",
+        ),
+    params:
+        models=prob_cnn_models(),
+        sessions=prob_cnn_sessions(),
+        target=SALIENCY["group_class"],
+        device=MASKS["device"],
+        threads=MASKS["threads"],
+        seed=MASKS["seed"],
+    threads: MASKS["threads"]
+    resources:
+        gpu=MASK_GPU,
+    log:
+        "results/logs/analysis/prob_cnn.log",
+    conda:
+        ENV
+    script:
+        "../scripts/prob_cnn.py"

@@ -328,6 +328,40 @@ def ground_truth_input(wildcards):
     return {}
 
 
+def prob_cnn_models():
+    """Per trained model: its files for prob_CNN (model, validation table, main and independent
+    group masks of the group class, reference map)."""
+    target = SALIENCY["group_class"]
+    out = []
+    for f, s in MODELS:
+        m = {"fold": f, "seed": s, "model": f"results/models/fold-{f}/seed-{s}/model.pt",
+             "validation": f"results/splits/split-{f}/validation_baseline.tsv",
+             "mask": f"{GROUP_DIR.format(cohort=MAIN, target=target, fold=f, seed=s)}/{GROUP_FILES['mask']}"}
+        if OTHER_COHORTS:
+            c = OTHER_COHORTS[0]
+            m["independent"] = f"{GROUP_DIR.format(cohort=c, target=target, fold=f, seed=s)}/{GROUP_FILES['mask']}"
+        if MASKS["reference"] != "one":
+            m["reference"] = f"results/masks/reference/fold-{f}/mean_cn.nii.gz"
+        out.append(m)
+    return out
+
+
+def prob_cnn_sessions():
+    """The session masks of the first session-mask model (target: the group class), or None."""
+    target = SALIENCY["group_class"]
+    if not SESSION_MODELS or target not in MASK_TARGETS:
+        return None
+    f, s = SESSION_MODELS[0]
+    folder = SESSION_DIR.format(target=target, fold=f, seed=s)
+    return {"fold": f, "seed": s, "masks": f"{folder}/masks.nii.gz", "index": f"{folder}/index.tsv"}
+
+
+def prob_cnn_inputs():
+    files = [v for m in prob_cnn_models() for k, v in m.items() if k not in ("fold", "seed")]
+    sessions = prob_cnn_sessions()
+    return files + ([sessions["masks"], sessions["index"]] if sessions else [])
+
+
 def analysis_inputs():
     files = []
     for e in analysis_entries():
@@ -349,5 +383,6 @@ def all_outputs():
     out += ["results/sobol/indices.tsv", "results/sobol/convergence.png"]
     out += ["results/analysis/similarity/summary.tsv", "results/analysis/similarity/families.png",
             "results/analysis/regions/roi_frequency.png", "results/analysis/regions/recovery.png",
-            "results/analysis/stats/variance.tsv", "results/analysis/stats/tests.tsv"]
+            "results/analysis/stats/variance.tsv", "results/analysis/stats/tests.tsv",
+            "results/analysis/prob_cnn/summary.tsv"]
     return out

@@ -86,6 +86,7 @@ REFERENCE = {"mask_reference": 2}  # the mean CN map of each fold
 METHODS = ["gradcam", "gradcampp", "layercam", "hirescam", "randomcam", "vanilla", "smoothgrad", "occlusion", "lots"]
 SALIENCY = {**{m: 1 for m in METHODS}, "actmax": 1, "saliency_summary": 1, "sobol": 1, "sobol_summary": 1}
 ANALYSIS = {"roi_vectors": 1, "similarity": 1, "regions": 1, "stats": 1}  # everything above feeds them
+PROB = {"prob_cnn": 1}  # masks and models feed it
 
 
 def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run, tmp_path):
@@ -93,19 +94,19 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
     assert "Nothing to be done" in out
     seed = overlay(tmp_path, {"split": {"seed": 5}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), seed).stdout)
-    assert counts == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS}
+    assert counts == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB}
     qc = overlay(tmp_path, {"qc": {"min_max_gm": 0.9}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), qc).stdout)
     assert counts == {"all": 1, "cohort_table": 1, "preprocess": 2, "qc": 2, "split": 1, "test_cohort": 1, **TRAINING,
-                      **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS}
+                      **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB}
     # the independent cohort is only evaluated on: models are not retrained
     indep = overlay(tmp_path, {"data": {"cohorts": {"independent": {"synthetic": {"n_cn": 6}}}}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), indep).stdout)
     assert counts == {"all": 1, "cohort_table": 1, "preprocess": 1, "qc": 1, "synthetic_cohort": 1, "test_cohort": 1,
-                      "evaluate": 4, "training_summary": 1, "group_mask": 8, "masks_summary": 1, **ANALYSIS}
+                      "evaluate": 4, "training_summary": 1, "group_mask": 8, "masks_summary": 1, **ANALYSIS, **PROB}
     lr = overlay(tmp_path, {"train": {"lr": 5e-4}})
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), lr).stdout
-    assert job_counts(out) == {"all": 1, **TRAINING, **MASKS, **SALIENCY, **ANALYSIS}
+    assert job_counts(out) == {"all": 1, **TRAINING, **MASKS, **SALIENCY, **ANALYSIS, **PROB}
     train_jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith("rule train:")]
     assert len(train_jobs) == 4 and all("gpu=1" in b for b in train_jobs)
     boot = overlay(tmp_path, {"evaluation": {"bootstrap": 300}})
@@ -113,7 +114,7 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
         "all": 1, "evaluate": 4, "training_summary": 1}
     one_seed = overlay(tmp_path, {"train": {"seeds": [0]}})  # a subset of the models: only the summary
     assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), one_seed).stdout) == {
-        "all": 1, "training_summary": 1, "masks_summary": 1, **ANALYSIS}
+        "all": 1, "training_summary": 1, "masks_summary": 1, **ANALYSIS, **PROB}
 
 
 def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path):
@@ -122,11 +123,11 @@ def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path
 
     # the sweep points set their own penalties: a new default l1 re-runs group and session masks only
     assert counts({"masks": {"l1": 2e-4}}) == {"all": 1, "group_mask": 16, "session_masks": 2, "masks_summary": 1,
-                                               **ANALYSIS}
+                                               **ANALYSIS, **PROB}
     assert counts({"masks": {"session": {"max_epochs": 25}}}) == {"all": 1, "session_masks": 2, "masks_summary": 1,
-                                                                  **ANALYSIS}
+                                                                  **ANALYSIS, **PROB}
     assert counts({"masks": {"independent": {"patience": 4}}}) == {"all": 1, "group_mask": 8, "masks_summary": 1,
-                                                                   **ANALYSIS}
+                                                                   **ANALYSIS, **PROB}
     assert counts({"masks": {"sweep": {"batch_size": 1}}}) == {"all": 1, "sweep_mask": 4, "masks_summary": 1,
                                                                **ANALYSIS}
     point = {"b1": 0.1, "b2": 1, "l1": 1e-3, "l2": 1e-3}
@@ -134,7 +135,7 @@ def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path
     assert counts({"masks": {"sweep": {"points": smoke_points + [point]}}}) == {
         "all": 1, "sweep_mask": 2, "masks_summary": 1, **ANALYSIS}
     # mu = 1 instead of the mean CN map: every mask, no reference map
-    assert counts({"masks": {"reference": "one"}}) == {"all": 1, **MASKS, **ANALYSIS}
+    assert counts({"masks": {"reference": "one"}}) == {"all": 1, **MASKS, **ANALYSIS, **PROB}
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, {"masks": {"l1": 3e-4}})).stdout
     jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith(("rule group_mask:", "rule session_masks:"))]
     assert len(jobs) == 18 and all("gpu=1" in b for b in jobs)
@@ -223,6 +224,11 @@ def test_smoke_roi_vectors_and_similarity_families(smoke_run, smoke_config):
 
     same = compare(results, results).iloc[0]
     assert same.mean_difference == 0 and same.n_models == 4
+    # prob_CNN: every ordered pair of the 4 models' AD group masks, each model's independent mask
+    prob = pd.read_csv(results / "analysis" / "prob_cnn" / "pairs.tsv", sep="\t")
+    counts = prob.family.value_counts()
+    assert counts["own"] == 4 and counts["folds"] == 4 and counts["seeds"] == 4 and counts["cohorts"] == 4
+    assert prob.probability.between(0, 1).all()
 
 
 def test_smoke_masks_are_on_the_grids_and_their_tables_agree(smoke_run, smoke_config):
@@ -294,7 +300,7 @@ def test_imported_clinicadl_splits_are_inputs_of_the_split_rule(smoke_run, tmp_p
     shutil.copytree(smoke_run / "results" / "splits", tmp_path / "imported")
     imp = overlay(tmp_path, {"split": {"import_dir": str(tmp_path / "imported")}})
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), imp).stdout
-    assert job_counts(out) == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS}
+    assert job_counts(out) == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB}
     assert str(tmp_path / "imported" / "split-1" / "validation_baseline.tsv") in out
 
 

@@ -1,0 +1,16 @@
+"""Rule prob_cnn: see robustmaps.analysis.prob_cnn_entry."""
+from robustmaps.analysis import prob_cnn_entry
+from robustmaps.runner import script
+
+with script(snakemake):
+    prob_cnn_entry(
+        snakemake.params.models,
+        snakemake.input.store,
+        snakemake.input.index,
+        dict(snakemake.output.items()),
+        target=snakemake.params.target,
+        sessions=snakemake.params.sessions,
+        device=snakemake.params.device,
+        threads=snakemake.params.threads,
+        seed=snakemake.params.seed,
+    )
