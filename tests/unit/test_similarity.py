@@ -71,7 +71,8 @@ def test_roi_table_reads_masks_maps_stacks_and_sobol(tmp_path):
     save_nifti(stack, affine, tmp_path / "maps.nii.gz")
     write_tsv(pd.DataFrame({"participant_id": ["sub-1", "sub-1"], "session_id": ["ses-M012", "ses-M000"]}),
               tmp_path / "index.tsv")
-    write_tsv(pd.DataFrame({"n": 8, "roi": ROIS * 2, "ST": [0.1, 0.2, 0.7, 9, 9, 9], "images": ["AD"] * 3 + ["CN"] * 3}),
+    write_tsv(pd.DataFrame({"n": 8, "roi": ROIS * 2, "ST": [0.1, 0.2, 0.7, 9, 9, 9],
+                            "images": ["AD"] * 3 + ["CN"] * 3}),
               tmp_path / "sobol.tsv")
     entries = [{"kind": "group", "method": "mask", "source": "mask", "fold": 0, "seed": 0,
                 "path": tmp_path / "mask.nii.gz"},
