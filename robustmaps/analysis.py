@@ -83,10 +83,37 @@ def roi_vectors_entry(entries: list[dict], atlas_nii, labels_tsv, out_tsv, *, re
              ", ".join(f"{k} {v}" for k, v in table.kind.value_counts().sort_index().items()))
 
 
+def similarity_matrices(table: pd.DataFrame, rois: list[str], group_class: str = "AD") -> dict:
+    """Labelled cosine matrices: the main cohort's ``group_class`` group masks of every model
+    (fold x seed), and the methods (group mask, saliency group maps, Sobol ST) averaged over models."""
+    from .roi import cosine_matrix
+
+    out = {}
+    g = table[(table.kind == "group") & (table.method == "mask") & (table.cohort == "main")
+              & (table.target == group_class)].sort_values(["fold", "seed"])
+    if len(g) > 1:
+        labels = [f"f{f} s{s}" for f, s in zip(g.fold, g.seed)]
+        out[f"{group_class} group masks (fold, seed)"] = pd.DataFrame(
+            cosine_matrix(g[rois].to_numpy(float)), index=labels, columns=labels)
+    level = pd.concat([g, table[table.kind.isin(["saliency", "sobol"])]])
+    methods = list(dict.fromkeys(level.method))
+    if len(methods) > 1:
+        acc, n = np.zeros((len(methods), len(methods))), 0
+        for _, m in level.groupby(["fold", "seed"]):
+            if set(m.method) != set(methods):
+                continue
+            m = m.drop_duplicates("method").set_index("method").loc[methods]
+            acc += cosine_matrix(m[rois].to_numpy(float))
+            n += 1
+        if n:
+            out[f"methods (mean over {n} models)"] = pd.DataFrame(acc / n, index=methods, columns=methods)
+    return out
+
+
 def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD") -> None:
     """Rule entry: every family's pairs with their cosine, the summary and its figure."""
     from .io import read_tsv, write_tsv
-    from .plots import similarity_families_figure
+    from .plots import similarity_families_figure, similarity_matrices_figure
     from .similarity import similarities, summary
 
     table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
@@ -97,6 +124,7 @@ def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD") -> None:
     write_tsv(pairs, out["pairs"])
     write_tsv(summ, out["summary"])
     similarity_families_figure(pairs, out["figure"])
+    similarity_matrices_figure(similarity_matrices(table, rois, group_class), out["matrices"])
     for r in summ.itertuples():
         log.info("%-17s %4d pairs  cosine %.3f +- %.3f", r.family, r.n_pairs, r.mean, r.sd)
 

@@ -204,3 +204,21 @@ def recovery_figure(rec: pd.DataFrame, path) -> None:
     ax.set_ylabel("")
     fig.tight_layout()
     _save(fig, path)
+
+
+def similarity_matrices_figure(matrices: dict, path) -> None:
+    """Heatmaps of ROI-cosine similarity matrices; ``matrices``: title -> labelled DataFrame."""
+    sns.set_theme(style="white", context="paper")
+    n = max(1, len(matrices))
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.6), squeeze=False)
+    for ax, (title, m) in zip(axes[0], matrices.items()):
+        sns.heatmap(m, ax=ax, vmin=0, vmax=1, cmap="viridis", square=True, annot=len(m) <= 12, fmt=".2f",
+                    annot_kws={"size": 6}, cbar_kws={"shrink": 0.7})
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    if not matrices:
+        axes[0, 0].text(0.5, 0.5, "no matrix", ha="center", va="center")
+        axes[0, 0].set_axis_off()
+    fig.tight_layout()
+    _save(fig, path)

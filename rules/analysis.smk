@@ -41,6 +41,11 @@ rule similarity:
             caption="../report/captions/similarity_families.rst",
             category="Robustness",
         ),
+        matrices=report(
+            "results/analysis/similarity/matrices.png",
+            caption="../report/captions/similarity_matrices.rst",
+            category="Robustness",
+        ),
     params:
         group_class=SALIENCY["group_class"],
     log:
