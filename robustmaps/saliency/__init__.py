@@ -46,7 +46,10 @@ class Explainer:
         if self.cams is not None:
             return self.cams.layer
         if self.method == "lots":
-            return self.params["lots"].get("layer") or "output"
+            from .cam import resolve_layer
+
+            layer = self.params["lots"].get("layer") or "output"
+            return layer if layer == "output" else resolve_layer(self.model, layer)
         return "input"
 
     def raw(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

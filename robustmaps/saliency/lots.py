@@ -1,7 +1,7 @@
 """LOTS, layerwise origin-target synthesis (seed 002, Algorithms 1-2), batched.
 
-Each image is moved towards a target feature vector F_t at one layer (default: the network's
-output) by normalised gradient steps of the Euclidean loss 1/2 ||F_t - F_s||^2, until its
+Each image is moved towards a target feature vector F_t at one layer (default: the output of
+the last convolutional block, the deepest feature layer) by normalised gradient steps of the Euclidean loss 1/2 ||F_t - F_s||^2, until its
 distance to the target is under ``tau`` or ``iterations`` steps are done; each image of a batch
 stops on its own. The map is |x_adv - x| -> min-max -> 3D Gaussian blur -> min-max.
 """
@@ -16,11 +16,14 @@ TARGETS = ("zero", "class", "mean")
 
 
 def features(model: nn.Module, x: torch.Tensor, layer: str | None) -> torch.Tensor:
-    """(B, F) features of ``x`` at ``layer`` (None / "output": the logits), flattened."""
+    """(B, F) features of ``x`` at ``layer``, flattened: a module name, ``auto`` (the output of the
+    last convolutional block, as for the CAMs) or ``output`` / None (the logits)."""
     if layer in (None, "output"):
         return model(x).flatten(1)
+    from .cam import resolve_layer
+
     store = {}
-    module = dict(model.named_modules())[layer]
+    module = dict(model.named_modules())[resolve_layer(model, layer)]
     handle = module.register_forward_hook(lambda _m, _i, out: store.__setitem__("f", out))
     try:
         model(x)

@@ -11,7 +11,7 @@ SHAPE = (8, 10, 8)
 SALIENCY = {"target": "predicted", "layer": "auto", "batch_size": 4, "seed": 0,
             "smoothgrad": {"n_samples": 3, "stdev_spread": 0.15},
             "occlusion": {"patch": 4, "stride": 2, "mode": "mean_patch"},
-            "lots": {"target": "zero", "layer": None, "iterations": 20, "tau": 0.1, "alpha": 1 / 255, "sigma_mm": 6.0},
+            "lots": {"target": "zero", "layer": "auto", "iterations": 20, "tau": 0.1, "alpha": 1 / 255, "sigma_mm": 6.0},
             "actmax": {"classes": ["AD", "CN"], "start": "other_class", "n_starts": 2, "iterations": 10,
                        "e1": 0.1, "e2": 1e-3}}  # e2 0.1 (the source's) flattens a [0, 1] GM map in a few steps
 
