@@ -111,7 +111,7 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
     assert len(train_jobs) == 4 and all("gpu=1" in b for b in train_jobs)
     boot = overlay(tmp_path, {"evaluation": {"bootstrap": 300}})
     assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), boot).stdout) == {
-        "all": 1, "evaluate": 4, "training_summary": 1}
+        "all": 1, "evaluate": 4, "training_summary": 1, "stats": 1}  # stats reads the training summary
     one_seed = overlay(tmp_path, {"train": {"seeds": [0]}})  # a subset of the models: only the summary
     assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), one_seed).stdout) == {
         "all": 1, "training_summary": 1, "masks_summary": 1, **ANALYSIS, **PROB}
