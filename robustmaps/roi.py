@@ -52,8 +52,12 @@ def roi_vectors(volumes: np.ndarray, atlas: np.ndarray, label_ids, reduction: st
     NIfTI. ``matrix``: a prebuilt :func:`indicator` (reused across calls)."""
     m = indicator(atlas, label_ids, reduction) if matrix is None else matrix
     v = np.asarray(volumes)
+    if v.dtype not in (np.float32, np.float64):
+        v = v.astype(np.float32)
     flat = v.reshape(int(np.prod(v.shape[:3])), -1)  # (voxels, maps), a view for C-ordered input
-    return np.asarray(m @ flat, dtype=np.float64).T
+    # the product in the maps' precision: a float64 matrix would copy float32 maps to float64
+    # (60x slower on 100 full-grid maps); float32 sums over a ROI's voxels stay within 1e-5
+    return np.asarray(m.astype(flat.dtype, copy=False) @ flat, dtype=np.float64).T
 
 
 def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
