@@ -157,10 +157,12 @@ def recovery(table: pd.DataFrame, rois: list[str], planted: list[str]) -> pd.Dat
     return out
 
 
-def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "AD", k: int = 5) -> None:
+def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "AD", k: int = 5,
+                  masks: dict | None = None) -> None:
     """Rule entry: top-``k`` ROIs of every group mask (the study's 3.2.1 list) and how often each
     ROI is among them over the main cohort's ``group_class`` masks; recovery of the planted ROIs
-    (synthetic main cohort) by every mask and map."""
+    (synthetic main cohort) by every mask and map; views of the group masks per fold and seed
+    (``masks``: "fold/seed" -> NIfTI path)."""
     from .io import read_tsv, write_tsv
     from .plots import recovery_figure, roi_frequency_figure
 
@@ -185,6 +187,10 @@ def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "A
     write_tsv(rec, out["recovery"])
     roi_frequency_figure(freq, n_masks, out["frequency_figure"])
     recovery_figure(rec, out["recovery_figure"])
+    if masks is not None:
+        from .plots import group_mask_views
+
+        group_mask_views({tuple(int(v) for v in key.split("/")): p for key, p in masks.items()}, out["views"])
     if len(rec):
         g = rec[(rec.kind == "group") & (rec.cohort == "main") & (rec.target == group_class)]
         log.info("planted-ROI recovery of the main %s group masks: ROC AUC %.3f (mean), precision at %d %.3f",

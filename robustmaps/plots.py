@@ -222,3 +222,28 @@ def similarity_matrices_figure(matrices: dict, path) -> None:
         axes[0, 0].set_axis_off()
     fig.tight_layout()
     _save(fig, path)
+
+
+def group_mask_views(masks: dict, path, cut_coords=(-20, -15)) -> None:
+    """Coronal and axial views of 1 - m of the main cohort's group masks, one panel per model:
+    rows = folds, columns = seeds (the study's Figures 5-6), on the MNI152 template shipped
+    with nilearn. ``masks``: (fold, seed) -> NIfTI path (working grid)."""
+    import nibabel as nib
+    from nilearn import datasets, plotting
+
+    folds = sorted({f for f, _ in masks})
+    seeds = sorted({s for _, s in masks})
+    bg = datasets.load_mni152_template(resolution=2)
+    fig, axes = plt.subplots(len(folds), len(seeds), figsize=(4.2 * len(seeds), 2.2 * len(folds)), squeeze=False)
+    for i, f in enumerate(folds):
+        for j, s in enumerate(seeds):
+            ax = axes[i, j]
+            if (f, s) not in masks:
+                ax.set_axis_off()
+                continue
+            img = nib.load(masks[(f, s)])
+            amount = nib.Nifti1Image(1 - np.asarray(img.dataobj, np.float32), img.affine)
+            plotting.plot_stat_map(amount, bg_img=bg, axes=ax, display_mode="yz", cut_coords=cut_coords,
+                                   vmax=1, threshold=0.05, colorbar=False, annotate=False, draw_cross=False,
+                                   cmap="hot", title=f"fold {f} seed {s}")
+    _save(fig, path)

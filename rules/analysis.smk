@@ -62,6 +62,7 @@ rule regions:
     input:
         unpack(ground_truth_input),
         roi="results/analysis/roi_vectors.tsv",
+        masks=list(group_mask_files().values()),
     output:
         top="results/analysis/regions/top_rois.tsv",
         frequency=report(
@@ -80,9 +81,15 @@ rule regions:
             caption="../report/captions/recovery.rst",
             category="Robustness",
         ),
+        views=report(
+            "results/analysis/regions/group_mask_views.png",
+            caption="../report/captions/group_mask_views.rst",
+            category="Robustness",
+        ),
     params:
         group_class=SALIENCY["group_class"],
         k=5,
+        masks=group_mask_files(),
     log:
         "results/logs/analysis/regions.log",
     conda:

@@ -362,6 +362,17 @@ def prob_cnn_inputs():
     return files + ([sessions["masks"], sessions["index"]] if sessions else [])
 
 
+def group_mask_files():
+    """"fold/seed" -> the main cohort's group mask of the group class, for the views figure."""
+    target = SALIENCY["group_class"]
+    if target not in MASK_TARGETS:
+        return {}
+    return {
+        f"{f}/{s}": f"{GROUP_DIR.format(cohort=MAIN, target=target, fold=f, seed=s)}/{GROUP_FILES['mask']}"
+        for f, s in MODELS
+    }
+
+
 def analysis_inputs():
     files = []
     for e in analysis_entries():

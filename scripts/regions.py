@@ -9,4 +9,5 @@ with script(snakemake):
         dict(snakemake.output.items()),
         group_class=snakemake.params.group_class,
         k=snakemake.params.k,
+        masks=snakemake.params.masks,
     )
