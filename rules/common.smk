@@ -389,8 +389,8 @@ def all_outputs():
             "results/masks/sweep.png"]
     if SAL_METHODS:
         out += ["results/saliency/faithfulness_summary.tsv", "results/saliency/group_maps.png"]
-    if "actmax" in SALIENCY["methods"]:
-        out += saliency_maps("group")
+    if "actmax" in SALIENCY["methods"]:  # not summarised when it is the only method
+        out += [f"{SAL_DIR.format(method='actmax', fold=f, seed=s)}/{MAP_FILES['group']}" for f, s in SAL_MODELS]
     out += ["results/sobol/indices.tsv", "results/sobol/convergence.png"]
     out += ["results/analysis/similarity/summary.tsv", "results/analysis/similarity/families.png",
             "results/analysis/regions/roi_frequency.png", "results/analysis/regions/recovery.png",

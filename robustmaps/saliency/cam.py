@@ -47,7 +47,7 @@ def resolve_layer(model: nn.Module, layer: str | None) -> str:
     return layer
 
 
-def _gather_score(logits: torch.Tensor, class_idx) -> torch.Tensor:
+def class_score(logits: torch.Tensor, class_idx) -> torch.Tensor:
     """Per image, its own target's logit (monai's ``class_score`` mixes classes across a batch)."""
     idx = torch.as_tensor(class_idx, device=logits.device).long().reshape(-1)
     if idx.numel() == 1:
@@ -57,7 +57,7 @@ def _gather_score(logits: torch.Tensor, class_idx) -> torch.Tensor:
 
 def _score_per_image(logits: torch.Tensor, class_idx) -> torch.Tensor:
     """(B, 1, 1, 1, 1): Grad-CAM++ multiplies exp(score) with the (B, C, X, Y, Z) gradients."""
-    return _gather_score(logits, class_idx).view(-1, 1, 1, 1, 1)
+    return class_score(logits, class_idx).view(-1, 1, 1, 1, 1)
 
 
 def _identity(x):

@@ -10,14 +10,14 @@ import warnings
 import torch
 from torch import nn
 
-from .cam import _gather_score
+from .cam import class_score
 
 
 def _hooked(model: nn.Module):
     from monai.visualize.class_activation_maps import ModelWithHooks
 
     hooks = ModelWithHooks(model, target_layer_names=(), register_backward=True)
-    hooks.class_score = _gather_score
+    hooks.class_score = class_score
     return hooks
 
 

@@ -148,6 +148,7 @@ def actmax_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, params:
     from ..masks import write_volumes
     from ..training import class_index, load_model, open_for_model, read_split_rows
     from .actmax import activation_maximisation
+    from .cam import class_score
     from .lots import minmax
 
     model, meta = load_model(model_pt, device, threads, params["seed"])
@@ -166,15 +167,13 @@ def actmax_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, params:
             other = table[table.label.to_numpy() != c].head(am["n_starts"])
             if other.empty:
                 raise InputError(f"{table_tsv}: no session of a class other than {name} to start from")
-            x0 = torch.from_numpy(np.asarray(store[list(other.row)], np.float32))[:, None]
+            x0 = _images(store, other.row.to_numpy(), "cpu")
             starts = [f"{p}/{s}" for p, s in zip(other.participant_id, other.session_id)]
         for i in range(0, len(x0), params["batch_size"]):
             xb = x0[i:i + params["batch_size"]].to(dev, memory_format=torch.channels_last_3d)
             t = torch.full((len(xb),), c, device=dev)
             with torch.no_grad():
-                from .cam import _gather_score
-
-                before = _gather_score(model(xb), t)
+                before = class_score(model(xb), t)
             start = time.perf_counter()
             xt, after = activation_maximisation(model, xb, t, iterations=am["iterations"], e1=am["e1"], e2=am["e2"])
             ms = 1000 * (time.perf_counter() - start) / len(xb)
@@ -220,7 +219,7 @@ def sobol_entry(model_pt, store_npy, index_tsv, table_tsv, atlas_nii, labels_tsv
         chosen = table[table.label.to_numpy() == c].head(params["n_images"])
         if chosen.empty:
             raise InputError(f"{table_tsv}: no {name} session for the Sobol analysis")
-        images = torch.from_numpy(np.asarray(store[list(chosen.row)], np.float32))[:, None].to(dev)
+        images = _images(store, chosen.row.to_numpy(), dev)
         res = sobol_analysis(model, images, positions, labels["name"].tolist(), target=target, n=params["n"],
                              bounds=params["bounds"], output=params["output"], second_order=params["second_order"],
                              resamples=params["resamples"], conf_level=params["conf_level"], seed=params["seed"],
