@@ -149,6 +149,11 @@ def mask_models(config: dict, kind: str) -> list[tuple[int, int]]:
     return models if kind == "session" else models[:1]
 
 
+#: The saliency methods that read one layer's activations (their rules take saliency.layer); here,
+#: not in robustmaps.saliency, so that the Snakefile can use it without importing torch.
+CAM_METHODS = ("gradcam", "gradcampp", "layercam", "hirescam", "randomcam")
+
+
 def point_id(b1: float, b2: float, l1: float, l2: float, lr: float | None = None) -> str:
     """Readable, path-safe id of a sweep point, e.g. ``b1-0.1_b2-1_l1-1e-04_l2-1e-03`` (one
     formatting for every rule, so that ids from config and from wildcards agree)."""

@@ -73,7 +73,7 @@ MAP_FILES = {
     "group": "group.nii.gz",
     "group_native": "group_native.nii.gz",
 }
-CAM_METHODS = ("gradcam", "gradcampp", "layercam", "hirescam", "randomcam")
+CAM_METHODS = rmconfig.CAM_METHODS
 SAL_GPU = 0 if SALIENCY["device"] == "cpu" else 1
 SOBOL_GPU = 0 if SOBOL["device"] == "cpu" else 1
 SAL_COMMON = ("batch_size", "seed")

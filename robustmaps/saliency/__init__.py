@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import torch
 
+from ..config import CAM_METHODS
 from .lots import minmax
 
 METHODS = ("gradcam", "gradcampp", "layercam", "hirescam", "randomcam", "vanilla", "smoothgrad", "occlusion",
            "lots")
-CAM_METHODS = ("gradcam", "gradcampp", "layercam", "hirescam", "randomcam")
 BASELINE = "randomcam"
 
 
