@@ -4,9 +4,11 @@ similarity families, and the regions the masks point at.
 ROI vectors (``results/analysis/roi_vectors.tsv``): one row per mask or map, id columns
 (robustmaps.similarity.ID_COLUMNS) and one column per atlas ROI (its name). Masks: the ROI
 reduction (``mean`` or ``sum`` over the ROI's voxels) of the perturbation 1 - m (the study's
-density); saliency maps: the same reduction of the map, each per-session map min-max normalised
-to [0, 1] when it was written (a group map is the mean of those); Sobol: the total-order index
-ST of each ROI (one value per ROI already).
+density); saliency maps: the same reduction of the map (each per-session map is min-max
+normalised to [0, 1] when it is written; a group map is the mean of those), then, with
+``roi.map_normalisation: above_mean`` (default), the brain's mean subtracted and negative values
+set to 0 (robustmaps.roi.above_mean: a dense map's offset would otherwise make every pair of maps
+similar); Sobol: the total-order index ST of each ROI (one value per ROI already).
 """
 
 from __future__ import annotations
@@ -33,13 +35,16 @@ def _baseline_flags(pids, sessions) -> list[bool]:
 
 
 def roi_table(entries: list[dict], atlas_nii, labels_tsv, reduction: str = "mean",
-              group_class: str = "AD") -> pd.DataFrame:
+              group_class: str = "AD", map_normalisation: str = "above_mean") -> pd.DataFrame:
     """The tidy ROI-vector table of ``entries``: dicts with the id columns and ``path`` (a 3D or 4D
     NIfTI on the working grid; a Sobol ``indices.tsv``), ``source`` (``mask``, ``map`` or
     ``sobol``) and, for 4D files, ``index`` (their index TSV)."""
     from .atlas import load_labels
     from .io import InputError, load_nifti, read_tsv
-    from .roi import indicator, roi_vectors
+    from .roi import MAP_NORMALISATIONS, above_mean, indicator, roi_vectors
+
+    if map_normalisation not in MAP_NORMALISATIONS:
+        raise ValueError(f"roi.map_normalisation must be one of {MAP_NORMALISATIONS}, got {map_normalisation!r}")
 
     atlas, _ = load_nifti(atlas_nii)
     labels = load_labels(labels_tsv)
@@ -59,6 +64,8 @@ def roi_table(entries: list[dict], atlas_nii, labels_tsv, reduction: str = "mean
         data = data.reshape(*atlas.shape, -1)
         values = 1.0 - data if e["source"] == "mask" else data
         vectors = roi_vectors(values, atlas, ids, reduction, matrix=matrix)
+        if e["source"] == "map" and map_normalisation == "above_mean":
+            vectors = above_mean(vectors, matrix)
         if "index" in e:
             idx = read_tsv(e["index"], ["participant_id", "session_id"], what="index",
                            dtype={"participant_id": str, "session_id": str})
@@ -73,11 +80,11 @@ def roi_table(entries: list[dict], atlas_nii, labels_tsv, reduction: str = "mean
 
 
 def roi_vectors_entry(entries: list[dict], atlas_nii, labels_tsv, out_tsv, *, reduction: str = "mean",
-                      group_class: str = "AD") -> None:
+                      group_class: str = "AD", map_normalisation: str = "above_mean") -> None:
     """Rule entry: ``results/analysis/roi_vectors.tsv``."""
     from .io import write_tsv
 
-    table = roi_table(entries, atlas_nii, labels_tsv, reduction, group_class)
+    table = roi_table(entries, atlas_nii, labels_tsv, reduction, group_class, map_normalisation)
     write_tsv(table, out_tsv)
     log.info("ROI vectors: %d rows (%s)", len(table),
              ", ".join(f"{k} {v}" for k, v in table.kind.value_counts().sort_index().items()))
@@ -110,8 +117,10 @@ def similarity_matrices(table: pd.DataFrame, rois: list[str], group_class: str =
     return out
 
 
-def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD") -> None:
-    """Rule entry: every family's pairs with their cosine, the summary and its figure."""
+def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD", n_boot: int = 2000, level: float = 0.95,
+                     seed: int = 0) -> None:
+    """Rule entry: every family's pairs with their cosine, the summary (with CIs from a bootstrap
+    over units: ``n_boot`` draws, ``level``, ``seed``) and its figure."""
     from .io import read_tsv, write_tsv
     from .plots import similarity_families_figure, similarity_matrices_figure
     from .similarity import similarities, summary
@@ -120,13 +129,14 @@ def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD") -> None:
                      dtype={"participant_id": str, "session_id": str, "point": str})
     rois = [c for c in table.columns if c not in ID_COLUMNS]
     pairs = similarities(table, rois, group_class)
-    summ = summary(pairs)
+    summ = summary(pairs, n_boot=n_boot, level=level, seed=seed)
     write_tsv(pairs, out["pairs"])
     write_tsv(summ, out["summary"])
-    similarity_families_figure(pairs, out["figure"])
+    similarity_families_figure(pairs, summ, out["figure"])
     similarity_matrices_figure(similarity_matrices(table, rois, group_class), out["matrices"])
     for r in summ.itertuples():
-        log.info("%-17s %4d pairs  cosine %.3f +- %.3f", r.family, r.n_pairs, r.mean, r.sd)
+        log.info("%-17s %4d pairs of %3d units  cosine %.3f +- %.3f  (%.0f%% CI %.3f-%.3f)", r.family, r.n_pairs,
+                 r.n_units, r.mean, r.sd, 100 * level, r.ci_low, r.ci_high)
 
 
 def top_rois(table: pd.DataFrame, rois: list[str], k: int = 5) -> pd.DataFrame:
@@ -185,7 +195,7 @@ def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "A
     write_tsv(top, out["top"])
     write_tsv(freq, out["frequency"])
     write_tsv(rec, out["recovery"])
-    roi_frequency_figure(freq, n_masks, out["frequency_figure"])
+    roi_frequency_figure(freq, n_masks, out["frequency_figure"], k=k)
     recovery_figure(rec, out["recovery_figure"])
     if masks is not None:
         from .plots import group_mask_views
@@ -197,40 +207,87 @@ def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "A
                  group_class, g.roc_auc.mean(), int(rec.k.iloc[0]), g.precision_at_k.mean())
 
 
-def stats_entry(training_summary_tsv, roi_tsv, out: dict, *, group_class: str = "AD", n_boot: int = 1000,
-                n_perm: int = 5000, seed: int = 0) -> None:
-    """Rule entry (seed 004): fold and seed components of the variance of test balanced accuracy
-    (nested random effects, bootstrap CIs), and a permutation test over models of inter-fold vs
-    inter-seed ROI similarity of the main cohort's ``group_class`` group masks."""
+VARIANCE_COLUMNS = ["quantity", "component", "estimate", "ci_low", "ci_high"]
+TEST_COLUMNS = ["test", "unit", "difference", "p_value", "n_a", "n_b", "cohens_d"]
+
+
+def _unit_rows(v: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+
+
+def stats_entry(training_summary_tsv, roi_tsv, pairs_tsv, out: dict, *, group_class: str = "AD",
+                n_boot: int = 1000, n_perm: int = 5000, level: float = 0.95, seed: int = 0) -> None:
+    """Rule entry (seed 004).
+
+    ``variance.tsv``: fold and seed components (seeds nested in folds, nested random effects,
+    two-stage bootstrap CIs) of test balanced accuracy and of the ROI pattern of each kind of
+    per-model map (the main cohort's ``group_class`` group masks, each saliency method's group
+    maps, Sobol ST): the summed variance over ROIs of the unit-normalised ROI vectors. The sample
+    variance of unit vectors is the mean 1 - cosine over their pairs, so the total is the maps'
+    ROI dissimilarity and its fold and seed components say how much of it comes from the data
+    split and how much from the seed.
+
+    ``tests.tsv``: inter-fold vs inter-seed similarity of the group masks (models permuted,
+    rows and columns of the similarity matrix together); inter-fold and inter-seed vs
+    inter-subject similarity (per-unit means, units' labels permuted: models vs subjects);
+    intra- vs inter-subject similarity of session masks (per subject, paired sign flips). Every
+    test permutes units, never pairs, since pairs that share a member are dependent."""
     from .io import read_tsv, write_tsv
     from .roi import cosine_matrix
-    from .stats import bootstrap_nested_variance, permutation_test_models
+    from .stats import bootstrap_nested_variance, permutation_test_models, permutation_test_units, unit_means
 
     summary = read_tsv(training_summary_tsv, ["fold", "seed", "set", "balanced_accuracy"], what="training summary")
     per_model = pd.to_numeric(summary.fold, errors="coerce").notna()  # not the mean / sd rows
     test = summary[(summary["set"] == "test") & per_model].astype({"fold": int, "seed": int})
-    test = test.rename(columns={"balanced_accuracy": "value"})
-    try:
-        variance = bootstrap_nested_variance(test, n_boot=n_boot, seed=seed).assign(quantity="test balanced accuracy")
-    except ValueError as exc:
-        log.warning("variance components of test balanced accuracy: %s", exc)
-        variance = pd.DataFrame(columns=["component", "estimate", "ci_low", "ci_high", "quantity"])
     table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table", dtype={"participant_id": str, "point": str})
     rois = [c for c in table.columns if c not in ID_COLUMNS]
+    pairs = read_tsv(pairs_tsv, ["family", "unit_a", "unit_b", "cosine"], what="similarity pairs",
+                     dtype={"unit_a": str, "unit_b": str})
     g = table[(table.kind == "group") & (table.method == "mask") & (table.cohort == "main")
               & (table.target == group_class)]
+    quantities = [("test balanced accuracy", test.rename(columns={"balanced_accuracy": "value"}), "value")]
+    per_model_maps = [(f"ROI pattern: {group_class} group masks", g)]
+    per_model_maps += [(f"ROI pattern: {m} {'ST' if k == 'sobol' else 'group maps'}", t)
+                       for (k, m), t in table[table.kind.isin(["saliency", "sobol"])].groupby(["kind", "method"])]
+    for name, t in per_model_maps:
+        frame = pd.DataFrame(_unit_rows(t[rois].to_numpy(float)), columns=rois)
+        frame["fold"], frame["seed"] = t.fold.to_numpy(), t.seed.to_numpy()
+        quantities.append((name, frame, rois))
+    variance = []
+    for name, frame, value in quantities:
+        try:
+            variance.append(bootstrap_nested_variance(frame, value, n_boot=n_boot, level=level, seed=seed)
+                            .assign(quantity=name))
+        except ValueError as exc:
+            log.warning("variance components of %s: %s", name, exc)
+    variance = pd.concat(variance) if variance else pd.DataFrame(columns=VARIANCE_COLUMNS)
+
     tests = []
-    try:
-        r = permutation_test_models(cosine_matrix(g[rois].to_numpy(float)), g.fold.to_numpy(), g.seed.to_numpy(),
-                                    n_perm=n_perm, seed=seed)
-        tests.append({"test": "inter-fold vs inter-seed ROI similarity (group masks)", "unit": "model", **r})
-    except ValueError as exc:
-        log.warning("inter-fold vs inter-seed permutation test: %s", exc)
-    write_tsv(variance[["quantity", "component", "estimate", "ci_low", "ci_high"]], out["variance"])
-    write_tsv(pd.DataFrame(tests, columns=["test", "unit", "difference", "p_value", "n_a", "n_b", "cohens_d"]),
-              out["tests"])
+
+    def attempt(name, unit, fn):
+        try:
+            tests.append({"test": name, "unit": unit, **fn()})
+        except ValueError as exc:
+            log.warning("%s: %s", name, exc)
+
+    attempt("inter-fold vs inter-seed similarity (group masks)", "model",
+            lambda: permutation_test_models(cosine_matrix(g[rois].to_numpy(float)), g.fold.to_numpy(),
+                                            g.seed.to_numpy(), n_perm=n_perm, seed=seed))
+    fam = {f: unit_means(p) for f, p in pairs.groupby("family")}
+    empty = pd.Series(dtype=float)
+    for family in ("folds", "seeds"):
+        attempt(f"inter-{family[:-1]} (group masks) vs inter-subject (session masks) similarity", "model vs subject",
+                lambda f=family: permutation_test_units(fam.get(f, empty), fam.get("inter_subject", empty),
+                                                        n_perm=n_perm, seed=seed))
+    attempt("intra- vs inter-subject similarity (session masks)", "subject (paired)",
+            lambda: permutation_test_units(fam.get("intra_subject", empty), fam.get("inter_subject", empty),
+                                           paired=True, n_perm=n_perm, seed=seed))
+    write_tsv(variance[VARIANCE_COLUMNS], out["variance"])
+    write_tsv(pd.DataFrame(tests, columns=TEST_COLUMNS), out["tests"])
     for r in tests:
-        log.info("%s: difference %.3f, p = %.4f, d = %.2f", r["test"], r["difference"], r["p_value"], r["cohens_d"])
+        log.info("%s: difference %.3f, p = %.4f, d = %.2f (%d vs %d %s)", r["test"], r["difference"], r["p_value"],
+                 r["cohens_d"], r["n_a"], r["n_b"], r["unit"])
 
 
 PROB_COLUMNS = ["family", "fold_a", "seed_a", "fold_b", "seed_b", "participant_a", "session_a", "participant_b",

@@ -153,33 +153,34 @@ def sobol_convergence_figure(convergence: pd.DataFrame, path, top: int = 6) -> N
     _save(fig, path)
 
 
-def similarity_families_figure(pairs: pd.DataFrame, path) -> None:
-    """ROI-cosine similarity of each family (one point per pair, mean with its 95% CI), in the
-    study's order."""
-    from .similarity import FAMILIES
-
+def similarity_families_figure(pairs: pd.DataFrame, summary: pd.DataFrame, path) -> None:
+    """ROI-cosine similarity of each family in the study's order: one point per pair, the mean
+    with its CI from the summary (a bootstrap over the family's units, not its pairs)."""
     sns.set_theme(style="whitegrid", context="paper")
-    order = [f for f in FAMILIES if f in set(pairs.family)]
+    order = list(summary.family)
     fig, ax = plt.subplots(figsize=(7, 0.45 * max(1, len(order)) + 1.2))
     if order:
         sns.stripplot(data=pairs, y="family", x="cosine", order=order, ax=ax, size=3, alpha=0.5)
-        sns.pointplot(data=pairs, y="family", x="cosine", order=order, ax=ax, linestyles="none", color="black",
-                      errorbar=("ci", 95), markers="D")
+        y = np.arange(len(order))
+        ax.errorbar(summary["mean"], y, xerr=[summary["mean"] - summary.ci_low, summary.ci_high - summary["mean"]],
+                    fmt="D", color="black", capsize=3, label="mean, CI over units")
+        ax.set_yticks(y, [f"{f} ({n})" for f, n in zip(order, summary.n_units)])
+        ax.legend(loc="lower left", fontsize="small")
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel("ROI cosine similarity")
-    ax.set_ylabel("")
+    ax.set_ylabel("family (units)")
     fig.tight_layout()
     _save(fig, path)
 
 
-def roi_frequency_figure(freq: pd.DataFrame, n_masks: int, path, top: int = 20) -> None:
-    """How many group masks (folds x seeds) have each ROI among their top 5 (the study's 3.2.1)."""
+def roi_frequency_figure(freq: pd.DataFrame, n_masks: int, path, top: int = 20, k: int = 5) -> None:
+    """How many group masks (folds x seeds) have each ROI among their top ``k`` (the study's 3.2.1)."""
     sns.set_theme(style="whitegrid", context="paper")
     f = freq.head(top)
     fig, ax = plt.subplots(figsize=(6, 0.25 * max(1, len(f)) + 1.2))
     if len(f):
         sns.barplot(data=f, y="roi", x="n_masks", ax=ax, color="C0")
-    ax.set_xlabel(f"group masks with the ROI in their top 5 (of {n_masks})")
+    ax.set_xlabel(f"group masks with the ROI in their top {k} (of {n_masks})")
     ax.set_ylabel("")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     fig.tight_layout()

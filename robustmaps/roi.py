@@ -60,6 +60,27 @@ def roi_vectors(volumes: np.ndarray, atlas: np.ndarray, label_ids, reduction: st
     return np.asarray(m.astype(flat.dtype, copy=False) @ flat, dtype=np.float64).T
 
 
+MAP_NORMALISATIONS = ("above_mean", "none")
+
+
+def above_mean(vectors: np.ndarray, matrix) -> np.ndarray:
+    """Saliency maps' ROI vectors, normalised for comparison (config ``roi.map_normalisation:
+    above_mean``): the ROI reduction of (map - the map's mean over the atlas's voxels), negative
+    values set to 0, i.e. how much more relevance the ROI holds than the brain's average.
+
+    Without it, a dense map's positive offset dominates every vector and any two maps (a random
+    one included) have a cosine near 1. ``vectors``: (n_maps, n_rois) from :func:`roi_vectors`
+    with the :func:`indicator` ``matrix`` it used; the brain means come from the same numbers (no
+    second pass over the voxels)."""
+    v = np.asarray(vectors, dtype=np.float64)
+    sizes = np.diff(matrix.indptr).astype(np.float64)          # voxels per ROI
+    weight = np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel()  # 1 (mean) or |ROI| (sum); 0 if empty
+    per_voxel = np.divide(weight, sizes, out=np.zeros_like(weight), where=sizes > 0)
+    roi_sums = np.divide(v, per_voxel, out=np.zeros_like(v), where=per_voxel > 0)
+    brain_mean = roi_sums.sum(1) / max(sizes.sum(), 1.0)
+    return np.clip(v - brain_mean[:, None] * weight[None, :], 0.0, None)
+
+
 def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
     """Cosine similarity of every pair of rows; a zero vector has similarity 0 with every row
     (and 1 with itself, so that the diagonal stays 1)."""

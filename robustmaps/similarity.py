@@ -19,7 +19,8 @@ ID_COLUMNS = ["kind", "method", "cohort", "target", "fold", "seed", "point", "pa
 #: The study's order: Tables 2-3, 3.2.1, 3.2.2, 3.3; then this workflow's method comparison.
 FAMILIES = ("sweep_neighbours", "sweep_all", "cohorts", "intra_subject", "inter_subject", "folds", "seeds",
             "methods")
-PAIR_COLUMNS = ["family", "a", "b", "target", "fold_a", "seed_a", "fold_b", "seed_b", "detail", "cosine"]
+PAIR_COLUMNS = ["family", "a", "b", "target", "fold_a", "seed_a", "fold_b", "seed_b", "detail", "unit_a", "unit_b",
+                "cosine"]
 
 
 def parse_point(point: str) -> dict[str, float]:
@@ -55,8 +56,16 @@ def _ids(table: pd.DataFrame) -> pd.Series:
                       for r in vals.itertuples(index=False)], index=table.index)
 
 
-def family_pairs(table: pd.DataFrame, group_class: str = "AD") -> list[tuple[str, int, int, str]]:
-    """(family, row a, row b, detail) for every pair of every family (rows of ``table``):
+def _model(row) -> str:
+    return f"fold-{row.fold}/seed-{row.seed}"
+
+
+def family_pairs(table: pd.DataFrame, group_class: str = "AD") -> list[tuple[str, int, int, str, str, str]]:
+    """(family, row a, row b, detail, unit a, unit b) for every pair of every family (rows of
+    ``table``). The units are what a pair's two members are draws of, the level at which
+    statistics resample (pairs that share a unit are dependent): models
+    (``fold-F/seed-S``) for folds, seeds, cohorts and methods (one model for the last two),
+    sweep points for the sweep, participants for intra- (one) and inter-subject pairs. Families:
     folds / seeds (main-cohort group masks of one target: same seed, other fold / same fold,
     other seed), cohorts (main vs independent group mask of one model), sweep_all and
     sweep_neighbours (sweep points of one model), intra_subject (sessions of one subject) and
@@ -70,32 +79,36 @@ def family_pairs(table: pd.DataFrame, group_class: str = "AD") -> list[tuple[str
         for a, b in itertools.combinations(g.index, 2):
             ra, rb = t.loc[a], t.loc[b]
             if ra.seed == rb.seed and ra.fold != rb.fold:
-                pairs.append(("folds", a, b, f"seed {ra.seed}"))
+                pairs.append(("folds", a, b, f"seed {ra.seed}", _model(ra), _model(rb)))
             if ra.fold == rb.fold and ra.seed != rb.seed:
-                pairs.append(("seeds", a, b, f"fold {ra.fold}"))
+                pairs.append(("seeds", a, b, f"fold {ra.fold}", _model(ra), _model(rb)))
     for (target, fold, seed), g in group.groupby(["target", "fold", "seed"]):
         mains, others = g[g.cohort == "main"].index, g[g.cohort != "main"].index
-        pairs += [("cohorts", a, b, str(t.loc[b, "cohort"])) for a in mains for b in others]
+        unit = _model(t.loc[g.index[0]])
+        pairs += [("cohorts", a, b, str(t.loc[b, "cohort"]), unit, unit) for a in mains for b in others]
     sweep = t[t.kind == "sweep"]
     for _, g in sweep.groupby(["target", "fold", "seed"]):
         by_point = dict(zip(g.point, g.index))
-        pairs += [("sweep_all", a, b, "") for a, b in itertools.combinations(g.index, 2)]
-        pairs += [("sweep_neighbours", by_point[a], by_point[b], p) for a, b, p in sweep_neighbours(list(by_point))]
+        pairs += [("sweep_all", a, b, "", t.loc[a, "point"], t.loc[b, "point"])
+                  for a, b in itertools.combinations(g.index, 2)]
+        pairs += [("sweep_neighbours", by_point[a], by_point[b], p, a, b)
+                  for a, b, p in sweep_neighbours(list(by_point))]
     sessions = t[t.kind == "session"]
     for _, g in sessions.groupby(["target", "fold", "seed"]):
         for a, b in itertools.combinations(g.index, 2):
             ra, rb = t.loc[a], t.loc[b]
             if ra.participant_id == rb.participant_id:
-                pairs.append(("intra_subject", a, b, ra.participant_id))
+                pairs.append(("intra_subject", a, b, ra.participant_id, ra.participant_id, rb.participant_id))
             elif str(ra.baseline) == "True" and str(rb.baseline) == "True":
-                pairs.append(("inter_subject", a, b, ""))
+                pairs.append(("inter_subject", a, b, "", ra.participant_id, rb.participant_id))
     masks = main[main.target == group_class]
     model_level = pd.concat([masks, t[t.kind.isin(["saliency", "sobol"])]])
     for _, g in model_level.groupby(["fold", "seed"]):
         for a, b in itertools.combinations(g.index, 2):
             ma, mb = t.loc[a, "method"], t.loc[b, "method"]
             if ma != mb:
-                pairs.append(("methods", a, b, f"{ma} vs {mb}"))
+                unit = _model(t.loc[a])
+                pairs.append(("methods", a, b, f"{ma} vs {mb}", unit, unit))
     return pairs
 
 
@@ -106,14 +119,28 @@ def similarities(table: pd.DataFrame, roi_columns: list[str], group_class: str =
     ids = _ids(t)
     rows = [{"family": f, "a": ids[a], "b": ids[b], "target": t.loc[a, "target"], "fold_a": t.loc[a, "fold"],
              "seed_a": t.loc[a, "seed"], "fold_b": t.loc[b, "fold"], "seed_b": t.loc[b, "seed"], "detail": d,
-             "cosine": sim[a, b]} for f, a, b, d in family_pairs(t, group_class)]
+             "unit_a": ua, "unit_b": ub, "cosine": sim[a, b]}
+            for f, a, b, d, ua, ub in family_pairs(t, group_class)]
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
-def summary(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and SD of each family's cosines, in the study's order (families without pairs omitted)."""
-    g = pairs.groupby("family").cosine
-    out = pd.DataFrame({"n_pairs": g.size(), "mean": g.mean(), "sd": g.std().fillna(0.0),
-                        "min": g.min(), "max": g.max()})
-    order = [f for f in FAMILIES if f in out.index]
-    return out.loc[order].reset_index()
+SUMMARY_COLUMNS = ["family", "n_pairs", "n_units", "mean", "sd", "ci_low", "ci_high", "min", "max"]
+
+
+def summary(pairs: pd.DataFrame, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Mean and SD of each family's cosines, in the study's order (families without pairs omitted),
+    with a CI of the mean from a bootstrap over the family's units (models, points or subjects:
+    :func:`robustmaps.stats.cluster_bootstrap_ci`), not over its pairs, which share members."""
+    from .stats import cluster_bootstrap_ci
+
+    rows = []
+    for family in [f for f in FAMILIES if f in set(pairs.family)]:
+        p = pairs[pairs.family == family]
+        c = p.cosine.to_numpy(dtype=float)
+        lo, hi = cluster_bootstrap_ci(c, p.unit_a.astype(str).to_numpy(), p.unit_b.astype(str).to_numpy(),
+                                      n_boot=n_boot, level=level, seed=seed)
+        rows.append({"family": family, "n_pairs": len(c), "n_units": len(set(p.unit_a.astype(str)) |
+                                                                          set(p.unit_b.astype(str))),
+                     "mean": float(c.mean()), "sd": float(c.std(ddof=1)) if len(c) > 1 else 0.0,
+                     "ci_low": lo, "ci_high": hi, "min": float(c.min()), "max": float(c.max())})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

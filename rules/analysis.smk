@@ -14,6 +14,7 @@ rule roi_vectors:
     params:
         entries=analysis_entries(),
         reduction=config["roi"]["reduction"],
+        map_normalisation=config["roi"]["map_normalisation"],
         group_class=SALIENCY["group_class"],
     log:
         "results/logs/analysis/roi_vectors.log",
@@ -48,6 +49,9 @@ rule similarity:
         ),
     params:
         group_class=SALIENCY["group_class"],
+        n_boot=ANALYSIS["n_boot"],
+        level=ANALYSIS["level"],
+        seed=ANALYSIS["seed"],
     log:
         "results/logs/analysis/similarity.log",
     conda:
@@ -88,7 +92,7 @@ rule regions:
         ),
     params:
         group_class=SALIENCY["group_class"],
-        k=5,
+        k=ANALYSIS["top_k"],
         masks=group_mask_files(),
     log:
         "results/logs/analysis/regions.log",
@@ -99,11 +103,13 @@ rule regions:
 
 
 rule stats:
-    """Fold and seed components of the variance of test balanced accuracy, and a permutation test
-    over models of inter-fold vs inter-seed similarity (seed 004; robustmaps.analysis.stats_entry)."""
+    """Fold and seed components of the variance of test balanced accuracy and of the maps' ROI
+    patterns; permutation tests (over models or subjects) between similarity families (seed 004;
+    robustmaps.analysis.stats_entry)."""
     input:
         training="results/training/summary.tsv",
         roi="results/analysis/roi_vectors.tsv",
+        pairs="results/analysis/similarity/pairs.tsv",
     output:
         variance=report(
             "results/analysis/stats/variance.tsv",
@@ -117,9 +123,10 @@ rule stats:
         ),
     params:
         group_class=SALIENCY["group_class"],
-        n_boot=1000,
-        n_perm=5000,
-        seed=0,
+        n_boot=ANALYSIS["n_boot"],
+        n_perm=ANALYSIS["n_perm"],
+        level=ANALYSIS["level"],
+        seed=ANALYSIS["seed"],
     log:
         "results/logs/analysis/stats.log",
     conda:

@@ -61,6 +61,7 @@ PENALTIES = ("l1", "l2", "b1", "b2", "lr", "score", "threshold", "eps", "batch_s
 # Saliency and Sobol (rules/saliency.smk): methods, models, where their files live.
 SALIENCY = config["saliency"]
 SOBOL = config["sobol"]
+ANALYSIS = config["analysis"]
 SAL_METHODS = [m for m in SALIENCY["methods"] if m != "actmax"]  # per-session methods (one rule each)
 SAL_MODELS = rmconfig.saliency_models(config, "saliency")
 SOBOL_MODELS = rmconfig.saliency_models(config, "sobol")

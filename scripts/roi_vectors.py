@@ -10,4 +10,5 @@ with script(snakemake):
         snakemake.output[0],
         reduction=snakemake.params.reduction,
         group_class=snakemake.params.group_class,
+        map_normalisation=snakemake.params.map_normalisation,
     )

@@ -3,4 +3,11 @@ from robustmaps.analysis import similarity_entry
 from robustmaps.runner import script
 
 with script(snakemake):
-    similarity_entry(snakemake.input[0], dict(snakemake.output.items()), group_class=snakemake.params.group_class)
+    similarity_entry(
+        snakemake.input[0],
+        dict(snakemake.output.items()),
+        group_class=snakemake.params.group_class,
+        n_boot=snakemake.params.n_boot,
+        level=snakemake.params.level,
+        seed=snakemake.params.seed,
+    )

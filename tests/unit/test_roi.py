@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from robustmaps.roi import cosine, cosine_matrix, indicator, roi_means, roi_vectors
+from robustmaps.roi import above_mean, cosine, cosine_matrix, indicator, roi_means, roi_vectors
 
 
 def labels():
@@ -53,3 +53,37 @@ def test_cosine_of_hand_made_vectors():
     assert sim[3, 0] == 0 and sim[3, 3] == 1  # a zero vector: 0 with others, 1 on the diagonal
     np.testing.assert_allclose(sim, sim.T)
     assert cosine(v[0], v[1]) == pytest.approx(sim[0, 1]) and cosine(v[3], v[0]) == 0
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_above_mean_normalisation_removes_a_dense_maps_offset(reduction):
+    atlas = labels()
+    ids = [3, 7, 9]
+    m = indicator(atlas, ids, reduction)
+    inside = np.isin(atlas, ids)
+    # a constant map holds no more relevance anywhere than on average: a zero vector
+    const = np.full((*atlas.shape, 1), 0.7, np.float32)
+    np.testing.assert_allclose(above_mean(roi_vectors(const, atlas, ids, reduction, matrix=m), m), 0, atol=1e-5)
+    # offset + ROI 7's indicator: ROI 7 alone stands out, by 1 minus the brain mean of the indicator
+    bump = 0.5 + (atlas == 7).astype(np.float32)[..., None]
+    v = above_mean(roi_vectors(bump, atlas, ids, reduction, matrix=m), m)
+    excess = 1 - 12 / inside.sum()
+    np.testing.assert_allclose(v[0], [0, excess * (12 if reduction == "sum" else 1), 0], atol=1e-6)
+    # by hand, voxel-wise: reduction of (map - brain mean), then clipped
+    rng = np.random.default_rng(1)
+    maps = rng.random((*atlas.shape, 3)).astype(np.float32)
+    centred = maps - maps[inside].mean(0)
+    hand = np.clip(roi_vectors(centred, atlas, ids, reduction), 0, None)
+    np.testing.assert_allclose(above_mean(roi_vectors(maps, atlas, ids, reduction, matrix=m), m), hand, atol=1e-5)
+
+
+def test_dense_random_maps_look_alike_until_their_offset_is_removed():
+    atlas = labels()
+    ids = [3, 7, 9]
+    m = indicator(atlas, ids)
+    rng = np.random.default_rng(2)
+    maps = 1 + rng.random((*atlas.shape, 2)).astype(np.float32)  # two unrelated dense maps
+    raw = roi_vectors(maps, atlas, ids, matrix=m)
+    assert cosine(raw[0], raw[1]) > 0.95
+    norm = above_mean(raw, m)
+    assert cosine(norm[0], norm[1]) < 0.9

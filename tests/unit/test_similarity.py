@@ -48,9 +48,17 @@ def test_families_pick_the_right_pairs_and_cosines():
     assert fam["intra_subject"] == pytest.approx([1.0]) and fam["inter_subject"] == pytest.approx([0.0])
     # methods: fold 0 seed 0 AD mask, gradcam, sobol: three pairs
     assert sorted(fam["methods"]) == pytest.approx(sorted([0.0, 1.0, 0.0]))
-    s = summary(pairs)
+    s = summary(pairs, n_boot=200)
     assert list(s.family) == ["cohorts", "intra_subject", "inter_subject", "folds", "seeds", "methods"]
-    assert s.set_index("family").loc["folds", "mean"] == pytest.approx(np.mean([1 / np.sqrt(2), 0.0]))
+    s = s.set_index("family")
+    assert s.loc["folds", "mean"] == pytest.approx(np.mean([1 / np.sqrt(2), 0.0]))
+    # units: the statistics resample models / subjects, the members of the pairs
+    folds = pairs[pairs.family == "folds"]
+    assert {(a, b) for a, b in zip(folds.unit_a, folds.unit_b)} == {("fold-0/seed-0", "fold-1/seed-0"),
+                                                                      ("fold-0/seed-1", "fold-1/seed-1")}
+    assert s.loc["folds", "n_units"] == 4 and s.loc["intra_subject", "n_units"] == 1
+    assert s.loc["methods", "n_units"] == 1 and s.loc["inter_subject", "n_units"] == 2
+    assert (s.ci_low <= s["mean"] + 1e-12).all() and (s["mean"] <= s.ci_high + 1e-12).all()
 
 
 def test_roi_table_reads_masks_maps_stacks_and_sobol(tmp_path):
@@ -80,8 +88,14 @@ def test_roi_table_reads_masks_maps_stacks_and_sobol(tmp_path):
                 "path": tmp_path / "maps.nii.gz", "index": tmp_path / "index.tsv"},
                {"kind": "sobol", "method": "sobol", "source": "sobol", "fold": 0, "seed": 0,
                 "path": tmp_path / "sobol.tsv"}]
+    raw = roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv", map_normalisation="none")
+    np.testing.assert_allclose(raw[ROIS].to_numpy(), [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0.1, 0.2, 0.7]])
+    # default: maps (not masks, not Sobol) minus their brain mean (16 / 32 and 8 / 32 of the voxels are 1),
+    # clipped at 0
     t = roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv")
-    np.testing.assert_allclose(t[ROIS].to_numpy(), [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0.1, 0.2, 0.7]])
+    np.testing.assert_allclose(t[ROIS].to_numpy(), [[0, 1, 0], [0.5, 0, 0], [0, 0, 0.75], [0.1, 0.2, 0.7]])
+    with pytest.raises(ValueError, match="map_normalisation"):
+        roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv", map_normalisation="zscore")
     assert list(t.session_id[1:3]) == ["ses-M012", "ses-M000"] and list(t.baseline[1:3]) == [False, True]
 
 
