@@ -31,6 +31,7 @@ validate(config, "config/schema.yaml")
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/split.smk"
+include: "rules/hpo.smk"
 include: "rules/train.smk"
 include: "rules/masks.smk"
 include: "rules/saliency.smk"

@@ -208,7 +208,7 @@ def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "A
 
 
 VARIANCE_COLUMNS = ["quantity", "component", "estimate", "ci_low", "ci_high"]
-TEST_COLUMNS = ["test", "unit", "difference", "p_value", "n_a", "n_b", "cohens_d"]
+TEST_COLUMNS = ["test", "unit", "difference", "p_value", "n_a", "n_b", "cohens_d", "note"]
 
 
 def _unit_rows(v: np.ndarray) -> np.ndarray:
@@ -265,11 +265,12 @@ def stats_entry(training_summary_tsv, roi_tsv, pairs_tsv, out: dict, *, group_cl
 
     tests = []
 
-    def attempt(name, unit, fn):
+    def attempt(name, unit, fn):  # a test the design cannot support is listed with the reason
         try:
-            tests.append({"test": name, "unit": unit, **fn()})
+            tests.append({"test": name, "unit": unit, **fn(), "note": ""})
         except ValueError as exc:
-            log.warning("%s: %s", name, exc)
+            log.warning("%s: not tested: %s", name, exc)
+            tests.append({"test": name, "unit": unit, "note": f"not tested: {exc}"})
 
     attempt("inter-fold vs inter-seed similarity (group masks)", "model",
             lambda: permutation_test_models(cosine_matrix(g[rois].to_numpy(float)), g.fold.to_numpy(),
@@ -286,8 +287,9 @@ def stats_entry(training_summary_tsv, roi_tsv, pairs_tsv, out: dict, *, group_cl
     write_tsv(variance[VARIANCE_COLUMNS], out["variance"])
     write_tsv(pd.DataFrame(tests, columns=TEST_COLUMNS), out["tests"])
     for r in tests:
-        log.info("%s: difference %.3f, p = %.4f, d = %.2f (%d vs %d %s)", r["test"], r["difference"], r["p_value"],
-                 r["cohens_d"], r["n_a"], r["n_b"], r["unit"])
+        if not r["note"]:
+            log.info("%s: difference %.3f, p = %.4f, d = %.2f (%d vs %d %s)", r["test"], r["difference"],
+                     r["p_value"], r["cohens_d"], r["n_a"], r["n_b"], r["unit"])
 
 
 PROB_COLUMNS = ["family", "fold_a", "seed_a", "fold_b", "seed_b", "participant_a", "session_a", "participant_b",

@@ -100,8 +100,28 @@ def check(config: dict, deep: bool = True) -> None:
         _check_architecture(config)
     _check_masks(config)
     _check_saliency(config)
+    _check_hpo(config)
     if split["import_dir"] and not Path(split["import_dir"]).is_dir():
         _fail("split.import_dir", f"{split['import_dir']} is not a folder")
+
+
+def _check_hpo(config: dict) -> None:
+    hpo = config["hpo"]
+    if config["train"]["architecture_from_hpo"] and not hpo["enabled"]:
+        _fail("train.architecture_from_hpo", "needs the search: set hpo.enabled: true")
+    if hpo["fold"] >= config["split"]["n_folds"]:
+        _fail("hpo.fold", f"fold {hpo['fold']} does not exist: split.n_folds is {config['split']['n_folds']}")
+    for key, spec in hpo["space"].items():
+        if "low" in spec:
+            if spec["low"] > spec["high"]:
+                _fail(f"hpo.space.{key}", f"low {spec['low']} > high {spec['high']}")
+            if spec.get("log") and spec["low"] <= 0:
+                _fail(f"hpo.space.{key}", "a log scale needs low > 0")
+    if hpo["pruner"] == "hyperband":
+        hb = hpo["hyperband"]
+        top = hb["max_resource"] or hpo["max_epochs"]
+        if hb["min_resource"] > top:
+            _fail("hpo.hyperband.min_resource", f"{hb['min_resource']} > the maximum resource {top} (epochs)")
 
 
 def _check_architecture(config: dict) -> None:

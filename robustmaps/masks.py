@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -412,20 +412,27 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
     watch = val if len(val) else train
     before = masked_scores(model, store, watch, torch.ones_like(mask), settings, mu, bs) if len(watch) else np.nan
     after = masked_scores(model, store, watch, mask, settings, mu, bs) if len(watch) else np.full(1, np.nan)
+    prob = replace(settings, score="probability")  # the score may be a logit: record probabilities too
+    p_before = masked_scores(model, store, watch, torch.ones_like(mask), prob, mu, bs) if len(watch) else np.nan
+    p_after = masked_scores(model, store, watch, mask, prob, mu, bs) if len(watch) else np.full(1, np.nan)
     hist = pd.DataFrame(history)
     run = hist[hist.epoch >= 0]  # epoch -1 is the unmasked start, never the mask kept
     best = int(run.epoch.iloc[int(np.argmin(run.validation_loss.fillna(np.inf).to_numpy()))]) if len(run) else -1
     summary = {"target": target, "n_images": len(train), "n_validation": len(val),
                **mask_summary(mask.cpu().numpy(), settings, score_before=float(np.mean(before)),
                               score_after=float(np.mean(after))),
-               "max_score_after": float(np.max(after)), "epochs": int(hist.epoch.max()) + 1, "best_epoch": best,
+               "max_score_after": float(np.max(after)), "probability_before": float(np.mean(p_before)),
+               "probability_after": float(np.mean(p_after)), "max_probability_after": float(np.max(p_after)),
+               "epochs": int(hist.epoch.max()) + 1, "best_epoch": best,
                "flagged_images": len({f["row"] for f in flagged})}
     write_volumes(mask[0, 0].cpu().numpy(), grids, out["mask"], out["native"])
     write_tsv(hist, out["history"])
     write_tsv(pd.DataFrame([summary]), out["summary"])
     write_tsv(flagged_table(flagged, index), out["flagged"])
-    log.info("mask: %.1f%% of voxels < %.2f, mean %s score on masked validation images %.3g -> %.3g",
-             100 * summary["coverage"], settings.threshold, target, summary["score_before"], summary["score_after"])
+    log.info("mask: %.1f%% of voxels < %.2f, mean %s %s on masked validation images %.3g -> %.3g (probability "
+             "%.3g -> %.3g)", 100 * summary["coverage"], settings.threshold, target, settings.score,
+             summary["score_before"], summary["score_after"], summary["probability_before"],
+             summary["probability_after"])
 
 
 FLAGGED_COLUMNS = ["participant_id", "session_id", "times_flagged", "first_epoch", "max_score",
@@ -478,19 +485,24 @@ def session_masks(model_pt, store_npy, index_tsv, test_tsv, out: dict, *, target
             what=f"session masks {start + 1}-{start + len(chunk)}/{len(rows)}")
         before = masked_scores(model, store, chunk, torch.ones_like(masks_k), settings, mu, len(chunk))
         after = masked_scores(model, store, chunk, masks_k, settings, mu, len(chunk))
+        prob = replace(settings, score="probability")
+        p_before = masked_scores(model, store, chunk, torch.ones_like(masks_k), prob, mu, len(chunk))
+        p_after = masked_scores(model, store, chunk, masks_k, prob, mu, len(chunk))
         for j in range(len(chunk)):
             m = masks_k[j, 0].cpu().numpy()
             volumes.append(m)
             stats.append({**st[j], **mask_summary(m, settings, score_before=float(before[j]),
-                                                  score_after=float(after[j]))})
+                                                  score_after=float(after[j])),
+                          "probability_before": float(p_before[j]), "probability_after": float(p_after[j])})
         history += [{"volume": h["mask"] + start, **h} for h in hist]
     meta_cols = table[["participant_id", "session_id", "diagnosis"]].reset_index(names="volume")
     idx = pd.concat([meta_cols, pd.DataFrame(stats)], axis=1)
     write_volumes(np.stack(volumes, -1), grids, out["masks"], out["native"], dtype=np.int16)
     write_tsv(idx, out["index"])
     write_tsv(pd.DataFrame(history)[["volume", "epoch", "loss", "area", "tv", "score"]], out["history"])
-    log.info("session masks: coverage %.3f-%.3f, %s score %.3g -> %.3g (mean)", idx.coverage.min(),
-             idx.coverage.max(), target, idx.score_before.mean(), idx.score_after.mean())
+    log.info("session masks: coverage %.3f-%.3f, %s %s %.3g -> %.3g, probability %.3g -> %.3g (means)",
+             idx.coverage.min(), idx.coverage.max(), target, settings.score, idx.score_before.mean(),
+             idx.score_after.mean(), idx.probability_before.mean(), idx.probability_after.mean())
 
 
 SWEEP_PARAMETERS = ("b1", "b2", "l1", "l2", "lr")
@@ -544,7 +556,7 @@ def summarise_masks(entries: list[dict], summaries: dict[str, list], flagged: li
     group_flags, group_imgs, group_ids = iter(flagged), iter(group_images), []
     for e in entries:
         path = next(by_kind[e["kind"]])
-        t = read_tsv(path, ["coverage", "score_before", "score_after"], what="mask summary",
+        t = read_tsv(path, ["coverage", "score_before", "score_after", "probability_after"], what="mask summary",
                      dtype={"participant_id": str, "session_id": str})
         t = t.drop(columns=[k for k in ids if k in t])
         for k in reversed(ids):
@@ -565,7 +577,8 @@ def summarise_masks(entries: list[dict], summaries: dict[str, list], flagged: li
     group_masks_figure(group_ids, out["figure"], threshold)
     sweep_figure(table[table.kind == "sweep"], out["sweep"])
     for kind, rows in table.groupby("kind", sort=False):
-        log.info("%s masks: %d, coverage %.3f-%.3f, mean target score after masking %.3g (max %.3g)", kind,
-                 len(rows), rows.coverage.min(), rows.coverage.max(), rows.score_after.mean(), rows.score_after.max())
+        log.info("%s masks: %d, coverage %.3f-%.3f, mean target probability after masking %.3g (max %.3g)", kind,
+                 len(rows), rows.coverage.min(), rows.coverage.max(), rows.probability_after.mean(),
+                 rows.probability_after.max())
     log.info("second QC step: %d image(s) flagged", flag_table[["participant_id", "session_id"]].drop_duplicates()
              .shape[0] if len(flag_table) else 0)

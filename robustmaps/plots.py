@@ -67,7 +67,7 @@ def group_masks_figure(masks: list, path, threshold: float = 0.95) -> None:
 
 
 def sweep_figure(sweep: pd.DataFrame, path) -> None:
-    """Coverage (fraction of voxels < threshold) and the masked score along each one-parameter
+    """Coverage (fraction of voxels < threshold) and the masked probability along each one-parameter
     series of the sweep; one panel per varied parameter (log x for l1, l2 and lr)."""
     from .masks import sweep_series
 
@@ -82,13 +82,13 @@ def sweep_figure(sweep: pd.DataFrame, path) -> None:
             label = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in fixed.items()
                               if k in ("b1", "b2", "l1", "l2") and k != param)
             axes[0, j].plot(rows[param], rows.coverage, marker="o", label=label)
-            axes[1, j].plot(rows[param], rows.score_after, marker="o")
+            axes[1, j].plot(rows[param], rows.probability_after, marker="o")
         for i in range(2):
             if param in ("l1", "l2", "lr"):
                 axes[i, j].set_xscale("log")
             axes[i, j].set_xlabel(param)
         axes[0, j].set_ylabel("coverage (fraction < threshold)")
-        axes[1, j].set_ylabel("masked target score")
+        axes[1, j].set_ylabel("masked target probability")
         axes[0, j].legend(fontsize=6)
     if not params:
         axes[0, 0].text(0.5, 0.5, "no one-parameter series in masks.sweep.points", ha="center", va="center")
@@ -248,3 +248,59 @@ def group_mask_views(masks: dict, path, cut_coords=(-20, -15)) -> None:
                                    vmax=1, threshold=0.05, colorbar=False, annotate=False, draw_cross=False,
                                    cmap="hot", title=f"fold {f} seed {s}")
     _save(fig, path)
+
+
+def _placeholder(path, text: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    ax.set_axis_off()
+    _save(fig, path)
+
+
+def hpo_figures(study, table: pd.DataFrame, history_path, importance_path, random_path) -> None:
+    """The search's figures: optuna's optimisation history and fANOVA parameter importances
+    (matplotlib backend, seeded), and seed 003's eq. 2.20: the probability that n random draws
+    include a top-1/5/10% model, with this search's number of completed trials marked."""
+    import warnings
+
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    from .hpo import p_top_found
+
+    complete = table[table.state == "COMPLETE"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if len(complete):
+            ax = ovm.plot_optimization_history(study, target_name="validation balanced accuracy")
+            _save(ax.figure, history_path)
+        else:
+            _placeholder(history_path, "no completed trial")
+        varied = [c for c in complete.columns if c.startswith("params_") and complete[c].nunique() > 1]
+        ax = None
+        if len(complete) >= 2 and varied and complete.value.nunique() > 1:
+            try:
+                ax = ovm.plot_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+                                                target_name="validation balanced accuracy")
+            except RuntimeError:  # fANOVA finds no variance to split
+                ax = None
+        if ax is not None:
+            _save(ax.figure, importance_path)
+        else:
+            _placeholder(importance_path, "parameter importances need completed trials whose parameters and "
+                                          "values differ")
+    sns.set_theme(style="whitegrid", context="paper")
+    n = np.unique(np.geomspace(1, 1000, 200).astype(int))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for top in (0.01, 0.05, 0.10):
+        ax.plot(n, [p_top_found(k, top) for k in n], label=f"top {top:.0%}")
+    done = len(complete)
+    if done:
+        ax.axvline(done, color="black", linestyle="--", label=f"this search: {done} completed trials")
+    ax.set_xscale("log")
+    ax.set_xlabel("random draws n")
+    ax.set_ylabel("P(a top model among them)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    _save(fig, random_path)

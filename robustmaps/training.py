@@ -205,9 +205,10 @@ def _epoch(model, loader, device, optimizer=None, scaler=None, amp=False):
 
 def train(store, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfig, *,
           seed: int, checkpoint: str | Path, device: str = "auto", threads: int | None = None,
-          stop_after: int | None = None, fingerprint: str = "") -> tuple[dict, list[dict]]:
+          stop_after: int | None = None, fingerprint: str = "", on_epoch=None) -> tuple[dict, list[dict]]:
     """Train one model; returns (best state dict, history rows). ``stop_after`` ends the call
-    after that many epochs of this call (to simulate a killed job in tests). A checkpoint is
+    after that many epochs of this call (to simulate a killed job in tests). ``on_epoch(row)`` is
+    called with each epoch's history row (the hyperparameter search reports to its pruner). A checkpoint is
     resumed only if it was written with the same ``fingerprint`` (a hash of everything the
     training depends on), so a changed config never continues a stale run."""
     from monai.data import DataLoader
@@ -269,6 +270,8 @@ def train(store, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfi
         with atomic_path(checkpoint) as tmp:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "stopper": asdict(stopper),
                         "history": history, "best": best, "epoch": epoch, "fingerprint": fingerprint}, tmp)
+        if on_epoch is not None:
+            on_epoch(row)
     return best, history
 
 

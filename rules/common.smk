@@ -87,6 +87,7 @@ wildcard_constraints:
     target="|".join(MASK_TARGETS),
     point="|".join(re.escape(p) for p in SWEEP_POINTS) or "no-sweep-point",
     method="|".join(SALIENCY["methods"]) or "no-saliency-method",
+    worker=r"\d+",
 
 
 def cohort_spec(wildcards):
@@ -392,9 +393,48 @@ def all_outputs():
         out += ["results/saliency/faithfulness_summary.tsv", "results/saliency/group_maps.png"]
     if "actmax" in SALIENCY["methods"]:  # not summarised when it is the only method
         out += [f"{SAL_DIR.format(method='actmax', fold=f, seed=s)}/{MAP_FILES['group']}" for f, s in SAL_MODELS]
-    out += ["results/sobol/indices.tsv", "results/sobol/convergence.png"]
+    if SOBOL_MODELS:
+        out += ["results/sobol/indices.tsv", "results/sobol/convergence.png"]
     out += ["results/analysis/similarity/summary.tsv", "results/analysis/similarity/families.png",
             "results/analysis/regions/roi_frequency.png", "results/analysis/regions/recovery.png",
             "results/analysis/stats/variance.tsv", "results/analysis/stats/tests.tsv",
             "results/analysis/prob_cnn/summary.tsv"]
+    if HPO["enabled"]:
+        out += [f"{HPO_DIR}/trials.tsv", f"{HPO_DIR}/best.yaml"]
     return out
+
+
+# Hyperparameter search (rules/hpo.smk)
+HPO = config["hpo"]
+HPO_DIR = "results/hpo"
+# the shared optuna study: appended to by every worker, never an output (a re-run continues it)
+HPO_JOURNAL = f"{HPO_DIR}/study/journal.log"
+HPO_INPUTS = {
+    "store": f"results/cohort/{MAIN}/store.npy",
+    "index": f"results/cohort/{MAIN}/index.tsv",
+    "train": f"results/splits/split-{HPO['fold']}/train.tsv",
+    "validation": f"results/splits/split-{HPO['fold']}/validation_baseline.tsv",
+}
+
+
+def hpo_params():
+    """The search's settings: the hpo section only (never train.*), so that changing training
+    settings does not re-run the search."""
+    keys = ("n_trials", "sampler", "pruner", "hyperband", "seed", "space", "baseline", "max_parameters")
+    train = {k: HPO[k] for k in ("max_epochs", "patience", "min_epochs", "cache_size", "amp")}
+    return {**{k: HPO[k] for k in keys}, "train": train}
+
+
+def train_settings():
+    """train.* values the train rule uses; with train.architecture_from_hpo the searched ones
+    come from best.yaml (an input) instead, so that they do not re-run training for nothing."""
+    keys = ["architecture", "lr", "weight_decay", "batch_size", "max_epochs", "patience", "min_epochs",
+            "normalisation", "cache_size", "amp", "augmentation", "workers"]
+    if config["train"]["architecture_from_hpo"]:
+        keys = [k for k in keys if k not in ("architecture", "lr", "weight_decay", "batch_size", "normalisation")]
+    return {k: config["train"][k] for k in keys}
+
+
+def hpo_best_input(wildcards):
+    """best.yaml of the search, an input of training when train.architecture_from_hpo."""
+    return {"best": f"{HPO_DIR}/best.yaml"} if config["train"]["architecture_from_hpo"] else {}

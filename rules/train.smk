@@ -3,8 +3,11 @@
 
 rule train:
     """Train the CNN of one (fold, seed) on the fold's training sessions, early stopping on its
-    validation baselines (robustmaps.training.train_model). GPU when visible."""
+    validation baselines (robustmaps.training.train_model); with train.architecture_from_hpo the
+    search's best architecture and training values (results/hpo/best.yaml) replace
+    train.architecture, lr, weight_decay, batch_size and normalisation. GPU when visible."""
     input:
+        unpack(hpo_best_input),
         store=f"results/cohort/{MAIN}/store.npy",
         index=f"results/cohort/{MAIN}/index.tsv",
         train="results/splits/split-{fold}/train.tsv",
@@ -15,9 +18,7 @@ rule train:
     params:
         # outside the outputs: Snakemake would delete it with the outputs of a failed job
         checkpoint=lambda w: f"results/checkpoints/fold-{w.fold}/seed-{w.seed}/checkpoint.pt",
-        settings={k: config["train"][k] for k in (
-            "architecture", "lr", "weight_decay", "batch_size", "max_epochs", "patience", "min_epochs",
-            "normalisation", "cache_size", "amp", "augmentation", "workers")},
+        settings=train_settings(),
         labels=config["data"]["labels"],
         device=config["train"]["device"],
         threads=config["train"]["threads"],

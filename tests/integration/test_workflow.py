@@ -87,6 +87,7 @@ METHODS = ["gradcam", "gradcampp", "layercam", "hirescam", "randomcam", "vanilla
 SALIENCY = {**{m: 1 for m in METHODS}, "actmax": 1, "saliency_summary": 1, "sobol": 1, "sobol_summary": 1}
 ANALYSIS = {"roi_vectors": 1, "similarity": 1, "regions": 1, "stats": 1}  # everything above feeds them
 PROB = {"prob_cnn": 1}  # masks and models feed it
+HPO = {"hpo_worker": 2, "hpo_summary": 1}  # the search runs on split 0 (training does not use it here)
 
 
 def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run, tmp_path):
@@ -94,11 +95,11 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
     assert "Nothing to be done" in out
     seed = overlay(tmp_path, {"split": {"seed": 5}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), seed).stdout)
-    assert counts == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB}
+    assert counts == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB, **HPO}
     qc = overlay(tmp_path, {"qc": {"min_max_gm": 0.9}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), qc).stdout)
     assert counts == {"all": 1, "cohort_table": 1, "preprocess": 2, "qc": 2, "split": 1, "test_cohort": 1, **TRAINING,
-                      **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB}
+                      **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB, **HPO}
     # the independent cohort is only evaluated on: models are not retrained
     indep = overlay(tmp_path, {"data": {"cohorts": {"independent": {"synthetic": {"n_cn": 6}}}}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), indep).stdout)
@@ -115,6 +116,49 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
     one_seed = overlay(tmp_path, {"train": {"seeds": [0]}})  # a subset of the models: only the summary
     assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), one_seed).stdout) == {
         "all": 1, "training_summary": 1, "masks_summary": 1, **ANALYSIS, **PROB}
+
+
+def test_hpo_trials_best_and_training_from_it(smoke_run, tmp_path):
+    import torch
+    import yaml as _yaml
+
+    from robustmaps.hpo import load_best
+
+    results = smoke_run / "results"
+    trials = pd.read_csv(results / "hpo" / "trials.tsv", sep="\t")
+    assert len(trials) == 4 and trials.number.is_unique and set(trials.worker) <= {0, 1}
+    # each trial ran in exactly one worker (on 2 local cores a worker may start after the other
+    # has finished the study: it then runs none)
+    ran = pd.concat([pd.read_csv(results / "hpo" / "workers" / f"worker-{w}.tsv", sep="\t") for w in (0, 1)])
+    assert sorted(ran.number) == sorted(trials.number)
+    assert set(trials.state) <= {"COMPLETE", "PRUNED", "FAIL"} and (trials.state == "COMPLETE").any()
+    assert trials.set_index("number").loc[0, "params_n_blocks"] == 3  # trial 0 is hpo.baseline
+    # 6 blocks do not fit the 30 x 36 x 30 working grid: recorded as failed, never trained
+    six = trials[trials.params_n_blocks == 6]
+    assert (six.state == "FAIL").all() and six.error.str.startswith("infeasible").all()
+    best = _yaml.safe_load((results / "hpo" / "best.yaml").read_text())
+    done = trials[trials.state == "COMPLETE"].sort_values(["value", "number"], ascending=[False, True])
+    assert best["trial"] == done.number.iloc[0]
+    assert best["validation_balanced_accuracy"] == pytest.approx(done.value.iloc[0])
+    assert best["settings"]["lr"] == pytest.approx(done.params_lr.iloc[0])
+    log = (results / "hpo" / "logs" / "worker-0.log").read_text()
+    assert re.search(r"trial \d+ epoch \d+: train loss [\d.]+ \| validation loss [\d.]+ bacc [\d.]+", log)
+    # changing training settings never re-runs the search; a search setting re-runs only it
+    lr = overlay(tmp_path, {"train": {"lr": 5e-4}})
+    assert "hpo_worker" not in job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), lr).stdout)
+    more = overlay(tmp_path, {"hpo": {"n_trials": 5}})
+    assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), more).stdout) == {
+        "all": 1, **HPO}
+    # training consumes best.yaml (in a copy: the shared run stays as it is)
+    copy = tmp_path / "copy"
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("saliency", "sobol", "masks", "analysis"))
+    use = overlay(tmp_path, {"train": {"architecture_from_hpo": True}})
+    plan = job_counts(run_snakemake(copy, "-n", "--configfile", str(SMOKE), use,
+                                    "results/models/fold-0/seed-0/model.pt").stdout)
+    assert plan == {"train": 1}
+    run_snakemake(copy, "--cores", "2", "--configfile", str(SMOKE), use, "results/models/fold-0/seed-0/model.pt")
+    meta = torch.load(copy / "results" / "models" / "fold-0" / "seed-0" / "model.pt", weights_only=False)
+    assert meta["architecture"] == load_best(results / "hpo" / "best.yaml")["architecture"]
 
 
 def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path):
@@ -215,11 +259,33 @@ def test_smoke_roi_vectors_and_similarity_families(smoke_run, smoke_config):
     assert (n["folds"], n["seeds"], n["cohorts"]) == (4, 4, 8)
     assert list(summary.family) == [f for f in FAMILIES if f in set(pairs.family)]
     assert ((pairs.cosine >= -1e-9) & (pairs.cosine <= 1 + 1e-9)).all()
-    # statistics: the fold and seed components add up; the compare command on one folder twice finds no difference
-    var = pd.read_csv(results / "analysis" / "stats" / "variance.tsv", sep="\t").set_index("component").estimate
-    assert var["total"] == pytest.approx(var["fold"] + var["seed"])
+    # saliency group maps enter relative to their brain mean (roi.map_normalisation: above_mean)
+    from robustmaps.roi import above_mean, indicator
+
+    gmap = np.asarray(nib.load(results / "saliency" / "vanilla" / "fold-0" / "seed-0" / "group.nii.gz").dataobj)
+    row = table[(table.kind == "saliency") & (table.method == "vanilla")]
+    matrix = indicator(atlas, labels["index"].tolist())
+    expected = above_mean(roi_vectors(gmap[..., None].astype(np.float32), atlas, labels["index"].tolist(),
+                                      matrix=matrix), matrix)
+    np.testing.assert_allclose(row[list(labels.name)].to_numpy()[0], expected[0], atol=1e-6)
+    assert (row[list(labels.name)].to_numpy() == 0).any()  # ROIs below the brain mean
+    # every family's CI brackets its mean; units are models for folds
+    s = summary.set_index("family")
+    assert ((s.ci_low <= s["mean"] + 1e-9) & (s["mean"] <= s.ci_high + 1e-9)).all() and s.loc["folds", "n_units"] == 4
+    # statistics: the fold and seed components add up for every quantity; the compare command on
+    # one folder twice finds no difference
+    var = pd.read_csv(results / "analysis" / "stats" / "variance.tsv", sep="\t")
+    quantities = set(var.quantity)
+    assert {"test balanced accuracy", "ROI pattern: AD group masks"} <= quantities  # saliency on 1 model: none
+    for _, v in var.groupby("quantity"):
+        est = v.set_index("component").estimate
+        assert est["total"] == pytest.approx(est["fold"] + est["seed"]) and est["fold"] >= 0 and est["seed"] >= 0
     tests = pd.read_csv(results / "analysis" / "stats" / "tests.tsv", sep="\t")
-    assert len(tests) == 1 and 0 < tests.p_value[0] <= 1
+    assert len(tests) == 4 and set(tests.unit) == {"model", "model vs subject", "subject (paired)"}
+    done = tests[tests.note.isna()]
+    assert len(done) >= 3 and done.p_value.between(0, 1, inclusive="right").all()
+    # one smoke subject has two sessions: the paired test has too few units and says so
+    assert tests.note.dropna().str.startswith("not tested").all()
     from robustmaps.compare import compare
 
     same = compare(results, results).iloc[0]
@@ -314,7 +380,7 @@ def test_lint_is_clean(tmp_path):
 def test_demo_plans_without_configfile(tmp_path):
     out = run_snakemake(tmp_path, "-n").stdout
     counts = job_counts(out)
-    assert counts["synthetic_cohort"] == 2 and counts["split"] == 1
+    assert counts["synthetic_cohort"] == 2 and counts["split"] == 1 and counts["hpo_worker"] == 2
     assert "config/config.yaml" in out
 
 
@@ -344,6 +410,7 @@ def test_paper_config_plans_against_a_stub_caps(tmp_path):
     counts = job_counts(out)
     assert "synthetic_cohort" not in counts
     assert counts["qc"] == 2 and counts["preprocess"] == 2 and counts["split"] == 1
+    assert counts["hpo_worker"] == 4 and counts["hpo_summary"] == 1  # the study's search, 4 GPU workers
     for k in range(5):
         assert f"results/splits/split-{k}/train.tsv" in out
 
@@ -447,3 +514,38 @@ def test_bad_config_stops_naming_the_key(tmp_path):
     bad = overlay(tmp_path, {"data": {"labels": {"CN": 0, "AD": 0}}})
     proc = run_snakemake(tmp_path, "-n", "--configfile", str(SMOKE), bad, check=False)
     assert "data.labels: needs one diagnosis mapped to 0 and one to 1" in proc.stdout + proc.stderr
+
+
+NEGATIVE = REPO / "tests" / "config" / "negative_control.yaml"
+
+
+@pytest.fixture(scope="module")
+def negative_run(tmp_path_factory) -> Path:
+    """The smoke config on the severity-0 cohort (tests/config/negative_control.yaml), with one
+    seed, AD masks and one saliency method (what the check needs), and 4 test subjects per class."""
+    workdir = tmp_path_factory.mktemp("negative")
+    fast = overlay(workdir, {"split": {"test_per_class": 4}, "train": {"seeds": [0]},
+                             "masks": {"targets": ["AD"], "sweep": {"points": []}},
+                             "saliency": {"methods": ["vanilla"]}, "sobol": {"models": []}, "hpo": {"enabled": False}})
+    run_snakemake(workdir, "--cores", "2", "--configfile", str(SMOKE), str(NEGATIVE), fast)
+    return workdir
+
+
+def test_negative_control_finds_nothing(negative_run, smoke_run):
+    """No planted signal: every model's test balanced accuracy CI contains chance, and neither
+    the masks nor the maps recover the (unplanted) ROIs better than chance, unlike on the
+    smoke cohort, where the same workflow finds them."""
+    results = negative_run / "results"
+    truth = pd.read_csv(results / "cohort" / "main" / "ground_truth.tsv", sep="\t")
+    assert (truth.planted_reduction == 0).all()
+    summary = pd.read_csv(results / "training" / "summary.tsv", sep="\t")
+    test = summary[(summary["set"] == "test") & pd.to_numeric(summary.fold, errors="coerce").notna()]
+    assert len(test) == 2
+    assert ((test.balanced_accuracy_ci_low <= 0.5) & (0.5 <= test.balanced_accuracy_ci_high)).all(), test
+    rec = pd.read_csv(results / "analysis" / "regions" / "recovery.tsv", sep="\t")
+    groups = rec[(rec.kind == "group") & (rec.cohort == "main")]
+    assert len(groups) == 2 and abs(groups.roc_auc.mean() - 0.5) < 0.15, groups
+    by_kind = rec.groupby("kind").roc_auc.mean()
+    assert (by_kind < 0.7).all(), by_kind
+    positive = pd.read_csv(smoke_run / "results" / "analysis" / "regions" / "recovery.tsv", sep="\t")
+    assert positive[positive.kind == "saliency_session"].roc_auc.mean() > by_kind["saliency_session"] + 0.2

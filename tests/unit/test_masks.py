@@ -232,6 +232,9 @@ def test_group_mask_entry_writes_masks_on_both_grids_and_a_summary(trained_model
     s = pd.read_csv(out["summary"], sep="\t").iloc[0]
     assert s.voxels == m.size and s.coverage == pytest.approx((m < 0.95).mean())
     assert s.area_penalty == pytest.approx(1e-3 * s.area) and s.score_after < 0.5 < s.score_before
+    # the probability score: probabilities recorded equal the score
+    assert s.probability_after == pytest.approx(s.score_after) and s.probability_before == pytest.approx(
+        s.score_before)
     labels = t["labels"]
     assert s.n_validation <= (labels[36:] == 1).sum() and s.n_images > s.n_validation  # validation included
     hist = pd.read_csv(out["history"], sep="\t")
@@ -279,6 +282,7 @@ def test_session_masks_entry_stacks_one_mask_per_target_session(trained_model, t
     data = np.asarray(vol.dataobj)
     np.testing.assert_allclose((data < 0.95).mean((0, 1, 2)), index.coverage, atol=1e-3)
     assert index.score_after.mean() < index.score_before.mean()
+    assert index.probability_after.between(0, 1).all() and index.probability_before.between(0, 1).all()
     assert nib.load(out["native"]).shape[-1] == len(index)
     hist = pd.read_csv(out["history"], sep="\t")
     assert set(hist.volume) == set(index.volume)

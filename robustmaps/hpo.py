@@ -1,0 +1,428 @@
+"""Hyperparameter search (study 2.2.2, seed 003 ch. 2) with optuna, run as parallel cluster jobs.
+
+Several worker jobs share one study through optuna's file-based journal storage (a log file
+appended under a lock: safe on a shared cluster file system, no database server). Each worker:
+
+1. marks the trials it left RUNNING in an earlier, killed run as FAIL (``interrupted``): the
+   journal storage has no heartbeat, and a worker id (the ``{worker}`` wildcard) has one job at
+   a time, so its RUNNING trials at start-up are dead;
+2. under a reservation lock, counts the trials that are done or running (interrupted ones do
+   not count) and asks for a new trial only while the count is below ``n_trials``: together
+   the workers finish exactly ``n_trials`` trials, and a re-run after an interruption
+   continues the study instead of starting over;
+3. trains each trial in a child process (a crash, e.g. the kernel killing a process out of
+   memory, fails that trial, not the worker), reports each epoch's validation balanced
+   accuracy to the pruner, and records the trial's value (the best epoch's validation balanced
+   accuracy, maximised), or FAIL with the error, or PRUNED.
+
+The study's name holds a hash of the search's settings and data, so a changed configuration
+starts a new study in the same journal. Samplers: ``random`` (seeded per trial number, so the
+set of trials does not depend on the number of workers: deterministic on CPU), ``tpe``
+(constant liar for parallel workers; not deterministic in parallel), ``gp``; the hand-made
+baseline (``hpo.baseline``) is enqueued as trial 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("random", "tpe", "gp")
+PRUNERS = ("none", "hyperband")
+#: architecture parameters of robustmaps.models.PaperCNN the search drives
+ARCHITECTURE_KEYS = ("n_blocks", "filters", "sub_blocks", "downsampling", "fc_layers", "dropout")
+#: training parameters the search drives (robustmaps.training.TrainConfig)
+TRAINING_KEYS = ("lr", "weight_decay", "batch_size", "normalisation")
+SEARCH_KEYS = ARCHITECTURE_KEYS + TRAINING_KEYS
+
+
+class InfeasibleTrial(ValueError):
+    """A point of the search space that cannot be trained on this input (recorded as FAIL)."""
+
+
+# ----------------------------------------------------------------------------- seed 003 eq. 2.20
+def p_top_found(n: int, top_fraction: float, population: int = 100_000) -> float:
+    """Probability that ``n`` random draws without replacement from ``population`` models include
+    at least one of the top ``top_fraction`` (eq. 2.20: 1 - prod_{k<n} (1 - M / (N - k)))."""
+    m = top_fraction * population
+    k = np.arange(n)
+    return float(1.0 - np.prod(1.0 - m / (population - k)))
+
+
+def draws_needed(p: float, top_fraction: float, population: int = 100_000) -> int:
+    """Smallest number of random draws whose probability of including a top-``top_fraction``
+    model exceeds ``p`` (seed 003 Table 2.2)."""
+    m = top_fraction * population
+    none = 1.0
+    for n in range(1, population + 1):
+        none *= 1.0 - m / (population - n + 1)
+        if 1.0 - none > p:
+            return n
+    return population
+
+
+# ------------------------------------------------------------------------------- search space
+def max_blocks(in_shape) -> int:
+    """Most convolutional blocks an input allows: each block halves the grid (rounding up);
+    blocks past a 1-voxel grid downsample nothing."""
+    return max(1, math.ceil(math.log2(max(2, min(in_shape)))))
+
+
+def suggest(trial, space: dict, baseline: dict) -> dict:
+    """The trial's point: every key of ``space`` suggested (``{low, high[, log]}`` -> int or float
+    by the bounds' type; ``{choices}`` -> categorical), the others from ``baseline``."""
+    point = {}
+    for key in SEARCH_KEYS:
+        spec = space.get(key)
+        if spec is None:
+            point[key] = baseline[key]
+        elif "choices" in spec:
+            point[key] = trial.suggest_categorical(key, list(spec["choices"]))
+        elif isinstance(spec["low"], int) and isinstance(spec["high"], int) and not spec.get("log"):
+            point[key] = trial.suggest_int(key, spec["low"], spec["high"])
+        else:
+            point[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+    return point
+
+
+def settings_for(point: dict, train: dict) -> dict:
+    """TrainConfig settings of a point: the paper CNN with the point's architecture, its training
+    values, the rest (epochs, patience, cache ...) from ``train``."""
+    arch = {"name": "paper", **{k: point[k] for k in ARCHITECTURE_KEYS}}
+    return {**train, "architecture": arch, **{k: point[k] for k in TRAINING_KEYS}}
+
+
+def check_feasible(point: dict, in_shape, max_parameters: int) -> int:
+    """Raise :class:`InfeasibleTrial` for a point too large for the input (more blocks than the
+    grid allows, or more parameters than ``max_parameters``); else return the parameter count."""
+    from .models import build_model
+
+    limit = max_blocks(in_shape)
+    if point["n_blocks"] > limit:
+        raise InfeasibleTrial(f"{point['n_blocks']} blocks on a {tuple(in_shape)} grid: at most {limit} "
+                              "(each block halves it)")
+    arch = {"name": "paper", **{k: point[k] for k in ARCHITECTURE_KEYS}}
+    n = sum(p.numel() for p in build_model(arch, tuple(in_shape)).parameters())
+    if n > max_parameters:
+        raise InfeasibleTrial(f"{n:,} parameters > hpo.max_parameters {max_parameters:,}")
+    return n
+
+
+# ----------------------------------------------------------------------------- optuna plumbing
+def make_sampler(kind: str, seed: int):
+    import optuna
+
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    raise ValueError(f"hpo.sampler must be one of {SAMPLERS}, got {kind!r}")
+
+
+def make_pruner(kind: str, hyperband: dict, max_epochs: int):
+    import optuna
+
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=hyperband["min_resource"],
+                                              max_resource=hyperband.get("max_resource") or max_epochs,
+                                              reduction_factor=hyperband["reduction_factor"])
+    raise ValueError(f"hpo.pruner must be one of {PRUNERS}, got {kind!r}")
+
+
+def storage(journal) -> object:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    Path(journal).parent.mkdir(parents=True, exist_ok=True)
+    backend = JournalFileBackend(str(journal), lock_obj=JournalFileOpenLock(str(journal)))
+    return optuna.storages.JournalStorage(backend)
+
+
+class _Reservation:
+    """A lock around "count the trials, then ask for one", so that two workers never both take
+    the last slot (optuna's NFS-safe open-file lock; a stale lock of a killed worker expires)."""
+
+    def __init__(self, journal):
+        from optuna.storages.journal import JournalFileOpenLock
+
+        self.lock = JournalFileOpenLock(f"{journal}.reserve", grace_period=60)
+
+    def __enter__(self):
+        while not self.lock.acquire():
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+def study_name(settings: dict, files) -> str:
+    """``hpo-<hash>`` of the search's settings and input files: a changed configuration starts a
+    new study (in the same journal) instead of mixing trials of two searches."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for f in files:
+        h.update(Path(f).read_bytes())
+    return "hpo-" + h.hexdigest()[:16]
+
+
+def _interrupted(t) -> bool:
+    return bool(t.user_attrs.get("interrupted"))
+
+
+def counted(trials) -> list:
+    """The trials that count towards ``n_trials``: finished (complete, pruned, failed with an
+    error) or running, not those a dead worker left behind."""
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL,
+              optuna.trial.TrialState.RUNNING)
+    return [t for t in trials if t.state in states and not _interrupted(t)]
+
+
+def release_dead_trials(study, worker: int) -> list[int]:
+    """Mark this worker's RUNNING trials (left by a killed run of it) as FAIL, ``interrupted``."""
+    import optuna
+
+    numbers = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("worker") == worker:
+            study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: its worker died; re-run")
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            numbers.append(t.number)
+    return numbers
+
+
+# ------------------------------------------------------------------------------- one trial
+def _trial_main(spec_json) -> None:
+    """Child process (``python -m robustmaps.hpo SPEC``): train one trial; one JSON line on stdout
+    per epoch (its validation balanced accuracy goes to the parent, which asks the pruner),
+    then ``done`` (value, best epoch) or ``error``."""
+    spec = json.loads(Path(spec_json).read_text())
+
+    def send(*msg):
+        print(json.dumps(msg), flush=True)
+
+    try:
+        from .preprocess import open_store
+        from .training import TrainConfig, read_split_rows, train
+
+        store, index = open_store(spec["store"], spec["index"])
+        tr, va = read_split_rows(spec["train"], index), read_split_rows(spec["validation"], index)
+        best, _ = train(store, tr.row.to_numpy(), tr.label.to_numpy(), va.row.to_numpy(), va.label.to_numpy(),
+                        TrainConfig(**spec["settings"]), seed=spec["seed"], checkpoint=spec["checkpoint"],
+                        device=spec["device"], threads=spec["threads"],
+                        on_epoch=lambda row: send("epoch", int(row["epoch"]),
+                                                  float(row["validation_balanced_accuracy"]),
+                                                  float(row["train_loss"]), float(row["validation_loss"])))
+        send("done", float(best["balanced_accuracy"]), int(best["epoch"]))
+    except BaseException as exc:  # noqa: BLE001 - every error of a trial is the trial's result
+        send("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
+
+
+def run_trial(trial, paths: dict, settings: dict, *, seed: int, device: str, threads: int,
+              checkpoint: str) -> tuple[str, float | None, str]:
+    """Train ``settings`` in a child process (its own interpreter: a crash or an out-of-memory
+    kill ends it, not the worker), feeding the pruner. Returns (state, value, error) with state
+    ``COMPLETE``, ``PRUNED`` or ``FAIL``."""
+    import subprocess
+    import sys
+
+    spec = Path(f"{checkpoint}.json")
+    spec.write_text(json.dumps({**{k: str(v) for k, v in paths.items()}, "settings": settings, "seed": seed,
+                                "checkpoint": checkpoint, "device": device, "threads": threads}))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "robustmaps.hpo", str(spec)], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    result = None
+    try:
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:  # a library printing to stdout: not ours
+                continue
+            if msg[0] == "epoch":
+                _, epoch, value, train_loss, val_loss = msg
+                log.info("trial %d epoch %d: train loss %.4f | validation loss %.4f bacc %.3f", trial.number, epoch,
+                         train_loss, val_loss, value)
+                trial.report(value, epoch)
+                if trial.should_prune():
+                    log.info("trial %d pruned after epoch %d", trial.number, epoch)
+                    result = ("PRUNED", None, "")
+                    break
+            elif msg[0] == "done":
+                trial.set_user_attr("best_epoch", msg[2])
+                result = ("COMPLETE", msg[1], "")
+            elif msg[0] == "error":
+                log.warning("trial %d failed: %s\n%s", trial.number, msg[1], msg[2])
+                result = ("FAIL", None, msg[1])
+    finally:
+        if proc.poll() is None and result is not None and result[0] == "PRUNED":
+            proc.kill()
+        code = proc.wait()
+        Path(checkpoint).unlink(missing_ok=True)
+        spec.unlink(missing_ok=True)
+    if result is None:
+        result = ("FAIL", None, f"the trial's process died (exit code {code}: out of memory or killed)")
+    return result
+
+
+# ------------------------------------------------------------------------------- rule entries
+TRIAL_COLUMNS = ["number", "state", "value", "duration_s", "worker", "best_epoch", "n_parameters", "error"]
+
+
+def trials_table(study, worker: int | None = None) -> pd.DataFrame:
+    """One row per trial (of ``worker`` if given): number, state, value, duration, params."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name == "WAITING" or (worker is not None and t.user_attrs.get("worker") != worker):
+            continue
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
+            if t.datetime_complete and t.datetime_start else np.nan
+        rows.append({"number": t.number, "state": t.state.name, "value": t.value, "duration_s": duration,
+                     "worker": t.user_attrs.get("worker"), "best_epoch": t.user_attrs.get("best_epoch"),
+                     "n_parameters": t.user_attrs.get("n_parameters"), "error": t.user_attrs.get("error", ""),
+                     **{f"params_{k}": v for k, v in t.user_attrs.get("point", t.params).items()}})
+    cols = TRIAL_COLUMNS + sorted({c for r in rows for c in r} - set(TRIAL_COLUMNS))
+    return pd.DataFrame(rows, columns=cols).sort_values("number")
+
+
+def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv, *, worker: int, params: dict,
+               device: str = "auto", threads: int = 1) -> None:
+    """Rule entry: one worker of the shared study. ``params``: the ``hpo`` config section (n_trials,
+    sampler, pruner, hyperband, seed, space, baseline, max_parameters) and ``train`` (the
+    TrainConfig values not searched: epochs, patience, ...). Writes the trials this worker ran."""
+    import optuna
+
+    from .io import write_tsv
+    from .preprocess import open_store
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store, _ = open_store(store_npy, index_tsv)
+    in_shape = tuple(store.shape[1:])
+    del store
+    name = study_name(params, [index_tsv, train_tsv, validation_tsv])
+    st = storage(journal)
+    pruner = make_pruner(params["pruner"], params["hyperband"], params["train"]["max_epochs"])
+    study = optuna.create_study(study_name=name, storage=st, direction="maximize", load_if_exists=True,
+                                sampler=make_sampler(params["sampler"], params["seed"]), pruner=pruner)
+    paths = {"store": store_npy, "index": index_tsv, "train": train_tsv, "validation": validation_tsv}
+    ckdir = Path(journal).parent / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    with _Reservation(journal):
+        dead = release_dead_trials(study, worker)
+        if dead:
+            log.warning("worker %d: trials %s were left running by a killed run of this worker: marked failed "
+                        "(interrupted); they do not count towards n_trials", worker, dead)
+        if not study.get_trials(deepcopy=False):
+            baseline = {k: params["baseline"][k] for k in params["space"]}
+            study.enqueue_trial(baseline, user_attrs={"baseline": True})
+            log.info("study %s: baseline enqueued as the first trial: %s", name, baseline)
+    log.info("worker %d: study %s in %s, %s sampler, %s pruner, %d trials in all", worker, name, journal,
+             params["sampler"], params["pruner"], params["n_trials"])
+    while True:
+        with _Reservation(journal):
+            trials = study.get_trials(deepcopy=False)
+            n = len(counted(trials))
+            if n >= params["n_trials"]:
+                break
+            # seeded by the trial's slot: random search draws the same points whatever the workers
+            study.sampler = make_sampler(params["sampler"], params["seed"] + n)
+            trial = study.ask()
+            trial.set_user_attr("worker", worker)
+            trial.set_user_attr("host", f"{socket.gethostname()}:{os.getpid()}")
+        point = suggest(trial, params["space"], params["baseline"])
+        trial.set_user_attr("point", point)
+        log.info("worker %d: trial %d (%d of %d): %s", worker, trial.number, n + 1, params["n_trials"], point)
+        try:
+            trial.set_user_attr("n_parameters", check_feasible(point, in_shape, params["max_parameters"]))
+            state, value, error = run_trial(trial, paths, settings_for(point, params["train"]), seed=params["seed"],
+                                            device=device, threads=threads,
+                                            checkpoint=str(ckdir / f"{name}-trial-{trial.number}.pt"))
+        except InfeasibleTrial as exc:
+            state, value, error = "FAIL", None, f"infeasible: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a point the network refuses is the trial's result
+            state, value, error = "FAIL", None, f"{type(exc).__name__}: {exc}"
+            log.warning("worker %d: trial %d failed: %s", worker, trial.number, error)
+        if error:
+            trial.set_user_attr("error", error)
+        study.tell(trial, value if state == "COMPLETE" else None, state=getattr(optuna.trial.TrialState, state))
+        log.info("worker %d: trial %d %s%s", worker, trial.number, state,
+                 f" validation balanced accuracy {value:.3f}" if value is not None else f" ({error})" if error else "")
+    write_tsv(trials_table(study, worker), out_tsv)
+
+
+def best_trial(table: pd.DataFrame) -> pd.Series:
+    done = table[table.state == "COMPLETE"]
+    if done.empty:
+        from .io import InputError
+
+        raise InputError("no hyperparameter trial completed: see results/hpo/trials.tsv for the errors")
+    return done.sort_values(["value", "number"], ascending=[False, True]).iloc[0]
+
+
+def hpo_summary(journal, worker_tsvs, out: dict, *, params: dict, index_tsv, train_tsv, validation_tsv) -> None:
+    """Rule entry: ``trials.tsv`` (every trial of the study: params, state, value, duration),
+    ``best.yaml`` (the best completed trial's settings, read by training when
+    ``train.architecture_from_hpo``), optuna's history and importance plots and the random-search
+    curve of seed 003 eq. 2.20."""
+    import optuna
+    import yaml
+
+    from .io import atomic_path, read_tsv, write_tsv
+    from .plots import hpo_figures
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for f in worker_tsvs:  # the workers' own records: a check that the journal is the one they wrote
+        read_tsv(f, ["number", "state"], what="HPO worker table")
+    name = study_name(params, [index_tsv, train_tsv, validation_tsv])
+    study = optuna.load_study(study_name=name, storage=storage(journal))
+    table = trials_table(study)
+    best = best_trial(table)
+    point = study.trials[int(best.number)].user_attrs["point"]
+    write_tsv(table, out["trials"])
+    with atomic_path(out["best"]) as tmp:
+        Path(tmp).write_text(yaml.safe_dump({"trial": int(best.number), "validation_balanced_accuracy":
+                                             float(best.value), "study": name, "point": point,
+                                             "settings": {"architecture": {"name": "paper", **{
+                                                 k: point[k] for k in ARCHITECTURE_KEYS}},
+                                                 **{k: point[k] for k in TRAINING_KEYS}}}, sort_keys=False))
+    hpo_figures(study, table, out["history"], out["importance"], out["random_search"])
+    counts = table.state.value_counts().to_dict()
+    log.info("study %s: %d trials (%s); best trial %d, validation balanced accuracy %.3f: %s", name, len(table),
+             ", ".join(f"{k} {v}" for k, v in counts.items()), best.number, best.value, point)
+
+
+def load_best(best_yaml) -> dict:
+    """The training settings of ``results/hpo/best.yaml``."""
+    import yaml
+
+    from .io import InputError
+
+    try:
+        data = yaml.safe_load(Path(best_yaml).read_text())
+        return dict(data["settings"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise InputError(f"{best_yaml}: not a hyperparameter search result ({exc})") from exc
+
+
+if __name__ == "__main__":  # a trial's child process (run_trial)
+    import sys
+
+    _trial_main(sys.argv[1])

@@ -1,0 +1,62 @@
+# Hyperparameter search (study 2.2.2, seed 003): hpo.workers jobs share one optuna study through
+# a journal file; the summary writes trials.tsv and best.yaml, which training reads when
+# train.architecture_from_hpo is true (DAG: split -> hpo -> train). Logic: robustmaps.hpo.
+
+
+rule hpo_worker:
+    """One worker of the shared study: asks for trials until hpo.n_trials are done or running,
+    trains each in a child process, reports every epoch to the pruner
+    (robustmaps.hpo.hpo_worker). A GPU job."""
+    input:
+        **HPO_INPUTS,
+    output:
+        f"{HPO_DIR}/workers/worker-{{worker}}.tsv",
+    params:
+        settings=hpo_params(),
+        journal=HPO_JOURNAL,
+        device=HPO["device"],
+        threads=HPO["threads"],
+    threads: HPO["threads"]
+    resources:
+        gpu=0 if HPO["device"] == "cpu" else 1,
+    log:
+        f"{HPO_DIR}/logs/worker-{{worker}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/hpo_worker.py"
+
+
+rule hpo_summary:
+    """Every trial of the study, the best one as training settings, optuna's history and
+    importance plots, the random-search curve of seed 003 eq. 2.20 (robustmaps.hpo.hpo_summary)."""
+    input:
+        **HPO_INPUTS,
+        workers=expand(f"{HPO_DIR}/workers/worker-{{worker}}.tsv", worker=range(HPO["workers"])),
+    output:
+        trials=report(
+            f"{HPO_DIR}/trials.tsv", caption="../report/captions/hpo_trials.rst", category="Hyperparameter search"
+        ),
+        best=f"{HPO_DIR}/best.yaml",
+        history=report(
+            f"{HPO_DIR}/history.png", caption="../report/captions/hpo_history.rst", category="Hyperparameter search"
+        ),
+        importance=report(
+            f"{HPO_DIR}/importance.png",
+            caption="../report/captions/hpo_importance.rst",
+            category="Hyperparameter search",
+        ),
+        random_search=report(
+            f"{HPO_DIR}/random_search.png",
+            caption="../report/captions/hpo_random_search.rst",
+            category="Hyperparameter search",
+        ),
+    params:
+        settings=hpo_params(),
+        journal=HPO_JOURNAL,
+    log:
+        f"{HPO_DIR}/logs/summary.log",
+    conda:
+        ENV
+    script:
+        "../scripts/hpo_summary.py"

@@ -1,0 +1,149 @@
+"""Hyperparameter search (robustmaps.hpo): seed 003's random-search arithmetic, feasibility of a
+point, and the shared optuna study run by workers (exact trial count, failures recorded,
+continuation after a killed worker) on the tiny trained-model cohort."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from robustmaps import hpo
+
+BASELINE = {"n_blocks": 2, "filters": 4, "sub_blocks": 1, "downsampling": "maxpool", "fc_layers": 1, "dropout": 0.0,
+            "lr": 3e-3, "weight_decay": 0.0, "batch_size": 6, "normalisation": "none"}
+
+
+def params(n_trials=4, max_epochs=2, space=None, sampler="random", pruner="none"):
+    return {"n_trials": n_trials, "sampler": sampler, "pruner": pruner,
+            "hyperband": {"min_resource": 1, "max_resource": None, "reduction_factor": 3}, "seed": 0,
+            "space": space if space is not None else {"filters": {"choices": [2, 4]}}, "baseline": BASELINE,
+            "max_parameters": 10_000_000,
+            "train": {"max_epochs": max_epochs, "patience": max_epochs, "min_epochs": 0, "cache_size": 64,
+                      "amp": False}}
+
+
+@pytest.mark.parametrize("top,expected", [(0.01, (69, 298, 458)), (0.05, (14, 59, 90)), (0.10, (7, 29, 44))])
+def test_random_search_draws_match_seed_003_table_2_2(top, expected):
+    assert tuple(hpo.draws_needed(p, top) for p in (0.5, 0.95, 0.99)) == expected
+    n = expected[0]
+    assert hpo.p_top_found(n, top) > 0.5 >= hpo.p_top_found(n - 1, top)
+    assert hpo.p_top_found(0, top) == 0.0
+
+
+def test_a_point_too_large_for_the_input_is_infeasible():
+    assert hpo.max_blocks((16, 20, 16)) == 4 and hpo.max_blocks((121, 145, 121)) == 7
+    ok = hpo.check_feasible({**BASELINE, "n_blocks": 4}, (16, 20, 16), 10**7)
+    assert ok > 0
+    with pytest.raises(hpo.InfeasibleTrial, match="5 blocks on a"):
+        hpo.check_feasible({**BASELINE, "n_blocks": 5}, (16, 20, 16), 10**7)
+    with pytest.raises(hpo.InfeasibleTrial, match="parameters"):
+        hpo.check_feasible({**BASELINE, "filters": 64, "fc_layers": 3}, (16, 20, 16), 1000)
+
+
+def run_worker(data, journal, out, worker, p, **popen):
+    """A worker as its own process (as the cluster runs it); returns the Popen."""
+    code = ("import logging, sys, yaml; logging.basicConfig(level=logging.INFO); "
+            "from robustmaps.hpo import hpo_worker; "
+            "a = yaml.safe_load(open(sys.argv[1])); hpo_worker(*a['args'], **a['kwargs'])")
+    spec = out.with_suffix(".yaml")
+    spec.write_text(yaml.safe_dump({"args": [str(data["store"]), str(data["index"]), str(data["train"]),
+                                             str(data["validation"]), str(journal), str(out)],
+                                    "kwargs": {"worker": worker, "params": p, "device": "cpu", "threads": 1}}))
+    return subprocess.Popen([sys.executable, "-c", code, str(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)
+
+
+def summarise(data, journal, tmp_path, p, workers):
+    out = {k: tmp_path / f"{k}.{ext}" for k, ext in (("trials", "tsv"), ("best", "yaml"), ("history", "png"),
+                                                      ("importance", "png"), ("random_search", "png"))}
+    hpo.hpo_summary(journal, workers, out, params=p, index_tsv=data["index"], train_tsv=data["train"],
+                    validation_tsv=data["validation"])
+    return pd.read_csv(out["trials"], sep="\t"), yaml.safe_load(out["best"].read_text())
+
+
+def test_two_workers_share_one_study_and_finish_exactly_n_trials(trained_model, tmp_path):
+    # filters 2 or 4; n_blocks 2 or 5 (5 is too many for 16 x 20 x 16); a downsampling PaperCNN
+    # refuses: every kind of bad point must be recorded as a failed trial, not stop a worker
+    space = {"filters": {"choices": [2, 4]}, "n_blocks": {"choices": [2, 5]},
+             "downsampling": {"choices": ["maxpool", "avgpool"]}}
+    p = params(n_trials=6, space=space)
+    journal = tmp_path / "study" / "journal.log"
+    outs = [tmp_path / f"worker-{w}.tsv" for w in range(2)]
+    procs = [run_worker(trained_model, journal, outs[w], w, p) for w in range(2)]
+    logs = [proc.communicate(timeout=600)[0] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), logs
+    table, best = summarise(trained_model, journal, tmp_path, p, outs)
+    assert len(table) == 6 and table.number.is_unique
+    assert set(table.state) <= {"COMPLETE", "FAIL"}
+    per_worker = [pd.read_csv(o, sep="\t") for o in outs]
+    assert sorted(pd.concat(per_worker).number) == sorted(table.number)  # each trial ran in one worker
+    # trial 0 is the baseline
+    first = table.set_index("number").loc[0]
+    assert first.params_n_blocks == 2 and first.params_downsampling == "maxpool" and first.state == "COMPLETE"
+    fails = table[table.state == "FAIL"]
+    infeasible = (table.params_n_blocks == 5) | (table.params_downsampling == "avgpool")
+    assert set(fails.number) == set(table[infeasible].number)
+    assert fails.error.str.contains("infeasible|downsampling").all()
+    done = table[table.state == "COMPLETE"].sort_values(["value", "number"], ascending=[False, True])
+    assert best["trial"] == done.number.iloc[0]
+    assert best["validation_balanced_accuracy"] == pytest.approx(done.value.iloc[0])
+    assert best["settings"]["architecture"]["name"] == "paper" and best["settings"]["lr"] == BASELINE["lr"]
+    # a re-run of a worker finds the study complete and runs nothing more
+    again = run_worker(trained_model, journal, tmp_path / "again.tsv", 0, p)
+    assert again.wait(timeout=300) == 0
+    assert len(summarise(trained_model, journal, tmp_path, p, outs)[0]) == 6
+
+
+def test_random_search_draws_the_same_points_whatever_the_workers(trained_model, tmp_path):
+    p = params(n_trials=4, max_epochs=1, space={"lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                                                 "filters": {"choices": [2, 4]}})
+    one = tmp_path / "one" / "journal.log"
+    proc = run_worker(trained_model, one, tmp_path / "one.tsv", 0, p)
+    assert proc.wait(timeout=600) == 0, proc.stdout.read()
+    a, _ = summarise(trained_model, one, tmp_path, p, [tmp_path / "one.tsv"])
+    two = tmp_path / "two" / "journal.log"
+    procs = [run_worker(trained_model, two, tmp_path / f"two-{w}.tsv", w, p) for w in range(2)]
+    assert all(pr.wait(timeout=600) == 0 for pr in procs)
+    b, _ = summarise(trained_model, two, tmp_path, p, [tmp_path / f"two-{w}.tsv" for w in range(2)])
+    cols = ["number", "params_lr", "params_filters", "value"]
+    pd.testing.assert_frame_equal(a[cols].reset_index(drop=True), b[cols].reset_index(drop=True))
+
+
+def test_a_killed_worker_is_continued_and_its_trial_marked_failed(trained_model, tmp_path):
+    import optuna
+
+    p = params(n_trials=2, max_epochs=40)
+    journal = tmp_path / "study" / "journal.log"
+    out = tmp_path / "worker-0.tsv"
+    proc = run_worker(trained_model, journal, out, 0, p, start_new_session=True)
+    name = hpo.study_name(p, [trained_model["index"], trained_model["train"], trained_model["validation"]])
+    deadline = time.time() + 300
+    running = []
+    while time.time() < deadline and not running:  # wait until a trial has reported an epoch
+        time.sleep(0.5)
+        if journal.exists():
+            try:
+                study = optuna.load_study(study_name=name, storage=hpo.storage(journal))
+            except KeyError:
+                continue
+            running = [t for t in study.get_trials(deepcopy=False)
+                       if t.state.name == "RUNNING" and t.intermediate_values]
+    assert running, "no trial started"
+    os.killpg(proc.pid, signal.SIGKILL)  # the worker and its trial's process, as a dead cluster job
+    proc.wait(timeout=60)
+    assert not out.exists()
+    again = run_worker(trained_model, journal, out, 0, p)
+    log = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, log
+    assert "left running by a killed run" in log
+    table, _ = summarise(trained_model, journal, tmp_path, p, [out])
+    interrupted = table[table.error.fillna("").str.startswith("interrupted")]
+    assert list(interrupted.number) == [running[0].number] and (interrupted.state == "FAIL").all()
+    assert (table.state == "COMPLETE").sum() == 2  # n_trials done, the interrupted one not counted
