@@ -147,3 +147,26 @@ def test_a_killed_worker_is_continued_and_its_trial_marked_failed(trained_model,
     interrupted = table[table.error.fillna("").str.startswith("interrupted")]
     assert list(interrupted.number) == [running[0].number] and (interrupted.state == "FAIL").all()
     assert (table.state == "COMPLETE").sum() == 2  # n_trials done, the interrupted one not counted
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "gp"])
+def test_every_sampler_draws_points_inside_the_default_space(sampler):
+    import optuna
+
+    from robustmaps import config as rmconfig
+
+    space = rmconfig.load(rmconfig.SCHEMA.parent / "paper.yaml")["hpo"]["space"]  # the schema's default space
+    study = optuna.create_study(direction="maximize", sampler=hpo.make_sampler(sampler, 0),
+                                pruner=hpo.make_pruner("hyperband", {"min_resource": 1, "max_resource": None,
+                                                                     "reduction_factor": 3}, 30))
+    points = []
+    for _ in range(6):
+        t = study.ask()
+        p = hpo.suggest(t, space, BASELINE)
+        points.append(p)
+        study.tell(t, p["lr"] * 100 + p["n_blocks"])  # any objective
+    for p in points:
+        assert set(p) == set(hpo.SEARCH_KEYS)
+        assert 3 <= p["n_blocks"] <= 7 and p["filters"] in (4, 8, 16, 32) and p["downsampling"] in ("maxpool", "stride")
+        assert 1e-5 <= p["lr"] <= 1e-2 and 0 <= p["dropout"] <= 0.7 and isinstance(p["n_blocks"], int)
+    assert len({p["lr"] for p in points}) > 1
