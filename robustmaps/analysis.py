@@ -91,17 +91,41 @@ def roi_vectors_entry(entries: list[dict], atlas_nii, labels_tsv, out_tsv, *, re
 
 
 def similarity_matrices(table: pd.DataFrame, rois: list[str], group_class: str = "AD") -> dict:
-    """Labelled cosine matrices: the main cohort's ``group_class`` group masks of every model
-    (fold x seed), and the methods (group mask, saliency group maps, Sobol ST) averaged over models."""
+    """Labelled cosine matrices, one per family that has a natural matrix: the main cohort's
+    ``group_class`` group masks of every model (fold x seed), main vs independent cohort group
+    masks (rows main, columns independent), the sweep points of each swept model (Tables 2-3),
+    the session masks of each model (sessions grouped by subject: intra-subject blocks on the
+    diagonal), and the methods (group mask, saliency group maps, Sobol ST) averaged over models."""
     from .roi import cosine_matrix
 
+    def labelled(rows, labels, cols=None, col_labels=None):
+        a = rows[rois].to_numpy(float)
+        if cols is None:
+            return pd.DataFrame(cosine_matrix(a), index=labels, columns=labels)
+        b = cols[rois].to_numpy(float)
+        both = cosine_matrix(np.vstack([a, b]))[: len(a), len(a):]
+        return pd.DataFrame(both, index=labels, columns=col_labels)
+
     out = {}
-    g = table[(table.kind == "group") & (table.method == "mask") & (table.cohort == "main")
-              & (table.target == group_class)].sort_values(["fold", "seed"])
+    masks = table[(table.kind == "group") & (table.method == "mask") & (table.target == group_class)]
+    g = masks[masks.cohort == "main"].sort_values(["fold", "seed"])
     if len(g) > 1:
-        labels = [f"f{f} s{s}" for f, s in zip(g.fold, g.seed)]
-        out[f"{group_class} group masks (fold, seed)"] = pd.DataFrame(
-            cosine_matrix(g[rois].to_numpy(float)), index=labels, columns=labels)
+        out[f"{group_class} group masks (fold, seed)"] = labelled(g, [f"f{f} s{s}" for f, s in zip(g.fold, g.seed)])
+    other = masks[masks.cohort != "main"].sort_values(["cohort", "fold", "seed"])
+    if len(g) and len(other):
+        out["main (rows) vs other cohort (columns) group masks"] = labelled(
+            g, [f"main f{f} s{s}" for f, s in zip(g.fold, g.seed)], other,
+            [f"{c} f{f} s{s}" for c, f, s in zip(other.cohort, other.fold, other.seed)])
+    for (target, fold, seed), sw in table[table.kind == "sweep"].groupby(["target", "fold", "seed"]):
+        if len(sw) > 1:
+            out[f"sweep points, {target} fold {fold} seed {seed}"] = labelled(sw, list(sw.point))
+    sessions = table[table.kind == "session"]
+    for (target, fold, seed), se in sessions.groupby(["target", "fold", "seed"]):
+        se = se.sort_values(["participant_id", "session_id"])
+        if len(se) > 1:
+            out[f"session masks, {target} fold {fold} seed {seed}"] = labelled(
+                se, [f"{p.removeprefix('sub-')} {s.removeprefix('ses-')}" for p, s in zip(se.participant_id,
+                                                                                       se.session_id)])
     level = pd.concat([g, table[table.kind.isin(["saliency", "sobol"])]])
     methods = list(dict.fromkeys(level.method))
     if len(methods) > 1:
@@ -375,8 +399,33 @@ def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, targe
     summary.columns = ["family", "n_pairs", "mean", "sd"]
     write_tsv(pairs, out["pairs"])
     write_tsv(summary, out["summary"])
+    from .plots import similarity_matrices_figure
+
+    similarity_matrices_figure(prob_cnn_matrices(pairs), out["matrices"], label="prob_CNN (true class)")
     for r in summary.itertuples():
         log.info("prob_CNN %-14s %4d pairs  %.3f +- %.3f", r.family, r.n_pairs, r.mean, r.sd)
+
+
+def prob_cnn_matrices(pairs: pd.DataFrame) -> dict:
+    """prob_CNN as matrices: rows = whose mask (A), columns = whose model and images (B); the
+    models' group masks (fold, seed), and each model's session masks (sessions of one subject
+    side by side; pairs of two follow-up sessions of different subjects are not scored)."""
+    out = {}
+    models = pairs[pairs.family.isin(["own", "folds", "seeds", "other"])]
+    if len(models):
+        m = models.assign(a=[f"f{f} s{s}" for f, s in zip(models.fold_a, models.seed_a)],
+                          b=[f"f{f} s{s}" for f, s in zip(models.fold_b, models.seed_b)])
+        out["group masks: mask of (rows) on model of (columns)"] = m.pivot_table(index="a", columns="b",
+                                                                                values="probability")
+    sessions = pairs[pairs.family.isin(["own_session", "intra_subject", "inter_subject"])]
+    for (f, s), se in sessions.groupby(["fold_a", "seed_a"]):
+        se = se.assign(a=[f"{p.removeprefix('sub-')} {x.removeprefix('ses-')}" for p, x in
+                          zip(se.participant_a, se.session_a)],
+                       b=[f"{p.removeprefix('sub-')} {x.removeprefix('ses-')}" for p, x in
+                          zip(se.participant_b, se.session_b)])
+        out[f"session masks of f{f} s{s}: mask of (rows) on session (columns)"] = se.pivot_table(
+            index="a", columns="b", values="probability")
+    return out
 
 
 def torch_mask(volume: np.ndarray, device):

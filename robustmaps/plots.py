@@ -207,20 +207,29 @@ def recovery_figure(rec: pd.DataFrame, path) -> None:
     _save(fig, path)
 
 
-def similarity_matrices_figure(matrices: dict, path) -> None:
-    """Heatmaps of ROI-cosine similarity matrices; ``matrices``: title -> labelled DataFrame."""
+def similarity_matrices_figure(matrices: dict, path, label: str = "ROI cosine similarity", columns: int = 3) -> None:
+    """Heatmaps of similarity matrices (values in [0, 1]); ``matrices``: title -> labelled
+    DataFrame (square or not; NaN cells are pairs not computed), ``columns`` panels per row."""
     sns.set_theme(style="white", context="paper")
     n = max(1, len(matrices))
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.6), squeeze=False)
-    for ax, (title, m) in zip(axes[0], matrices.items()):
-        sns.heatmap(m, ax=ax, vmin=0, vmax=1, cmap="viridis", square=True, annot=len(m) <= 12, fmt=".2f",
-                    annot_kws={"size": 6}, cbar_kws={"shrink": 0.7})
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.4 * cols, 4.8 * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax, (title, m) in zip(flat, matrices.items()):
+        small = max(m.shape) <= 12
+        sns.heatmap(m, ax=ax, vmin=0, vmax=1, cmap="viridis", square=m.shape[0] == m.shape[1], annot=small,
+                    fmt=".2f", annot_kws={"size": 6}, cbar_kws={"shrink": 0.7, "label": label},
+                    xticklabels=True if max(m.shape) <= 40 else "auto", yticklabels=True if max(m.shape) <= 40
+                    else "auto")
+        ax.tick_params(labelsize=6 if max(m.shape) > 12 else 8)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel("")
+    for ax in flat[len(matrices):]:
+        ax.set_axis_off()
     if not matrices:
-        axes[0, 0].text(0.5, 0.5, "no matrix", ha="center", va="center")
-        axes[0, 0].set_axis_off()
+        flat[0].text(0.5, 0.5, "no matrix", ha="center", va="center")
     fig.tight_layout()
     _save(fig, path)
 

@@ -149,6 +149,11 @@ rule prob_cnn:
             caption="../report/captions/prob_cnn.rst",
             category="Robustness",
         ),
+        matrices=report(
+            "results/analysis/prob_cnn/matrices.png",
+            caption="../report/captions/prob_cnn_matrices.rst",
+            category="Robustness",
+        ),
     params:
         models=prob_cnn_models(),
         sessions=prob_cnn_sessions(),

@@ -135,7 +135,7 @@ def test_hpo_trials_best_and_training_from_it(smoke_run, tmp_path):
     assert trials.set_index("number").loc[0, "params_n_blocks"] == 3  # trial 0 is hpo.baseline
     # 6 blocks do not fit the 30 x 36 x 30 working grid: recorded as failed, never trained
     six = trials[trials.params_n_blocks == 6]
-    assert (six.state == "FAIL").all() and six.error.str.startswith("infeasible").all()
+    assert (six.state == "FAIL").all() and six.error.astype(str).str.startswith("infeasible").all()
     best = _yaml.safe_load((results / "hpo" / "best.yaml").read_text())
     done = trials[trials.state == "COMPLETE"].sort_values(["value", "number"], ascending=[False, True])
     assert best["trial"] == done.number.iloc[0]
@@ -366,7 +366,8 @@ def test_imported_clinicadl_splits_are_inputs_of_the_split_rule(smoke_run, tmp_p
     shutil.copytree(smoke_run / "results" / "splits", tmp_path / "imported")
     imp = overlay(tmp_path, {"split": {"import_dir": str(tmp_path / "imported")}})
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), imp).stdout
-    assert job_counts(out) == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB}
+    assert job_counts(out) == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB,
+                                **HPO}
     assert str(tmp_path / "imported" / "split-1" / "validation_baseline.tsv") in out
 
 
@@ -531,10 +532,9 @@ def negative_run(tmp_path_factory) -> Path:
     return workdir
 
 
-def test_negative_control_finds_nothing(negative_run, smoke_run):
+def test_negative_control_finds_nothing(negative_run):
     """No planted signal: every model's test balanced accuracy CI contains chance, and neither
-    the masks nor the maps recover the (unplanted) ROIs better than chance, unlike on the
-    smoke cohort, where the same workflow finds them."""
+    the masks nor the maps recover the (unplanted) ROIs better than chance."""
     results = negative_run / "results"
     truth = pd.read_csv(results / "cohort" / "main" / "ground_truth.tsv", sep="\t")
     assert (truth.planted_reduction == 0).all()
@@ -546,6 +546,4 @@ def test_negative_control_finds_nothing(negative_run, smoke_run):
     groups = rec[(rec.kind == "group") & (rec.cohort == "main")]
     assert len(groups) == 2 and abs(groups.roc_auc.mean() - 0.5) < 0.15, groups
     by_kind = rec.groupby("kind").roc_auc.mean()
-    assert (by_kind < 0.7).all(), by_kind
-    positive = pd.read_csv(smoke_run / "results" / "analysis" / "regions" / "recovery.tsv", sep="\t")
-    assert positive[positive.kind == "saliency_session"].roc_auc.mean() > by_kind["saliency_session"] + 0.2
+    assert (by_kind < 0.7).all(), by_kind  # the demo's group masks, with the signal: 0.98 (README)
