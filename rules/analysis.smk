@@ -68,13 +68,21 @@ rule regions:
         roi="results/analysis/roi_vectors.tsv",
         masks=list(group_mask_files().values()),
     output:
-        top="results/analysis/regions/top_rois.tsv",
+        top=report(
+            "results/analysis/regions/top_rois.tsv",
+            caption="../report/captions/top_rois.rst",
+            category="Robustness",
+        ),
         frequency=report(
             "results/analysis/regions/roi_frequency.tsv",
             caption="../report/captions/roi_frequency.rst",
             category="Robustness",
         ),
-        recovery="results/analysis/regions/recovery.tsv",
+        recovery=report(
+            "results/analysis/regions/recovery.tsv",
+            caption="../report/captions/recovery.rst",
+            category="Robustness",
+        ),
         frequency_figure=report(
             "results/analysis/regions/roi_frequency.png",
             caption="../report/captions/roi_frequency.rst",

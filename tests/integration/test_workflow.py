@@ -141,7 +141,7 @@ def test_hpo_trials_best_and_training_from_it(smoke_run, tmp_path):
     assert best["trial"] == done.number.iloc[0]
     assert best["validation_balanced_accuracy"] == pytest.approx(done.value.iloc[0])
     assert best["settings"]["lr"] == pytest.approx(done.params_lr.iloc[0])
-    log = (results / "hpo" / "logs" / "worker-0.log").read_text()
+    log = "".join((results / "hpo" / "logs" / f"worker-{w}.log").read_text() for w in (0, 1))
     assert re.search(r"trial \d+ epoch \d+: train loss [\d.]+ \| validation loss [\d.]+ bacc [\d.]+", log)
     # changing training settings never re-runs the search; a search setting re-runs only it
     lr = overlay(tmp_path, {"train": {"lr": 5e-4}})
