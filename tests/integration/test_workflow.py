@@ -153,10 +153,10 @@ def test_hpo_trials_best_and_training_from_it(smoke_run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("saliency", "sobol", "masks", "analysis"))
     use = overlay(tmp_path, {"train": {"architecture_from_hpo": True}})
-    plan = job_counts(run_snakemake(copy, "-n", "--configfile", str(SMOKE), use,
-                                    "results/models/fold-0/seed-0/model.pt").stdout)
+    target = "results/models/fold-0/seed-0/model.pt"  # before --configfile, which takes several files
+    plan = job_counts(run_snakemake(copy, "-n", target, "--configfile", str(SMOKE), use).stdout)
     assert plan == {"train": 1}
-    run_snakemake(copy, "--cores", "2", "--configfile", str(SMOKE), use, "results/models/fold-0/seed-0/model.pt")
+    run_snakemake(copy, "--cores", "2", target, "--configfile", str(SMOKE), use)
     meta = torch.load(copy / "results" / "models" / "fold-0" / "seed-0" / "model.pt", weights_only=False)
     assert meta["architecture"] == load_best(results / "hpo" / "best.yaml")["architecture"]
 
