@@ -235,11 +235,6 @@ VARIANCE_COLUMNS = ["quantity", "component", "estimate", "ci_low", "ci_high"]
 TEST_COLUMNS = ["test", "unit", "difference", "p_value", "n_a", "n_b", "cohens_d", "note"]
 
 
-def _unit_rows(v: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
-
-
 def stats_entry(training_summary_tsv, roi_tsv, pairs_tsv, out: dict, *, group_class: str = "AD",
                 n_boot: int = 1000, n_perm: int = 5000, level: float = 0.95, seed: int = 0) -> None:
     """Rule entry (seed 004).
@@ -258,7 +253,7 @@ def stats_entry(training_summary_tsv, roi_tsv, pairs_tsv, out: dict, *, group_cl
     intra- vs inter-subject similarity of session masks (per subject, paired sign flips). Every
     test permutes units, never pairs, since pairs that share a member are dependent."""
     from .io import read_tsv, write_tsv
-    from .roi import cosine_matrix
+    from .roi import cosine_matrix, unit_rows
     from .stats import bootstrap_nested_variance, permutation_test_models, permutation_test_units, unit_means
 
     summary = read_tsv(training_summary_tsv, ["fold", "seed", "set", "balanced_accuracy"], what="training summary")
@@ -275,7 +270,7 @@ def stats_entry(training_summary_tsv, roi_tsv, pairs_tsv, out: dict, *, group_cl
     per_model_maps += [(f"ROI pattern: {m} {'ST' if k == 'sobol' else 'group maps'}", t)
                        for (k, m), t in table[table.kind.isin(["saliency", "sobol"])].groupby(["kind", "method"])]
     for name, t in per_model_maps:
-        frame = pd.DataFrame(_unit_rows(t[rois].to_numpy(float)), columns=rois)
+        frame = pd.DataFrame(unit_rows(t[rois].to_numpy(float)), columns=rois)
         frame["fold"], frame["seed"] = t.fold.to_numpy(), t.seed.to_numpy()
         quantities.append((name, frame, rois))
     variance = []

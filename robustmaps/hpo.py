@@ -24,7 +24,6 @@ baseline (``hpo.baseline``) is enqueued as trial 0.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -175,10 +174,9 @@ class _Reservation:
 def study_name(settings: dict, files) -> str:
     """``hpo-<hash>`` of the search's settings and input files: a changed configuration starts a
     new study (in the same journal) instead of mixing trials of two searches."""
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for f in files:
-        h.update(Path(f).read_bytes())
-    return "hpo-" + h.hexdigest()[:16]
+    from .training import fingerprint
+
+    return "hpo-" + fingerprint(settings, files)[:16]
 
 
 def _interrupted(t) -> bool:
@@ -385,15 +383,23 @@ def hpo_summary(journal, worker_tsvs, out: dict, *, params: dict, index_tsv, tra
     import optuna
     import yaml
 
-    from .io import atomic_path, read_tsv, write_tsv
+    from .io import InputError, atomic_path, read_tsv, write_tsv
     from .plots import hpo_figures
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for f in worker_tsvs:  # the workers' own records: a check that the journal is the one they wrote
-        read_tsv(f, ["number", "state"], what="HPO worker table")
     name = study_name(params, [index_tsv, train_tsv, validation_tsv])
-    study = optuna.load_study(study_name=name, storage=storage(journal))
+    try:
+        study = optuna.load_study(study_name=name, storage=storage(journal))
+    except KeyError:
+        raise InputError(f"{journal}: no study {name}: the journal was removed or replaced after the workers ran; "
+                         f"re-run the hpo_worker jobs") from None
     table = trials_table(study)
+    ran = set()  # the workers' own records must all be in the journal
+    for f in worker_tsvs:
+        ran |= set(read_tsv(f, ["number", "state"], what="HPO worker table").number.astype(int))
+    if not ran <= set(table.number):
+        raise InputError(f"{journal}: trials {sorted(ran - set(table.number))} of the workers are not in study "
+                         f"{name}: re-run the hpo_worker jobs")
     best = best_trial(table)
     point = study.trials[int(best.number)].user_attrs["point"]
     write_tsv(table, out["trials"])

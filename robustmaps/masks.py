@@ -368,6 +368,18 @@ def masked_scores(model, store, rows, m: torch.Tensor, settings: MaskSettings, m
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
+def probabilities(model, store, rows, m: torch.Tensor, settings: MaskSettings, mu, batch_size: int, before,
+                  after):
+    """The target's probability without and with the mask(s) ``m``: ``before`` and ``after``
+    themselves when the optimised score is the probability, else one more pass each (the score
+    may be a logit, but summaries and checks speak probabilities)."""
+    if settings.score == "probability" or not len(rows):
+        return before, after
+    prob = replace(settings, score="probability")
+    return (masked_scores(model, store, rows, torch.ones_like(m), prob, mu, batch_size),
+            masked_scores(model, store, rows, m, prob, mu, batch_size))
+
+
 def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: dict, *, target: str, params: dict,
                grids: dict, reference_nii=None, device: str = "auto", threads: int = 1) -> None:
     """Rule entry: one group mask (2.3.3) of one model.
@@ -412,9 +424,7 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
     watch = val if len(val) else train
     before = masked_scores(model, store, watch, torch.ones_like(mask), settings, mu, bs) if len(watch) else np.nan
     after = masked_scores(model, store, watch, mask, settings, mu, bs) if len(watch) else np.full(1, np.nan)
-    prob = replace(settings, score="probability")  # the score may be a logit: record probabilities too
-    p_before = masked_scores(model, store, watch, torch.ones_like(mask), prob, mu, bs) if len(watch) else np.nan
-    p_after = masked_scores(model, store, watch, mask, prob, mu, bs) if len(watch) else np.full(1, np.nan)
+    p_before, p_after = probabilities(model, store, watch, mask, settings, mu, bs, before, after)
     hist = pd.DataFrame(history)
     run = hist[hist.epoch >= 0]  # epoch -1 is the unmasked start, never the mask kept
     best = int(run.epoch.iloc[int(np.argmin(run.validation_loss.fillna(np.inf).to_numpy()))]) if len(run) else -1
@@ -485,9 +495,7 @@ def session_masks(model_pt, store_npy, index_tsv, test_tsv, out: dict, *, target
             what=f"session masks {start + 1}-{start + len(chunk)}/{len(rows)}")
         before = masked_scores(model, store, chunk, torch.ones_like(masks_k), settings, mu, len(chunk))
         after = masked_scores(model, store, chunk, masks_k, settings, mu, len(chunk))
-        prob = replace(settings, score="probability")
-        p_before = masked_scores(model, store, chunk, torch.ones_like(masks_k), prob, mu, len(chunk))
-        p_after = masked_scores(model, store, chunk, masks_k, prob, mu, len(chunk))
+        p_before, p_after = probabilities(model, store, chunk, masks_k, settings, mu, len(chunk), before, after)
         for j in range(len(chunk)):
             m = masks_k[j, 0].cpu().numpy()
             volumes.append(m)

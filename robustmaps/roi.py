@@ -81,13 +81,17 @@ def above_mean(vectors: np.ndarray, matrix) -> np.ndarray:
     return np.clip(v - brain_mean[:, None] * weight[None, :], 0.0, None)
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float64); a zero row stays zero."""
+    v = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+
+
 def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
     """Cosine similarity of every pair of rows; a zero vector has similarity 0 with every row
     (and 1 with itself, so that the diagonal stays 1)."""
-    v = np.asarray(vectors, dtype=np.float64)
-    norms = np.linalg.norm(v, axis=1)
-    safe = np.where(norms > 0, norms, 1.0)
-    unit = v / safe[:, None]
+    unit = unit_rows(vectors)
     sim = unit @ unit.T
     np.fill_diagonal(sim, 1.0)
     return np.clip(sim, -1.0, 1.0)

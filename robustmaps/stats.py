@@ -128,11 +128,8 @@ def permutation_test_models(sim: np.ndarray, labels_a: np.ndarray, labels_b: np.
         p = list(p)
         count += abs(statistic(sim[np.ix_(p, p)])) >= abs(observed) - 1e-12
         total += 1
-    va, vb = sim[iu][in_a], sim[iu][in_b]
-    pooled = np.sqrt(((len(va) - 1) * va.var(ddof=1) + (len(vb) - 1) * vb.var(ddof=1)) / (len(va) + len(vb) - 2)) \
-        if len(va) + len(vb) > 2 else np.nan
     return {"difference": float(observed), "p_value": (count + extra) / (total + extra), "n_a": int(in_a.sum()),
-            "n_b": int(in_b.sum()), "cohens_d": float(observed / pooled) if pooled and pooled > 0 else float("nan")}
+            "n_b": int(in_b.sum()), "cohens_d": _cohens_d(sim[iu][in_a], sim[iu][in_b])}
 
 
 def cluster_bootstrap_ci(values, unit_a, unit_b, *, n_boot: int = 2000, level: float = 0.95,

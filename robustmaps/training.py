@@ -318,13 +318,20 @@ def fingerprint(settings: dict, files) -> str:
 
 def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, history_tsv, checkpoint, *,
                 fold: int, seed: int, settings: dict, labels: dict, device: str = "auto",
-                threads: int = 1) -> None:
+                threads: int = 1, best_yaml=None) -> None:
     """Rule entry point: train the model of (fold, seed) and write ``model.pt`` (best-epoch
     weights + everything needed to rebuild it) and ``history.tsv``. The per-epoch checkpoint
-    lives outside the outputs and is removed once the outputs are in place."""
+    lives outside the outputs and is removed once the outputs are in place. ``best_yaml``: the
+    hyperparameter search's result (``train.architecture_from_hpo``), whose architecture and
+    training values replace those of ``settings``."""
     import pandas as pd
 
     from .preprocess import open_store
+
+    if best_yaml:
+        from .hpo import load_best
+
+        settings = {**settings, **load_best(best_yaml)}
 
     store, index = open_store(store_npy, index_tsv)
     tr, va = read_split_rows(train_tsv, index), read_split_rows(validation_tsv, index)

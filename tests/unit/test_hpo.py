@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from robustmaps import hpo
+from robustmaps.io import InputError
 
 BASELINE = {"n_blocks": 2, "filters": 4, "sub_blocks": 1, "downsampling": "maxpool", "fc_layers": 1, "dropout": 0.0,
             "lr": 3e-3, "weight_decay": 0.0, "batch_size": 6, "normalisation": "none"}
@@ -95,6 +96,11 @@ def test_two_workers_share_one_study_and_finish_exactly_n_trials(trained_model, 
     assert best["trial"] == done.number.iloc[0]
     assert best["validation_balanced_accuracy"] == pytest.approx(done.value.iloc[0])
     assert best["settings"]["architecture"]["name"] == "paper" and best["settings"]["lr"] == BASELINE["lr"]
+    # the summary refuses a journal that lacks the workers' trials (removed or replaced)
+    stray = tmp_path / "stray.tsv"
+    stray.write_text("number\tstate\n99\tCOMPLETE\n")
+    with pytest.raises(InputError, match="trials \\[99\\] of the workers are not in study"):
+        summarise(trained_model, journal, tmp_path, p, outs + [stray])
     # a re-run of a worker finds the study complete and runs nothing more
     again = run_worker(trained_model, journal, tmp_path / "again.tsv", 0, p)
     assert again.wait(timeout=300) == 0
