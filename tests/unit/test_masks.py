@@ -261,14 +261,15 @@ def test_group_mask_without_validation_table_holds_out_a_seeded_fraction(trained
     assert sums[0].equals(sums[1])  # seeded: the same split and the same mask
 
 
-def test_session_masks_entry_stacks_one_mask_per_target_session(trained_model, tmp_path):
+@pytest.mark.parametrize("score", ["probability", "logit"])
+def test_session_masks_entry_stacks_one_mask_per_target_session(trained_model, tmp_path, score):
     import nibabel as nib
 
     from robustmaps.masks import session_masks
 
     t = trained_model
     params = {**MASK_PARAMS, "l1": 1e-4, "l2": 1e-3, "penalty_scale": 1.0, "max_epochs": 40, "patience": 40,
-              "tol": 0.01, "max_batch": 4}
+              "tol": 0.01, "max_batch": 4, "score": score}
     out = {k: tmp_path / f"{k}.{e}" for k, e in (("masks", "nii.gz"), ("native", "nii.gz"), ("index", "tsv"),
                                                   ("history", "tsv"))}
     session_masks(t["model"], t["store"], t["index"], t["validation"], out, target="AD", params=params,
@@ -283,6 +284,11 @@ def test_session_masks_entry_stacks_one_mask_per_target_session(trained_model, t
     np.testing.assert_allclose((data < 0.95).mean((0, 1, 2)), index.coverage, atol=1e-3)
     assert index.score_after.mean() < index.score_before.mean()
     assert index.probability_after.between(0, 1).all() and index.probability_before.between(0, 1).all()
+    assert index.probability_after.mean() < index.probability_before.mean()
+    if score == "probability":  # the scores are the probabilities: not computed twice
+        np.testing.assert_array_equal(index.probability_after, index.score_after)
+    else:  # logits: the probabilities come from their own pass
+        assert (index.score_before > 1).any() and not np.allclose(index.probability_before, index.score_before)
     assert nib.load(out["native"]).shape[-1] == len(index)
     hist = pd.read_csv(out["history"], sep="\t")
     assert set(hist.volume) == set(index.volume)
