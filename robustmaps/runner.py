@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
+from pathlib import Path
 from typing import Iterator
 
 from .io import InputError
@@ -24,6 +26,7 @@ def script(smk) -> Iterator[logging.Logger]:
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format=f"%(asctime)s {smk.rule}: %(message)s", datefmt="%H:%M:%S")
     logger = logging.getLogger(f"robustmaps.{smk.rule}")
+    logger.info("%s", job_context())
     if "torch" in sys.modules:  # otherwise torch reads OMP_NUM_THREADS when first imported
         sys.modules["torch"].set_num_threads(int(threads))
     try:
@@ -43,3 +46,41 @@ def or_exit(fn, *args, **kwargs):
     except InputError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def job_context() -> str:
+    """Where a job runs, for its log: host, Slurm job id, and the GPUs it was given
+    (CUDA_VISIBLE_DEVICES as the job saw it; "unset" when the scheduler gave none)."""
+    env = os.environ
+    return (f"host {socket.gethostname()}, SLURM_JOB_ID={env.get('SLURM_JOB_ID', 'unset')}, "
+            f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', 'unset')}")
+
+
+def visible_gpus(proc: str | Path = "/proc/driver/nvidia/gpus") -> int:
+    """How many NVIDIA GPUs this process could use, without importing torch (the Snakefile must
+    stay light): the driver's GPU entries, restricted by CUDA_VISIBLE_DEVICES when it is set."""
+    proc = Path(proc)
+    n = len(list(proc.iterdir())) if proc.is_dir() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return n
+    ids = [v for v in visible.split(",") if v.strip()]
+    # CUDA stops at the first invalid id ("-1" is the usual way to hide every GPU)
+    valid = 0
+    for v in ids:
+        if v.strip().lstrip("-").isdigit() and int(v) < 0:
+            break
+        valid += 1
+    return min(n, valid)
+
+
+def gpu_request(device: str, local: bool, gpus: int | None = None) -> int:
+    """The ``gpu`` resource of a network rule: 1 unless its device is ``cpu``, or the workflow
+    runs on this machine (local executor) and it has no GPU: the job then runs on CPU and asks
+    for none, so that the ``gpu`` limit of the local profile does not serialise CPU work. On a
+    cluster (any other executor) the submit host's GPUs say nothing about the nodes: ask for one."""
+    if device == "cpu":
+        return 0
+    if local:
+        return 1 if (visible_gpus() if gpus is None else gpus) > 0 else 0
+    return 1

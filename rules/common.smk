@@ -14,7 +14,19 @@ os.environ.update(
 from robustmaps import config as rmconfig
 from robustmaps.grid import native_grid, working_grid
 from robustmaps.io import gm_path, read_sessions
-from robustmaps.runner import or_exit
+from robustmaps.runner import gpu_request, or_exit, visible_gpus
+
+
+# GPU placement: a network rule asks for `gpu: 1` unless its device is cpu or the workflow runs
+# here (local executor) on a machine without a GPU, where the job runs on CPU and asks for none
+# (robustmaps.runner.gpu_request). The local profile's `resources: gpu=N` caps the GPU jobs run
+# at once; on a cluster the executor places them on GPU nodes.
+LOCAL_EXEC = workflow.local_exec and not workflow.remote_exec
+LOCAL_GPUS = visible_gpus() if LOCAL_EXEC else None
+
+
+def gpus_for(device):
+    return gpu_request(device, LOCAL_EXEC, LOCAL_GPUS)
 
 
 # Real cohorts' session tables are checked once, up front: a malformed table stops the plan.
@@ -54,7 +66,7 @@ GROUP_FILES = {
     "summary": "summary.tsv",
     "flagged": "flagged.tsv",
 }
-MASK_GPU = 0 if MASKS["device"] == "cpu" else 1
+MASK_GPU = gpus_for(MASKS["device"])
 PENALTIES = ("l1", "l2", "b1", "b2", "lr", "score", "threshold", "eps", "batch_size", "seed")
 
 
@@ -75,8 +87,8 @@ MAP_FILES = {
     "group_native": "group_native.nii.gz",
 }
 CAM_METHODS = rmconfig.CAM_METHODS
-SAL_GPU = 0 if SALIENCY["device"] == "cpu" else 1
-SOBOL_GPU = 0 if SOBOL["device"] == "cpu" else 1
+SAL_GPU = gpus_for(SALIENCY["device"])
+SOBOL_GPU = gpus_for(SOBOL["device"])
 SAL_COMMON = ("batch_size", "seed")
 
 

@@ -18,7 +18,7 @@ rule hpo_worker:
         threads=HPO["threads"],
     threads: HPO["threads"]
     resources:
-        gpu=0 if HPO["device"] == "cpu" else 1,
+        gpu=gpus_for(HPO["device"]),
     log:
         f"{HPO_DIR}/logs/worker-{{worker}}.log",
     conda:

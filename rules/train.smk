@@ -24,7 +24,7 @@ rule train:
         threads=config["train"]["threads"],
     threads: config["train"]["threads"]
     resources:
-        gpu=0 if config["train"]["device"] == "cpu" else 1,
+        gpu=gpus_for(config["train"]["device"]),
     log:
         "results/logs/train/fold-{fold}_seed-{seed}.log",
     conda:

@@ -18,9 +18,12 @@ from robustmaps import acceptance
 from robustmaps import config as rmconfig
 from robustmaps.grid import working_grid
 from robustmaps.preprocess import open_store
+from robustmaps.runner import visible_gpus
 from robustmaps.splits import verify
 
 pytestmark = pytest.mark.workflow
+# a local run asks network rules for a GPU only where one is visible (robustmaps.runner.gpu_request)
+LOCAL_GPU = 1 if visible_gpus() else 0
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -109,7 +112,7 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), lr).stdout
     assert job_counts(out) == {"all": 1, **TRAINING, **MASKS, **SALIENCY, **ANALYSIS, **PROB}
     train_jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith("rule train:")]
-    assert len(train_jobs) == 4 and all("gpu=1" in b for b in train_jobs)
+    assert len(train_jobs) == 4 and all(f"gpu={LOCAL_GPU}" in b for b in train_jobs)
     boot = overlay(tmp_path, {"evaluation": {"bootstrap": 300}})
     assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), boot).stdout) == {
         "all": 1, "evaluate": 4, "training_summary": 1, "stats": 1}  # stats reads the training summary
@@ -182,7 +185,7 @@ def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path
     assert counts({"masks": {"reference": "one"}}) == {"all": 1, **MASKS, **ANALYSIS, **PROB}
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, {"masks": {"l1": 3e-4}})).stdout
     jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith(("rule group_mask:", "rule session_masks:"))]
-    assert len(jobs) == 18 and all("gpu=1" in b for b in jobs)
+    assert len(jobs) == 18 and all(f"gpu={LOCAL_GPU}" in b for b in jobs)
 
 
 def test_saliency_settings_rerun_exactly_the_methods_that_use_them(smoke_run, tmp_path):
@@ -192,7 +195,7 @@ def test_saliency_settings_rerun_exactly_the_methods_that_use_them(smoke_run, tm
     out = plan({"saliency": {"lots": {"iterations": 40}}})
     assert job_counts(out) == {"all": 1, "lots": 1, "saliency_summary": 1, **ANALYSIS}
     jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith("rule lots:")]
-    assert len(jobs) == 1 and all("gpu=1" in b for b in jobs)
+    assert len(jobs) == 1 and all(f"gpu={LOCAL_GPU}" in b for b in jobs)
     assert job_counts(plan({"saliency": {"faithfulness": {"steps": 10}}})) == {
         "all": 1, **{m: 1 for m in METHODS}, "saliency_summary": 1, **ANALYSIS}
     # the CAM layer is shared by the five CAMs only
