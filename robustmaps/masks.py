@@ -552,11 +552,13 @@ def sweep_trend_failures(sweep: pd.DataFrame, params=("b1", "l1", "l2")) -> list
 
 
 def summarise_masks(entries: list[dict], summaries: dict[str, list], flagged: list, group_images: list,
-                    out: dict, *, threshold: float = 0.95) -> None:
+                    out: dict, *, threshold: float = 0.95, views: list = (), background=None) -> None:
     """Rule entry: one tidy table of every mask (group, sweep: one row each; session: one row per
-    session), the second QC step's flagged images of every group mask, and two figures."""
-    from .io import read_tsv, write_tsv
-    from .plots import group_masks_figure, sweep_figure
+    session), the second QC step's flagged images of every group mask, two figures, and a brain
+    view of 1 - m of each group mask in ``views`` ([(ids: cohort, target, fold, seed; png)]) over
+    the cohort's mean GM map ``background``."""
+    from .io import load_nifti, read_tsv, write_tsv
+    from .plots import brain_views, group_masks_figure, sweep_figure
 
     ids = ["kind", "cohort", "target", "fold", "seed", "point"]
     by_kind = {k: iter(v) for k, v in summaries.items()}
@@ -583,6 +585,13 @@ def summarise_masks(entries: list[dict], summaries: dict[str, list], flagged: li
     cols = ["cohort", "target", "fold", "seed", *FLAGGED_COLUMNS]
     write_tsv(flag_table.reindex(columns=cols), out["flagged"])
     group_masks_figure(group_ids, out["figure"], threshold)
+    if views:
+        bg = load_nifti(background)[0]
+        masks = {(e["cohort"], e["target"], e["fold"], e["seed"]): nii for e, nii in group_ids}
+        for ids, png in views:
+            mask = load_nifti(masks[(ids["cohort"], ids["target"], ids["fold"], ids["seed"])])[0]
+            brain_views(1 - mask, bg, png, f"group mask, {ids['target']}, fold {ids['fold']} seed {ids['seed']}",
+                        "perturbation 1 - m")
     sweep_figure(table[table.kind == "sweep"], out["sweep"])
     for kind, rows in table.groupby("kind", sort=False):
         log.info("%s masks: %d, coverage %.3f-%.3f, mean target probability after masking %.3g (max %.3g)", kind,

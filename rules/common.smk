@@ -20,13 +20,14 @@ from robustmaps.runner import gpu_request, or_exit, visible_gpus
 # GPU placement: a network rule asks for `gpu: 1` unless its device is cpu or the workflow runs
 # here (local executor) on a machine without a GPU, where the job runs on CPU and asks for none
 # (robustmaps.runner.gpu_request). The local profile's `resources: gpu=N` caps the GPU jobs run
-# at once; on a cluster the executor places them on GPU nodes.
-LOCAL_EXEC = workflow.local_exec and not workflow.remote_exec
-LOCAL_GPUS = visible_gpus() if LOCAL_EXEC else None
-
-
+# at once; on a cluster the executor places them on GPU nodes. A callable: the executor is only
+# known when the DAG is built, after this file is read.
 def gpus_for(device):
-    return gpu_request(device, LOCAL_EXEC, LOCAL_GPUS)
+    def gpu(wildcards):
+        local = workflow.local_exec and not workflow.remote_exec
+        return gpu_request(device, local, visible_gpus() if local else None)
+
+    return gpu
 
 
 # Real cohorts' session tables are checked once, up front: a malformed table stops the plan.
@@ -450,3 +451,31 @@ def train_settings():
 def hpo_best_input(wildcards):
     """best.yaml of the search, an input of training when train.architecture_from_hpo."""
     return {"best": f"{HPO_DIR}/best.yaml"} if config["train"]["architecture_from_hpo"] else {}
+
+
+# Report (report/workflow.rst; every rule registers its figures and tables with report()):
+# per-model brain views, labelled so that a reader can filter by method / target, fold and seed.
+def mask_views():
+    """output name -> (path, labels): a view of every main-cohort group mask."""
+    return {
+        f"view_{t}_{f}_{s}": (f"results/masks/views/{t}_fold-{f}_seed-{s}.png", {"target": t, "fold": f, "seed": s})
+        for t in MASK_TARGETS
+        for f, s in MODELS
+    }
+
+
+def saliency_views():
+    """output name -> (path, labels): a view of every model's group map of every method."""
+    return {
+        f"view_{m}_{f}_{s}": (f"results/saliency/views/{m}_fold-{f}_seed-{s}.png", {"method": m, "fold": f, "seed": s})
+        for m in SALIENCY["methods"]
+        for f, s in SAL_MODELS
+    }
+
+
+def report_views(views, caption, category, subcategory):
+    """The outputs of ``views`` registered in the report, with their labels."""
+    return {
+        name: report(path, caption=caption, category=category, subcategory=subcategory, labels=labels)
+        for name, (path, labels) in views.items()
+    }

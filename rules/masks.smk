@@ -97,6 +97,7 @@ rule masks_summary:
         group_images=group_masks("mask"),
         sweep=sweep_masks("summary"),
         sessions=session_masks("index.tsv"),
+        background=f"results/cohort/{MAIN}/mean.nii.gz",
     output:
         summary=report(
             "results/masks/summary.tsv",
@@ -117,9 +118,12 @@ rule masks_summary:
             "results/masks/sweep.png",
             caption="../report/captions/mask_sweep.rst",
             category="Masks",
+            subcategory="Hyperparameter sweep",
         ),
+        **report_views(mask_views(), "../report/captions/mask_view.rst", "Masks", "Group mask per model"),
     params:
         entries=mask_entries(),
+        views={name: {**labels, "cohort": MAIN} for name, (_, labels) in mask_views().items()},
         threshold=MASKS["threshold"],
     log:
         "results/logs/masks/summary.log",

@@ -73,6 +73,7 @@ rule saliency_summary:
     input:
         faithfulness=faithfulness_files(),
         group_maps=saliency_maps("group"),
+        background=f"results/cohort/{MAIN}/mean.nii.gz",
     output:
         per_map="results/saliency/faithfulness.tsv",
         table=report(
@@ -90,9 +91,13 @@ rule saliency_summary:
             caption="../report/captions/saliency_group_maps.rst",
             category="Saliency",
         ),
+        **report_views(
+            saliency_views(), "../report/captions/saliency_view.rst", "Saliency and faithfulness", "Group map per model"
+        ),
     params:
         entries=faithfulness_entries(),
         group_maps=group_maps_by_method(),
+        views={name: labels for name, (_, labels) in saliency_views().items()},
     log:
         "results/logs/saliency/summary.log",
     conda:

@@ -10,4 +10,6 @@ with script(snakemake):
         snakemake.input.group_images,
         dict(snakemake.output.items()),
         threshold=snakemake.params.threshold,
+        views=[(ids, snakemake.output[name]) for name, ids in snakemake.params.views.items()],
+        background=snakemake.input.background,
     )

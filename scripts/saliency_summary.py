@@ -8,4 +8,6 @@ with script(snakemake):
         list(snakemake.input.faithfulness),
         snakemake.params.group_maps,
         dict(snakemake.output.items()),
+        views=[(ids, snakemake.output[name]) for name, ids in snakemake.params.views.items()],
+        background=snakemake.input.background,
     )

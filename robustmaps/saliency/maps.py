@@ -261,12 +261,15 @@ def faithfulness_table(per_map: pd.DataFrame) -> pd.DataFrame:
     return out[FAITHFULNESS_TABLE]
 
 
-def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps: dict, out: dict) -> None:
+def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps: dict, out: dict, *,
+                       views: list = (), background=None) -> None:
     """Rule entry: every map's faithfulness in one tidy table (ids: method, fold, seed), the
     per-method table (mean, SD over models), and figures of the group maps and of the AUCs.
-    ``group_maps``: method -> the group map of every model (NIfTI paths)."""
+    ``group_maps``: method -> the group map of every model (NIfTI paths, in the order of
+    ``views``' models); ``views``: [(ids: method, fold, seed; png)], one brain view per group map
+    over the cohort's mean GM map ``background``."""
     from ..io import load_nifti, read_tsv, write_tsv
-    from ..plots import faithfulness_figure, saliency_maps_figure
+    from ..plots import brain_views, faithfulness_figure, saliency_maps_figure
 
     frames = [read_tsv(p, ["deletion_auc", "insertion_auc"], what="faithfulness table",
                        dtype={"participant_id": str, "session_id": str}).assign(**e)
@@ -280,6 +283,13 @@ def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps:
     faithfulness_figure(per_map, out["figure"])
     means = {m: np.mean([load_nifti(p)[0] for p in paths], 0) for m, paths in group_maps.items()}
     saliency_maps_figure(means, out["maps_figure"])
+    if views:
+        bg = load_nifti(background)[0]
+        models = list(dict.fromkeys((ids["fold"], ids["seed"]) for ids, _ in views))
+        for ids, png in views:
+            nii = group_maps[ids["method"]][models.index((ids["fold"], ids["seed"]))]
+            brain_views(load_nifti(nii)[0], bg, png, f"{ids['method']} group map, fold {ids['fold']} seed {ids['seed']}",
+                        "saliency")
     for r in table.itertuples():
         log.info("%-10s deletion %.3f  insertion %.3f  drop %.3f  increase %.3f  %8.0f ms/map  beats random: %s",
                  r.method, r.deletion_auc, r.insertion_auc, r.average_drop, r.average_increase, r.runtime_ms,
