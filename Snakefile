@@ -28,6 +28,9 @@ or_exit(validate_config, config, deep=workflow.is_main_process)
 validate(config, "config/schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/split.smk"

@@ -35,17 +35,20 @@ rule similarity:
         summary=report(
             "results/analysis/similarity/summary.tsv",
             caption="../report/captions/similarity_summary.rst",
-            category="Robustness",
+            category="Similarity",
+            subcategory="ROI-cosine families",
         ),
         figure=report(
             "results/analysis/similarity/families.png",
             caption="../report/captions/similarity_families.rst",
-            category="Robustness",
+            category="Similarity",
+            subcategory="ROI-cosine families",
         ),
         matrices=report(
             "results/analysis/similarity/matrices.png",
             caption="../report/captions/similarity_matrices.rst",
-            category="Robustness",
+            category="Similarity",
+            subcategory="ROI-cosine families",
         ),
     params:
         group_class=SALIENCY["group_class"],
@@ -71,32 +74,38 @@ rule regions:
         top=report(
             "results/analysis/regions/top_rois.tsv",
             caption="../report/captions/top_rois.rst",
-            category="Robustness",
+            category="Masks",
+            subcategory="Regions",
         ),
         frequency=report(
             "results/analysis/regions/roi_frequency.tsv",
             caption="../report/captions/roi_frequency.rst",
-            category="Robustness",
+            category="Masks",
+            subcategory="Regions",
         ),
         recovery=report(
             "results/analysis/regions/recovery.tsv",
             caption="../report/captions/recovery.rst",
-            category="Robustness",
+            category="Similarity",
+            subcategory="Planted-ROI recovery",
         ),
         frequency_figure=report(
             "results/analysis/regions/roi_frequency.png",
             caption="../report/captions/roi_frequency.rst",
-            category="Robustness",
+            category="Masks",
+            subcategory="Regions",
         ),
         recovery_figure=report(
             "results/analysis/regions/recovery.png",
             caption="../report/captions/recovery.rst",
-            category="Robustness",
+            category="Similarity",
+            subcategory="Planted-ROI recovery",
         ),
         views=report(
             "results/analysis/regions/group_mask_views.png",
             caption="../report/captions/group_mask_views.rst",
-            category="Robustness",
+            category="Masks",
+            subcategory="Regions",
         ),
     params:
         group_class=SALIENCY["group_class"],
@@ -122,12 +131,12 @@ rule stats:
         variance=report(
             "results/analysis/stats/variance.tsv",
             caption="../report/captions/stats_variance.rst",
-            category="Robustness",
+            category="Statistics",
         ),
         tests=report(
             "results/analysis/stats/tests.tsv",
             caption="../report/captions/stats_tests.rst",
-            category="Robustness",
+            category="Statistics",
         ),
     params:
         group_class=SALIENCY["group_class"],
@@ -155,12 +164,14 @@ rule prob_cnn:
         summary=report(
             "results/analysis/prob_cnn/summary.tsv",
             caption="../report/captions/prob_cnn.rst",
-            category="Robustness",
+            category="Similarity",
+            subcategory="prob_CNN",
         ),
         matrices=report(
             "results/analysis/prob_cnn/matrices.png",
             caption="../report/captions/prob_cnn_matrices.rst",
-            category="Robustness",
+            category="Similarity",
+            subcategory="prob_CNN",
         ),
     params:
         models=prob_cnn_models(),

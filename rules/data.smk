@@ -31,7 +31,13 @@ rule qc:
         sessions=cohort_sessions,
         images=cohort_images,
     output:
-        "results/cohort/{cohort}/qc.tsv",
+        report(
+            "results/cohort/{cohort}/qc.tsv",
+            caption="../report/captions/qc.rst",
+            category="Cohort and QC",
+            subcategory="QC per session",
+            labels={"cohort": "{cohort}"},
+        ),
     params:
         caps_dir=lambda w: rmconfig.cohort_caps_dir(config, w.cohort),
         gm=lambda w: rmconfig.gm_settings(config, w.cohort),
@@ -106,6 +112,7 @@ rule cohort_table:
             "results/cohort/summary.tsv",
             caption="../report/captions/cohort_table.rst",
             category="Cohort and QC",
+            subcategory="Cohorts (Table 1)",
         ),
     params:
         cohorts=COHORTS,

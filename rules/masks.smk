@@ -108,6 +108,7 @@ rule masks_summary:
             "results/masks/qc_flagged.tsv",
             caption="../report/captions/masks_flagged.rst",
             category="Cohort and QC",
+            subcategory="Second QC step (masks)",
         ),
         figure=report(
             "results/masks/group_masks.png",

@@ -79,17 +79,17 @@ rule saliency_summary:
         table=report(
             "results/saliency/faithfulness_summary.tsv",
             caption="../report/captions/faithfulness_summary.rst",
-            category="Saliency",
+            category="Saliency and faithfulness",
         ),
         figure=report(
             "results/saliency/faithfulness.png",
             caption="../report/captions/faithfulness.rst",
-            category="Saliency",
+            category="Saliency and faithfulness",
         ),
         maps_figure=report(
             "results/saliency/group_maps.png",
             caption="../report/captions/saliency_group_maps.rst",
-            category="Saliency",
+            category="Saliency and faithfulness",
         ),
         **report_views(
             saliency_views(), "../report/captions/saliency_view.rst", "Saliency and faithfulness", "Group map per model"
@@ -145,13 +145,13 @@ rule sobol_summary:
         indices=report(
             "results/sobol/indices.tsv",
             caption="../report/captions/sobol_indices.rst",
-            category="Saliency",
+            category="Sensitivity",
         ),
         convergence="results/sobol/convergence.tsv",
         figure=report(
             "results/sobol/convergence.png",
             caption="../report/captions/sobol_convergence.rst",
-            category="Saliency",
+            category="Sensitivity",
         ),
     params:
         entries=[{"fold": f, "seed": s} for f, s in SOBOL_MODELS],
