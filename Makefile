@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CORES  ?= all
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test check-demo lint envs clean-results
+.PHONY: venv demo test check-demo lint envs rulegraph clean-results
 
 venv: $(STAMP)
 
@@ -36,6 +36,12 @@ lint: venv
 # Regenerate the conda spec from the lock file (a test checks they agree).
 envs: venv
 	$(BIN)/python -m robustmaps.envs requirements.txt envs/robustmaps.yaml
+
+# The rule graph shown in README (needs graphviz's dot; a test checks the .dot is current).
+rulegraph: venv
+	$(BIN)/snakemake --rulegraph --configfile config/config.yaml -d .rulegraph-tmp > docs/rulegraph.dot
+	rm -rf .rulegraph-tmp
+	dot -Tpng -Gdpi=70 docs/rulegraph.dot -o docs/rulegraph.png
 
 clean-results:
 	rm -rf results .snakemake

@@ -288,8 +288,8 @@ def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps:
         models = list(dict.fromkeys((ids["fold"], ids["seed"]) for ids, _ in views))
         for ids, png in views:
             nii = group_maps[ids["method"]][models.index((ids["fold"], ids["seed"]))]
-            brain_views(load_nifti(nii)[0], bg, png, f"{ids['method']} group map, fold {ids['fold']} seed {ids['seed']}",
-                        "saliency")
+            title = f"{ids['method']} group map, fold {ids['fold']} seed {ids['seed']}"
+            brain_views(load_nifti(nii)[0], bg, png, title, "saliency")
     for r in table.itertuples():
         log.info("%-10s deletion %.3f  insertion %.3f  drop %.3f  increase %.3f  %8.0f ms/map  beats random: %s",
                  r.method, r.deletion_auc, r.insertion_auc, r.average_drop, r.average_increase, r.runtime_ms,

@@ -3,6 +3,7 @@ cohort built from it; planning of the demo and paper configs; lint; rerun trigge
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -550,3 +551,71 @@ def test_negative_control_finds_nothing(negative_run):
     assert len(groups) == 2 and abs(groups.roc_auc.mean() - 0.5) < 0.15, groups
     by_kind = rec.groupby("kind").roc_auc.mean()
     assert (by_kind < 0.7).all(), by_kind  # the demo's group masks, with the signal: 0.98 (README)
+
+
+# The HTML report, read in a browser: every category the study needs, every registered output
+# listed on the rendered page (tests/integration/browser.py clicks through it in Chromium).
+REPORT_CATEGORIES = ["Cohort and QC", "Splits", "Training", "Hyperparameter search", "Masks",
+                     "Saliency and faithfulness", "Similarity", "Sensitivity", "Statistics"]
+
+
+@pytest.fixture(scope="module")
+def smoke_report(smoke_run):
+    report = smoke_run / "results" / "report.html"
+    run_snakemake(smoke_run, "--report", str(report), "--configfile", str(SMOKE))
+    return report
+
+
+def test_report_registers_every_category_with_labelled_per_model_views(smoke_report, smoke_config):
+    from browser import registered
+
+    categories, results = registered(smoke_report)
+    assert set(REPORT_CATEGORIES) <= set(categories), set(REPORT_CATEGORIES) - set(categories)
+    for cat, subs in categories.items():
+        for paths in subs.values():
+            for path in paths:
+                assert (smoke_report.parent.parent / path).is_file(), path
+                assert results[path]["caption"].strip(), f"{path} has no caption"
+    # one labelled view per model and method (saliency) and per model and target (masks)
+    models = {(str(f), str(s)) for f, s in rmconfig.saliency_models(smoke_config, "saliency")}
+    views = [results[p]["labels"] for p in categories["Saliency and faithfulness"]["Group map per model"]]
+    assert {(v["method"], v["fold"], v["seed"]) for v in views} == {
+        (m, f, s) for m in smoke_config["saliency"]["methods"] for f, s in models}
+    mask_models = {(str(f), str(s)) for f, s in rmconfig.trained_models(smoke_config)}
+    views = [results[p]["labels"] for p in categories["Masks"]["Group mask per model"]]
+    assert {(v["target"], v["fold"], v["seed"]) for v in views} == {
+        (t, f, s) for t in smoke_config["masks"]["targets"] for f, s in mask_models}
+    qc = [results[p]["labels"]["cohort"] for p in categories["Cohort and QC"]["QC per session"]]
+    assert sorted(qc) == sorted(smoke_config["data"]["cohorts"])
+
+
+def test_report_rendered_in_chromium_lists_every_output(smoke_report):
+    from browser import chromium, unlisted
+
+    if chromium() is None:
+        if os.environ.get("ROBUSTMAPS_SYSTEM_TESTS") == "1":
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium not installed (apt-get install chromium; .ci/run installs it as root on Debian)")
+    assert unlisted(smoke_report) == []
+
+
+def test_forcerun_one_rule_reruns_it_and_its_descendants_only(smoke_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(smoke_run, copy, symlinks=True)
+    untouched = copy / "results" / "masks" / "summary.tsv"
+    stamp = untouched.stat().st_mtime_ns
+    proc = run_snakemake(copy, "--cores", "2", "--forcerun", "roi_vectors", "--configfile", str(SMOKE))
+    ran = sorted(set(re.findall(r"^rule (\w+):$", proc.stdout + proc.stderr, re.M)))
+    # roi_vectors feeds the similarity families, the regions and (through the pairs) the statistics
+    assert ran == ["regions", "roi_vectors", "similarity", "stats"]
+    assert untouched.stat().st_mtime_ns == stamp
+    for name in ("roi_vectors.tsv", "similarity/summary.tsv", "stats/tests.tsv"):
+        before = pd.read_csv(smoke_run / "results" / "analysis" / name, sep="\t")
+        pd.testing.assert_frame_equal(pd.read_csv(copy / "results" / "analysis" / name, sep="\t"), before)
+    assert "Nothing to be done" in run_snakemake(copy, "-n", "--configfile", str(SMOKE)).stdout
+
+
+def test_readme_rule_graph_is_current(tmp_path):
+    """docs/rulegraph.png (README) is drawn from docs/rulegraph.dot: `make rulegraph` redraws both."""
+    proc = run_snakemake(tmp_path, "--rulegraph", "--configfile", str(REPO / "config" / "config.yaml"))
+    assert proc.stdout == (REPO / "docs" / "rulegraph.dot").read_text(), "run `make rulegraph`"

@@ -25,6 +25,11 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
     || { echo "apt-get install slurm-wlm munge failed, see $LOGDIR/apt.log" >&2; exit 1; }
 fi
 
+# never take over (or later stop) a cluster that was already running here
+if command -v scontrol >/dev/null && scontrol ping >/dev/null 2>&1; then
+  echo "a Slurm controller already answers on this machine: stop it first" >&2; exit 1
+fi
+
 # munge
 [ -s /etc/munge/munge.key ] || mungekey --create --keyfile=/etc/munge/munge.key
 chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key

@@ -1,0 +1,145 @@
+"""The smoke config through `snakemake --profile profiles/slurm` on a real one-node Slurm cluster
+(tests/slurm/up.sh: slurm-wlm + munge, partitions cpu and gpu, two fake GPUs).
+
+A system test: it installs Debian packages and starts daemons as root, so it runs only when
+ROBUSTMAPS_SYSTEM_TESTS=1 (`.ci/run` sets it when it runs as root on Debian; opt in locally
+the same way). The cluster is stopped by the PIDs up.sh recorded, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, SMOKE, run_snakemake
+
+SYSTEM = os.environ.get("ROBUSTMAPS_SYSTEM_TESTS") == "1"
+pytestmark = pytest.mark.workflow
+
+# result tables compared with the local run; columns that measure time are left out
+TABLES = {
+    "splits/summary.tsv": [],
+    "splits/split-0/train.tsv": [],
+    "splits/test_baseline.tsv": [],
+    "training/summary.tsv": [],
+    "masks/summary.tsv": [],
+    "saliency/faithfulness.tsv": ["runtime_ms"],
+    "sobol/indices.tsv": [],
+    "analysis/roi_vectors.tsv": [],
+    "analysis/similarity/summary.tsv": [],
+    "analysis/stats/tests.tsv": [],
+    "analysis/prob_cnn/summary.tsv": [],
+}
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    if not SYSTEM:
+        pytest.skip("system test: set ROBUSTMAPS_SYSTEM_TESTS=1 (root on Debian; .ci/run does)")
+    root = tmp_path_factory.mktemp("slurm-cluster")
+    env = {**os.environ, "SLURM_CI_DIR": str(root)}
+    try:
+        proc = subprocess.run(["bash", str(REPO / "tests" / "slurm" / "up.sh")], env=env, capture_output=True,
+                              text=True, timeout=900)
+        if proc.returncode != 0:
+            raise AssertionError(f"tests/slurm/up.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        yield root
+    finally:
+        subprocess.run(["bash", str(REPO / "tests" / "slurm" / "down.sh")], env=env, capture_output=True, timeout=120)
+
+
+def test_profile_override_touches_only_partition_and_account(tmp_path):
+    profile = test_profile(tmp_path)
+    before = (REPO / "profiles" / "slurm" / "config.yaml").read_text().splitlines()
+    after = (profile / "config.yaml").read_text().splitlines()
+    removed = [line for line in before if line not in after]
+    added = [line for line in after if line not in before]
+    assert [line.split(":")[0].strip() for line in removed] == ["slurm-partition-config", "slurm_account"]
+    assert [line.split(":")[0].strip() for line in added] == ["slurm-partition-config", "slurm-no-account"]
+
+
+def test_profile(root: Path) -> Path:
+    """A copy of profiles/slurm for the test cluster: the partition file by absolute path (jobs
+    run in another directory) and no account (the cluster has no accounting). Nothing else."""
+    profile = root / "profile"
+    shutil.copytree(REPO / "profiles" / "slurm", profile)
+    config = profile / "config.yaml"
+    text = config.read_text()
+    text = re.sub(r"^slurm-partition-config: .*$", f"slurm-partition-config: {profile / 'partitions.yaml'}", text,
+                  flags=re.M)
+    text = re.sub(r"^  slurm_account: .*\n", "", text, flags=re.M)
+    config.write_text(text + "slurm-no-account: true\n")
+    return profile
+
+
+test_profile.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster, tmp_path_factory):
+    work = tmp_path_factory.mktemp("slurm-run")
+    profile = test_profile(work)
+    proc = run_snakemake(work, "--profile", str(profile), "--configfile", str(SMOKE), timeout=3600)
+    return work, proc.stdout + proc.stderr
+
+
+def executed_jobs(log: str) -> list[dict]:
+    """Every job the main Snakemake process started: rule, log file, gpu resource."""
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\n]*\d{4}\]\n)", log):
+        for m in re.finditer(r"^(?:local)?rule (\w+):\n((?:    .*\n?)+)", block, re.M):
+            body = m.group(2)
+            logfile = re.search(r"^    log: (\S+)", body, re.M)
+            gpu = re.search(r"^    resources: .*\bgpu=(\d+)", body, re.M)
+            jobs.append({"rule": m.group(1), "log": logfile.group(1) if logfile else None,
+                         "gpu": int(gpu.group(1)) if gpu else 0, "local": m.group(0).startswith("local")})
+    return jobs
+
+
+def test_every_job_ran_in_slurm_with_the_gpus_it_asked_for(slurm_run):
+    work, log = slurm_run
+    submitted = dict(re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", log))
+    assert submitted and len(set(submitted.values())) == len(submitted)
+    jobs = [j for j in executed_jobs(log) if not j["local"]]
+    done = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log)
+    assert done, log[-3000:]
+    assert len(jobs) + 1 == int(done[-1][1])  # every job but the local target `all`
+    # grouped jobs share one Slurm job; the groups of profiles/slurm/config.yaml
+    groups = {"train": "model", "evaluate": "model", "roi_vectors": "analysis", "similarity": "analysis",
+              "regions": "analysis", "stats": "analysis"}
+    gpu_groups = {groups[j["rule"]] for j in jobs if j["gpu"] and j["rule"] in groups}
+    gpu_rules = {j["rule"] for j in jobs if j["gpu"]}
+    assert {"train", "hpo_worker", "group_mask", "session_masks", "gradcam", "sobol", "prob_cnn"} <= gpu_rules
+    for job in jobs:
+        assert job["log"], f"{job['rule']} has no log"
+        text = (work / job["log"]).read_text()
+        ctx = re.search(r"SLURM_JOB_ID=(\S+), CUDA_VISIBLE_DEVICES=(\S+)", text)
+        assert ctx, f"{job['log']}: no job context line"
+        slurm_id, cuda = ctx.groups()
+        assert slurm_id in submitted.values(), f"{job['rule']} ({job['log']}) ran outside a submitted Slurm job"
+        if job["gpu"] or groups.get(job["rule"]) in gpu_groups:
+            assert cuda in {"0", "1"}, f"{job['rule']} asked for a GPU and saw CUDA_VISIBLE_DEVICES={cuda}"
+        else:
+            assert cuda == "unset", f"CPU rule {job['rule']} saw CUDA_VISIBLE_DEVICES={cuda}"
+    # GPU jobs went to the gpu partition, CPU jobs to the cpu partition
+    assert re.search(r"Auto-selected partition 'gpu' for job (train|model)", log)
+    assert not re.search(r"Auto-selected partition 'gpu' for job (qc|split|preprocess|atlas)\b", log)
+
+
+def test_slurm_results_equal_the_local_run(slurm_run, smoke_run):
+    work, _ = slurm_run
+    for name, skip in TABLES.items():
+        local = pd.read_csv(smoke_run / "results" / name, sep="\t").drop(columns=skip)
+        slurm = pd.read_csv(work / "results" / name, sep="\t").drop(columns=skip)
+        pd.testing.assert_frame_equal(slurm, local, check_exact=False, rtol=1e-6, obj=name)
+    # the search draws the same points (seeded per trial slot); with Hyperband, which trials are
+    # pruned depends on how the two workers interleave, so states and values may differ
+    cols = lambda t: t[["number", *sorted(c for c in t if c.startswith("params_"))]].sort_values("number")  # noqa: E731
+    trials = [pd.read_csv(root / "results" / "hpo" / "trials.tsv", sep="\t") for root in (smoke_run, work)]
+    pd.testing.assert_frame_equal(cols(trials[1]).reset_index(drop=True), cols(trials[0]).reset_index(drop=True))

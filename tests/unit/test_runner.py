@@ -1,0 +1,59 @@
+"""What every job shares: its log's context line and the GPU request of network rules."""
+
+import logging
+import types
+
+import pytest
+
+from robustmaps.runner import gpu_request, job_context, script, visible_gpus
+
+
+@pytest.fixture
+def fake_driver(tmp_path):
+    """A /proc/driver/nvidia/gpus with n entries."""
+    def make(n):
+        root = tmp_path / f"gpus{n}"
+        root.mkdir()
+        for i in range(n):
+            (root / f"0000:0{i}:00.0").mkdir()
+        return root
+    return make
+
+
+@pytest.mark.parametrize("visible, expect", [(None, 2), ("0", 1), ("1,0", 2), ("0,1,2,3", 2), ("", 0), ("-1", 0),
+                                             ("0,-1,1", 1)])
+def test_visible_gpus_counts_driver_gpus_within_cuda_visible_devices(fake_driver, monkeypatch, visible, expect):
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert visible_gpus(fake_driver(2)) == expect
+
+
+def test_visible_gpus_without_a_driver_is_zero(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # set by a scheduler, but no GPU behind it
+    assert visible_gpus(tmp_path / "absent") == 0
+
+
+@pytest.mark.parametrize("device, local, gpus, expect", [
+    ("cpu", True, 2, 0), ("cpu", False, None, 0),   # a stage pinned to the CPU never asks
+    ("auto", True, 0, 0),                            # here, without a GPU: runs on CPU
+    ("auto", True, 1, 1), ("cuda", True, 4, 1),      # here, with GPUs: one each
+    ("auto", False, None, 1), ("auto", False, 0, 1),  # a cluster: the submit host says nothing
+])
+def test_gpu_request(device, local, gpus, expect):
+    assert gpu_request(device, local, gpus) == expect
+
+
+def test_every_job_log_starts_with_where_it_ran(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert "SLURM_JOB_ID=4242, CUDA_VISIBLE_DEVICES=unset" in job_context()
+    smk = types.SimpleNamespace(threads=1, log=[str(tmp_path / "job.log")], rule="train")
+    with script(smk) as log:
+        log.info("epoch 1")
+    logging.shutdown()
+    lines = (tmp_path / "job.log").read_text().splitlines()
+    assert "SLURM_JOB_ID=4242, CUDA_VISIBLE_DEVICES=unset" in lines[0] and "epoch 1" in lines[1]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert job_context().endswith("CUDA_VISIBLE_DEVICES=1")
