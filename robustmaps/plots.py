@@ -260,19 +260,24 @@ def group_mask_views(masks: dict, path, cut_coords=(-20, -15)) -> None:
 
 
 def brain_views(volume: np.ndarray, background: np.ndarray, path, title: str, label: str) -> None:
-    """Sagittal, coronal and axial slices through the peak of ``volume`` (working grid, values
-    in [0, 1]) over ``background`` (the cohort's mean GM map, same grid), voxels under 5% of the
-    peak left transparent. Matplotlib only: a report holds one per model and method, and
-    nilearn's resampling to a template costs ~1 s per view."""
+    """Glass-brain style views of ``volume`` (working grid, values >= 0): its maximum along each
+    axis (sagittal, coronal, axial projections) over the mean projection of ``background`` (the
+    cohort's mean GM map, same grid). Only voxels inside the brain (background above 10% of its
+    maximum) are shown: the top 5% of them, and none under 5% of the peak. Matplotlib only: a report
+    holds one per model and method, and nilearn's resampling to a template costs ~1 s per view."""
     volume = np.asarray(volume, np.float32)
-    peak = np.unravel_index(int(np.argmax(volume)), volume.shape)
-    top = max(float(volume.max()), 1e-12)
-    shown = np.ma.masked_less(volume, 0.05 * top)
-    cut = (lambda a, i: a[peak[0]].T, lambda a, i: a[:, peak[1]].T, lambda a, i: a[:, :, peak[2]].T)
+    background = np.asarray(background, np.float32)
+    brain = background > 0.1 * float(background.max())
+    inside = np.where(brain, volume, 0)
+    top = max(float(inside.max()), 1e-12)
+    # a dense map would fill every projection: show its top 5% of brain voxels (a sparse mask
+    # keeps every voxel above 5% of its peak)
+    floor = max(0.05 * top, float(np.percentile(volume[brain], 95)) if brain.any() else 0.0)
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.4))
-    for ax, take, name in zip(axes, cut, ("sagittal", "coronal", "axial")):
-        ax.imshow(take(background, 0), origin="lower", cmap="gray")
-        im = ax.imshow(take(shown, 0), origin="lower", cmap="hot", vmin=0, vmax=top, alpha=0.85)
+    for ax, axis, name in zip(axes, (0, 1, 2), ("sagittal", "coronal", "axial")):
+        proj = np.ma.masked_less(np.where(inside >= floor, inside, 0).max(axis=axis).T, max(floor, 1e-12))
+        ax.imshow(background.mean(axis=axis).T, origin="lower", cmap="gray")
+        im = ax.imshow(proj, origin="lower", cmap="hot", vmin=0, vmax=top, alpha=0.85)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(name, fontsize=8)

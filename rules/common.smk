@@ -22,9 +22,19 @@ from robustmaps.runner import gpu_request, or_exit, visible_gpus
 # (robustmaps.runner.gpu_request). The local profile's `resources: gpu=N` caps the GPU jobs run
 # at once; on a cluster the executor places them on GPU nodes. A callable: the executor is only
 # known when the DAG is built, after this file is read.
+def local_execution():
+    """True when jobs run on this machine. A dry run (-n) swaps the intended executor for
+    Snakemake's dryrun executor, which is local; Snakemake then forces use_threads when the
+    intended one is remote (snakemake.api), so that a plan made with the Slurm profile shows the
+    GPUs the submission will ask for (tested)."""
+    if workflow.remote_exec or not workflow.local_exec:
+        return False
+    return not (workflow.dryrun and workflow.execution_settings.use_threads)
+
+
 def gpus_for(device):
     def gpu(wildcards):
-        local = workflow.local_exec and not workflow.remote_exec
+        local = local_execution()
         return gpu_request(device, local, visible_gpus() if local else None)
 
     return gpu
@@ -474,8 +484,15 @@ def saliency_views():
 
 
 def report_views(views, caption, category, subcategory):
-    """The outputs of ``views`` registered in the report, with their labels."""
+    """The outputs of ``views`` registered in the report, with their labels (as strings: the
+    report's label table fails to render numbers; caught by the Chromium test)."""
     return {
-        name: report(path, caption=caption, category=category, subcategory=subcategory, labels=labels)
+        name: report(
+            path,
+            caption=caption,
+            category=category,
+            subcategory=subcategory,
+            labels={k: str(v) for k, v in labels.items()},
+        )
         for name, (path, labels) in views.items()
     }

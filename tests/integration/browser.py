@@ -30,19 +30,29 @@ async function run() {
   if (!ready) throw new Error('the report did not render its menu');
   const d = frame.contentDocument;
   const menu = () => Array.from(d.querySelectorAll('nav div.p-3 a'));
-  const menuText = () => d.querySelector('nav div.p-3').innerText;
-  const open = async (cat) => {
-    d.querySelector('nav ol a').click(); await sleep(200);   // home
-    menu().find(a => a.textContent.trim() === cat).click(); await sleep(200);
+  const menuText = () => (d.querySelector('nav div.p-3') || d.body).innerText;
+  // the result categories are the entries under the "Results" header (a category may share its
+  // name with an entry of the "General" section, e.g. Statistics)
+  const resultEntries = () => {
+    const items = Array.from(d.querySelectorAll('nav div.p-3 li'));
+    const i = items.findIndex(li => li.textContent.trim() === 'Results');
+    return i < 0 ? [] : items.slice(i + 1);
   };
-  const items = Array.from(d.querySelectorAll('nav div.p-3 li'));
-  const i = items.findIndex(li => li.textContent.trim() === 'Results');
-  const categories = i < 0 ? [] : items.slice(i + 1).map(li => li.textContent.trim());
+  const open = async (cat) => {
+    const home = d.querySelector('nav ol a');
+    if (!home) throw new Error('no home link while opening ' + cat + ': ' + d.body.innerText.slice(0, 300));
+    home.click(); await sleep(200);
+    const entry = resultEntries().find(li => li.textContent.trim() === cat);
+    if (!entry) throw new Error('no menu entry ' + cat + ' in ' + menuText());
+    entry.querySelector('a').click(); await sleep(200);
+  };
+  const categories = resultEntries().map(li => li.textContent.trim());
   const out = {menu: menuText(), categories: {}};
   for (const cat of categories) {
     await open(cat);
     const views = {"": menuText()};
-    for (const sub of menu().map(a => a.textContent.trim()).filter(t => t)) {
+    // subcategories Snakemake registered (a category with one lists its results directly)
+    for (const sub of (SUBCATEGORIES[cat] || [])) {
       await open(cat);
       const link = menu().find(a => a.textContent.trim() === sub);
       if (!link) continue;
@@ -83,7 +93,9 @@ def rendered(report_html: Path, timeout: int = 300) -> dict:
         raise FileNotFoundError("chromium not found")
     report_html = Path(report_html).resolve()
     harness = report_html.with_name(f"{report_html.stem}.harness.html")
-    harness.write_text(HARNESS.replace("REPORT", report_html.name))
+    subcategories = {cat: list(subs) for cat, subs in registered(report_html)[0].items() if len(subs) > 1}
+    harness.write_text(HARNESS.replace("REPORT", report_html.name)
+                       .replace("SUBCATEGORIES[cat]", f"({json.dumps(subcategories)})[cat]"))
     try:
         proc = subprocess.run([exe, *CHROMIUM_FLAGS, "--dump-dom", harness.as_uri()], capture_output=True,
                               text=True, timeout=timeout)

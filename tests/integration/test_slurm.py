@@ -90,15 +90,23 @@ def slurm_run(slurm_cluster, tmp_path_factory):
 
 
 def executed_jobs(log: str) -> list[dict]:
-    """Every job the main Snakemake process started: rule, log file, gpu resource."""
+    """Every job the main Snakemake process started (also inside group jobs, where the job
+    blocks are indented): rule, log file, gpu resource."""
     jobs = []
-    for block in re.split(r"\n(?=\[[^\n]*\d{4}\]\n)", log):
-        for m in re.finditer(r"^(?:local)?rule (\w+):\n((?:    .*\n?)+)", block, re.M):
-            body = m.group(2)
-            logfile = re.search(r"^    log: (\S+)", body, re.M)
-            gpu = re.search(r"^    resources: .*\bgpu=(\d+)", body, re.M)
-            jobs.append({"rule": m.group(1), "log": logfile.group(1) if logfile else None,
-                         "gpu": int(gpu.group(1)) if gpu else 0, "local": m.group(0).startswith("local")})
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)(local)?rule (\w+):$", line)
+        if not m:
+            continue
+        body = []
+        for nxt in lines[i + 1:]:
+            if not nxt.strip() or len(nxt) - len(nxt.lstrip()) <= len(m.group(1)):
+                break
+            body.append(nxt.strip())
+        logfile = next((b[len("log: "):] for b in body if b.startswith("log: ")), None)
+        gpu = next((re.search(r"\bgpu=(\d+)", b) for b in body if b.startswith("resources: ")), None)
+        jobs.append({"rule": m.group(3), "log": logfile, "gpu": int(gpu.group(1)) if gpu else 0,
+                     "local": bool(m.group(2))})
     return jobs
 
 

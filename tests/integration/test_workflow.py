@@ -619,3 +619,22 @@ def test_readme_rule_graph_is_current(tmp_path):
     """docs/rulegraph.png (README) is drawn from docs/rulegraph.dot: `make rulegraph` redraws both."""
     proc = run_snakemake(tmp_path, "--rulegraph", "--configfile", str(REPO / "config" / "config.yaml"))
     assert proc.stdout == (REPO / "docs" / "rulegraph.dot").read_text(), "run `make rulegraph`"
+
+
+def test_profiles_plan_gpu_jobs(tmp_path):
+    """The Slurm profile's plan asks a GPU for every network rule (whatever this machine has) with
+    attempt-scaled resources; the local profile asks one only where a GPU is visible."""
+    def blocks(out, rule):
+        return [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith(f"rule {rule}:")]
+
+    out = run_snakemake(tmp_path, "--profile", str(REPO / "profiles" / "slurm"), "-n",
+                        "--configfile", str(SMOKE)).stdout
+    for rule in ("train", "hpo_worker", "group_mask", "session_masks", "gradcam", "sobol", "prob_cnn"):
+        assert blocks(out, rule) and all("gpu=1" in b for b in blocks(out, rule)), rule
+    train = blocks(out, "train")[0]
+    assert "mem_mb=8000" in train and "runtime=240" in train and "cpus_per_task=1" in train
+    for rule in ("qc", "split", "evaluate", "roi_vectors"):
+        assert blocks(out, rule) and not any("gpu=" in b for b in blocks(out, rule)), rule
+    out = run_snakemake(tmp_path, "--profile", str(REPO / "profiles" / "local"), "-n",
+                        "--configfile", str(SMOKE)).stdout
+    assert all(f"gpu={LOCAL_GPU}" in b for b in blocks(out, "train"))
