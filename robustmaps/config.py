@@ -271,3 +271,26 @@ def gm_settings(config: dict, cohort: str) -> dict:
     from .io import CLINICA_GM_PATTERN
 
     return {"pattern": CLINICA_GM_PATTERN, "space": "Ixi549Space", "modulated": "off"}
+
+
+# Checks of the session tables at planning time (light: the Snakefile imports this module).
+def excluded_diagnoses(sessions, labels: dict[str, int], source: str) -> list[str]:
+    """One line per diagnosis of a session table that data.labels leaves out (said when the
+    workflow is planned, so that a typo in a diagnosis is seen before anything runs)."""
+    out = []
+    for dx, n in sessions[~sessions.diagnosis.isin(list(labels))].groupby("diagnosis").size().items():
+        out.append(f"{source}: {n} session(s) with diagnosis '{dx}' are excluded: not in data.labels "
+                   f"({', '.join(labels)})")
+    return out
+
+
+def check_class_sizes(subjects: dict[str, int], n_folds: int, test_per_class: int, source: str) -> None:
+    """Up front (before any image is read): every class needs ``test_per_class`` test subjects
+    plus at least one validation subject per fold. ``subjects``: diagnosis -> number of subjects
+    (before QC, so this is a necessary condition; the split job checks again after QC)."""
+    need = test_per_class + n_folds
+    short = {dx: n for dx, n in subjects.items() if n < need}
+    if short:
+        shown = ", ".join(f"{n} {dx}" for dx, n in short.items())
+        raise InputError(f"{source}: {shown} subject(s): too few for split.test_per_class={test_per_class} + "
+                         f"split.n_folds={n_folds} (each class needs at least {need})")

@@ -3,6 +3,8 @@ one file atomically and returns nothing; the tables behind each figure are outpu
 
 from __future__ import annotations
 
+import contextlib
+
 import matplotlib
 import matplotlib.ticker
 
@@ -14,6 +16,18 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
+
+
+@contextlib.contextmanager
+def _fixed_jitter(seed: int = 0):
+    """seaborn's stripplot jitters with numpy's global generator: seed it (and restore it) so that
+    a figure is the same bytes on every run."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _save(fig, path) -> None:
@@ -121,7 +135,8 @@ def faithfulness_figure(per_map: pd.DataFrame, path) -> None:
     order = list(per_model.groupby("method").deletion_auc.mean().sort_values().index)
     fig, axes = plt.subplots(1, 2, figsize=(9, 0.35 * len(order) + 1.5))
     for ax, col, better in zip(axes, ("deletion_auc", "insertion_auc"), ("lower", "higher")):
-        sns.stripplot(data=per_model, y="method", x=col, order=order, ax=ax, size=5)
+        with _fixed_jitter():
+            sns.stripplot(data=per_model, y="method", x=col, order=order, ax=ax, size=5)
         sns.pointplot(data=per_model, y="method", x=col, order=order, ax=ax, linestyles="none", color="black",
                       markers="|", errorbar=None)
         if "randomcam" in order:
@@ -160,7 +175,8 @@ def similarity_families_figure(pairs: pd.DataFrame, summary: pd.DataFrame, path)
     order = list(summary.family)
     fig, ax = plt.subplots(figsize=(7, 0.45 * max(1, len(order)) + 1.2))
     if order:
-        sns.stripplot(data=pairs, y="family", x="cosine", order=order, ax=ax, size=3, alpha=0.5)
+        with _fixed_jitter():
+            sns.stripplot(data=pairs, y="family", x="cosine", order=order, ax=ax, size=3, alpha=0.5)
         y = np.arange(len(order))
         ax.errorbar(summary["mean"], y, xerr=[summary["mean"] - summary.ci_low, summary.ci_high - summary["mean"]],
                     fmt="D", color="black", capsize=3, label="mean, CI over units")

@@ -79,8 +79,10 @@ def run_qc(sessions: pd.DataFrame, paths: list[str], grid: Grid, labels: dict[st
         df.iloc[i, df.columns.get_loc("status")] = status
         df.iloc[i, df.columns.get_loc("reason")] = reason
         df.iloc[i, df.columns.get_loc("max_value")] = vmax
-    for (status, reason), n in df[df.status != "pass"].groupby(["status", "reason"]).size().items():
-        log.info("QC %s (%d session(s)): %s", status, n, reason)
+    for row in df[df.status == "fail"].itertuples():
+        log.warning("QC fail: %s: %s", row.path, row.reason)
+    for reason, n in df[df.status == "excluded"].groupby("reason").size().items():
+        log.info("QC excluded (%d session(s)): %s", n, reason)
     log.info("QC: %d pass, %d fail, %d excluded", *(int((df.status == s).sum()) for s in ("pass", "fail", "excluded")))
     extras = [c for c in sessions.columns if c not in QC_COLUMNS]  # e.g. a date column for the baseline
     return df[QC_COLUMNS + extras]

@@ -46,6 +46,24 @@ SESSION_TABLES = {
     for name, spec in config["data"]["cohorts"].items()
     if spec["source"] == "caps"
 }
+if workflow.is_main_process:
+    for name, table in SESSION_TABLES.items():
+        for line in rmconfig.excluded_diagnoses(table, config["data"]["labels"], config["data"]["cohorts"][name]["caps"]["tsv"]):
+            print(f"NOTE: {line}", file=sys.stderr)
+# the main cohort must have enough subjects per class for the test set and the folds
+_main = config["data"]["cohorts"]["main"]
+if config["split"]["import_dir"]:
+    _counts, _source = {}, None  # imported splits: their own test set and folds
+elif _main["source"] == "caps":
+    _t = SESSION_TABLES["main"]
+    _counts = _t[_t.diagnosis.isin(config["data"]["labels"])].groupby("diagnosis").participant_id.nunique()
+    _source = _main["caps"]["tsv"]
+else:
+    _counts = {dx: _main["synthetic"][f"n_{dx.lower()}"] for dx in ("CN", "AD")}
+    _source = "data.cohorts.main.synthetic"
+if _source:
+    or_exit(rmconfig.check_class_sizes, {dx: int(_counts.get(dx, 0)) for dx in config["data"]["labels"]},
+            config["split"]["n_folds"], config["split"]["test_per_class"], _source)
 
 COHORTS = list(config["data"]["cohorts"])
 MAIN = "main"

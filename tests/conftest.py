@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "tests" / "config" / "smoke.yaml"
@@ -32,6 +35,86 @@ def smoke_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("smoke")
     run_snakemake(workdir, "--cores", "2", "--configfile", str(SMOKE))
     return workdir
+
+
+# ----------------------------------------------------------------------- a real CAPS cohort
+@pytest.fixture(scope="session")
+def caps_cohort(smoke_run, tmp_path_factory):
+    """The smoke run's synthetic CAPS used as a real one, plus MCI subjects (to be excluded)."""
+    root = tmp_path_factory.mktemp("caps")
+    shutil.copytree(smoke_run / "results" / "cohort" / "main" / "caps", root / "caps")
+    sessions = pd.read_csv(smoke_run / "results" / "cohort" / "main" / "sessions.tsv", sep="\t")
+    mci = sessions.head(3).copy()
+    mci["participant_id"] = ["sub-MCI01", "sub-MCI02", "sub-MCI03"]
+    mci["diagnosis"] = "MCI"
+    for old, new in zip(sessions.head(3).participant_id, mci.participant_id):
+        src = next((root / "caps" / "subjects" / old).rglob("*.nii.gz"))
+        dst = Path(str(src).replace(old, new))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    mci["session_id"] = "ses-M000"
+    pd.concat([sessions, mci]).to_csv(root / "participants.tsv", sep="\t", index=False)
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["data"]["cohorts"] = {"main": {"name": "real", "source": "caps",
+                                       "caps": {"caps_dir": str(root / "caps"), "tsv": str(root / "participants.tsv")}}}
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return root
+
+
+def bad_copy(caps_cohort: Path, name: str) -> tuple[Path, Path]:
+    """A copy of the real-CAPS cohort (folder, participants.tsv, config) to break: (root, config)."""
+    root = caps_cohort / name
+    shutil.copytree(caps_cohort / "caps", root / "caps")
+    shutil.copy(caps_cohort / "participants.tsv", root / "participants.tsv")
+    cfg = yaml.safe_load((caps_cohort / "config.yaml").read_text())
+    cfg["data"]["cohorts"]["main"]["caps"] = {"caps_dir": str(root / "caps"), "tsv": str(root / "participants.tsv")}
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return root, root / "config.yaml"
+
+
+# ------------------------------------------------------------------ a real one-node Slurm cluster
+# System tests (root on Debian: they install packages and start daemons): on when
+# ROBUSTMAPS_SYSTEM_TESTS=1, which .ci/run sets as root on Debian.
+SYSTEM = os.environ.get("ROBUSTMAPS_SYSTEM_TESTS") == "1"
+
+
+def slurm_profile(root: Path) -> Path:
+    """A copy of profiles/slurm for the test cluster: the partition file by absolute path (jobs
+    run in another directory) and no account (the cluster has no accounting). Nothing else."""
+    profile = root / "profile"
+    shutil.copytree(REPO / "profiles" / "slurm", profile)
+    config = profile / "config.yaml"
+    text = config.read_text()
+    text = re.sub(r"^slurm-partition-config: .*$", f"slurm-partition-config: {profile / 'partitions.yaml'}", text,
+                  flags=re.M)
+    text = re.sub(r"^  slurm_account: .*\n", "", text, flags=re.M)
+    config.write_text(text + "slurm-no-account: true\n")
+    return profile
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    if not SYSTEM:
+        pytest.skip("system test: set ROBUSTMAPS_SYSTEM_TESTS=1 (root on Debian; .ci/run does)")
+    root = tmp_path_factory.mktemp("slurm-cluster")
+    env = {**os.environ, "SLURM_CI_DIR": str(root)}
+    try:
+        proc = subprocess.run(["bash", str(REPO / "tests" / "slurm" / "up.sh")], env=env, capture_output=True,
+                              text=True, timeout=900)
+        if proc.returncode != 0:
+            raise AssertionError(f"tests/slurm/up.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        yield root
+    finally:
+        subprocess.run(["bash", str(REPO / "tests" / "slurm" / "down.sh")], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def slurm_run(slurm_cluster, tmp_path_factory):
+    """The smoke config run through profiles/slurm on the test cluster: (workdir, Snakemake's log)."""
+    work = tmp_path_factory.mktemp("slurm-run")
+    profile = slurm_profile(work)
+    proc = run_snakemake(work, "--profile", str(profile), "--configfile", str(SMOKE), timeout=3600)
+    return work, proc.stdout + proc.stderr
 
 
 def pytest_collection_modifyitems(config, items):

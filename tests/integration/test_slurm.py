@@ -3,23 +3,19 @@
 
 A system test: it installs Debian packages and starts daemons as root, so it runs only when
 ROBUSTMAPS_SYSTEM_TESTS=1 (`.ci/run` sets it when it runs as root on Debian; opt in locally
-the same way). The cluster is stopped by the PIDs up.sh recorded, also when a test fails.
+the same way). The cluster and the run are session fixtures (tests/conftest.py); the cluster is
+stopped by the PIDs up.sh recorded, also when a test fails.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import REPO, SMOKE, run_snakemake
+from conftest import REPO, slurm_profile
 
-SYSTEM = os.environ.get("ROBUSTMAPS_SYSTEM_TESTS") == "1"
 pytestmark = pytest.mark.workflow
 
 # result tables compared with the local run; columns that measure time are left out
@@ -38,55 +34,14 @@ TABLES = {
 }
 
 
-@pytest.fixture(scope="module")
-def slurm_cluster(tmp_path_factory):
-    if not SYSTEM:
-        pytest.skip("system test: set ROBUSTMAPS_SYSTEM_TESTS=1 (root on Debian; .ci/run does)")
-    root = tmp_path_factory.mktemp("slurm-cluster")
-    env = {**os.environ, "SLURM_CI_DIR": str(root)}
-    try:
-        proc = subprocess.run(["bash", str(REPO / "tests" / "slurm" / "up.sh")], env=env, capture_output=True,
-                              text=True, timeout=900)
-        if proc.returncode != 0:
-            raise AssertionError(f"tests/slurm/up.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        yield root
-    finally:
-        subprocess.run(["bash", str(REPO / "tests" / "slurm" / "down.sh")], env=env, capture_output=True, timeout=120)
-
-
 def test_profile_override_touches_only_partition_and_account(tmp_path):
-    profile = test_profile(tmp_path)
+    profile = slurm_profile(tmp_path)
     before = (REPO / "profiles" / "slurm" / "config.yaml").read_text().splitlines()
     after = (profile / "config.yaml").read_text().splitlines()
     removed = [line for line in before if line not in after]
     added = [line for line in after if line not in before]
     assert [line.split(":")[0].strip() for line in removed] == ["slurm-partition-config", "slurm_account"]
     assert [line.split(":")[0].strip() for line in added] == ["slurm-partition-config", "slurm-no-account"]
-
-
-def test_profile(root: Path) -> Path:
-    """A copy of profiles/slurm for the test cluster: the partition file by absolute path (jobs
-    run in another directory) and no account (the cluster has no accounting). Nothing else."""
-    profile = root / "profile"
-    shutil.copytree(REPO / "profiles" / "slurm", profile)
-    config = profile / "config.yaml"
-    text = config.read_text()
-    text = re.sub(r"^slurm-partition-config: .*$", f"slurm-partition-config: {profile / 'partitions.yaml'}", text,
-                  flags=re.M)
-    text = re.sub(r"^  slurm_account: .*\n", "", text, flags=re.M)
-    config.write_text(text + "slurm-no-account: true\n")
-    return profile
-
-
-test_profile.__test__ = False  # a helper, not a test
-
-
-@pytest.fixture(scope="module")
-def slurm_run(slurm_cluster, tmp_path_factory):
-    work = tmp_path_factory.mktemp("slurm-run")
-    profile = test_profile(work)
-    proc = run_snakemake(work, "--profile", str(profile), "--configfile", str(SMOKE), timeout=3600)
-    return work, proc.stdout + proc.stderr
 
 
 def executed_jobs(log: str) -> list[dict]:

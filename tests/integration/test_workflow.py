@@ -421,29 +421,6 @@ def test_paper_config_plans_against_a_stub_caps(tmp_path):
 
 
 # ----------------------------------------------------------------------- a real CAPS cohort
-@pytest.fixture(scope="module")
-def caps_cohort(smoke_run, tmp_path_factory):
-    """The smoke run's synthetic CAPS used as a real one, plus MCI subjects (to be excluded)."""
-    root = tmp_path_factory.mktemp("caps")
-    shutil.copytree(smoke_run / "results" / "cohort" / "main" / "caps", root / "caps")
-    sessions = pd.read_csv(smoke_run / "results" / "cohort" / "main" / "sessions.tsv", sep="\t")
-    mci = sessions.head(3).copy()
-    mci["participant_id"] = ["sub-MCI01", "sub-MCI02", "sub-MCI03"]
-    mci["diagnosis"] = "MCI"
-    for old, new in zip(sessions.head(3).participant_id, mci.participant_id):
-        src = next((root / "caps" / "subjects" / old).rglob("*.nii.gz"))
-        dst = Path(str(src).replace(old, new))
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, dst)
-    mci["session_id"] = "ses-M000"
-    pd.concat([sessions, mci]).to_csv(root / "participants.tsv", sep="\t", index=False)
-    cfg = yaml.safe_load(SMOKE.read_text())
-    cfg["data"]["cohorts"] = {"main": {"name": "real", "source": "caps",
-                                       "caps": {"caps_dir": str(root / "caps"), "tsv": str(root / "participants.tsv")}}}
-    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return root
-
-
 def test_caps_cohort_runs_to_the_splits(caps_cohort, smoke_run):
     work = caps_cohort / "work"
     run_snakemake(work, "results/splits/summary.tsv", "results/cohort/summary.tsv", "--cores", "2",
@@ -463,62 +440,6 @@ def test_caps_cohort_runs_to_the_splits(caps_cohort, smoke_run):
     assert verify(work / "results" / "splits", 2, index) == []
     table = pd.read_csv(work / "results" / "cohort" / "summary.tsv", sep="\t")
     assert table.excluded_sessions.sum() == 0 or "MCI" in set(table.diagnosis)
-
-
-def _bad_copy(caps_cohort: Path, name: str) -> tuple[Path, Path]:
-    root = caps_cohort / name
-    shutil.copytree(caps_cohort / "caps", root / "caps")
-    shutil.copy(caps_cohort / "participants.tsv", root / "participants.tsv")
-    cfg = yaml.safe_load((caps_cohort / "config.yaml").read_text())
-    cfg["data"]["cohorts"]["main"]["caps"] = {"caps_dir": str(root / "caps"), "tsv": str(root / "participants.tsv")}
-    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return root, root / "config.yaml"
-
-
-def test_truncated_nifti_stops_with_its_name_and_no_partial_output(caps_cohort):
-    root, cfg = _bad_copy(caps_cohort, "truncated")
-    victim = sorted((root / "caps" / "subjects").glob("sub-S*/**/*.nii.gz"))[5]
-    raw = victim.read_bytes()
-    victim.write_bytes(raw[: len(raw) // 3])
-    proc = run_snakemake(root / "work", "--cores", "2", "--configfile", str(cfg), check=False)
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert f"ERROR: {victim}: cannot read NIfTI image (truncated or corrupt file" in text
-    assert not (root / "work" / "results" / "cohort" / "main" / "qc.tsv").exists()
-    assert not list((root / "work" / "results" / "cohort" / "main").glob(".tmp-*"))
-
-
-def test_missing_nifti_is_named_before_anything_runs(caps_cohort):
-    root, cfg = _bad_copy(caps_cohort, "missing")
-    victim = sorted((root / "caps" / "subjects").glob("sub-S*/**/*.nii.gz"))[2]  # not an (unread) MCI map
-    victim.unlink()
-    proc = run_snakemake(root / "work", "-n", "--configfile", str(cfg), check=False)
-    assert proc.returncode != 0
-    assert "Missing input files" in proc.stdout + proc.stderr and str(victim) in proc.stdout + proc.stderr
-
-
-@pytest.mark.parametrize("edit,expect", [
-    (lambda df: df.drop(columns="sex"), r"participants.tsv: session table lacks column\(s\) sex"),
-    (lambda df: pd.concat([df, df.head(1)]), r"participants.tsv: duplicated session\(s\) sub-S0001/ses-M000"),
-])
-def test_bad_session_table_stops_the_plan_with_one_message(caps_cohort, edit, expect):
-    root, cfg = _bad_copy(caps_cohort, f"table{len(list(caps_cohort.glob('table*')))}")
-    df = pd.read_csv(root / "participants.tsv", sep="\t")
-    edit(df).to_csv(root / "participants.tsv", sep="\t", index=False)
-    proc = run_snakemake(root / "work", "-n", "--configfile", str(cfg), check=False)
-    assert proc.returncode != 0
-    assert re.search(expect, proc.stdout + proc.stderr)
-    assert "Traceback" not in proc.stdout + proc.stderr
-
-
-def test_bad_config_stops_naming_the_key(tmp_path):
-    bad = overlay(tmp_path, {"split": {"n_fold": 3}})
-    proc = run_snakemake(tmp_path, "-n", "--configfile", str(SMOKE), bad, check=False)
-    assert proc.returncode != 0
-    assert "'n_fold' was unexpected" in proc.stdout + proc.stderr
-    bad = overlay(tmp_path, {"data": {"labels": {"CN": 0, "AD": 0}}})
-    proc = run_snakemake(tmp_path, "-n", "--configfile", str(SMOKE), bad, check=False)
-    assert "data.labels: needs one diagnosis mapped to 0 and one to 1" in proc.stdout + proc.stderr
 
 
 NEGATIVE = REPO / "tests" / "config" / "negative_control.yaml"

@@ -208,3 +208,21 @@ def test_best_epoch_ties_on_balanced_accuracy_go_to_the_lower_validation_loss(tr
     top = hist[hist.validation_balanced_accuracy == hist.validation_balanced_accuracy.max()]
     assert len(top) > 1  # the tiny cohort reaches 1.0 at several epochs
     assert hist[hist.best].epoch.iloc[0] == top.loc[top.validation_loss.idxmin(), "epoch"]
+
+
+def test_fingerprint_of_a_store_follows_its_content_not_its_path_or_time(tmp_path):
+    import os
+
+    from robustmaps.training import fingerprint
+
+    data = np.arange(200_000, dtype=np.float16)
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        np.save(tmp_path / d / "store.npy", data)
+    os.utime(tmp_path / "b" / "store.npy", ns=(1, 1))
+    fa = fingerprint({}, [tmp_path / "a" / "store.npy"])
+    assert fingerprint({}, [tmp_path / "b" / "store.npy"]) == fa  # another folder, another mtime
+    changed = data.copy()
+    changed[-10:] = 0  # inside the last sampled block
+    np.save(tmp_path / "b" / "store.npy", changed)
+    assert fingerprint({}, [tmp_path / "b" / "store.npy"]) != fa
