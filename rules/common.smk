@@ -17,8 +17,8 @@ from robustmaps.io import gm_path, read_sessions
 from robustmaps.runner import gpu_request, or_exit, visible_gpus
 
 
-# GPU placement: a network rule asks for `gpu: 1` unless its device is cpu or the workflow runs
-# here (local executor) on a machine without a GPU, where the job runs on CPU and asks for none
+# GPU placement: each network rule asks for one GPU (`gpu` resource) unless its device is cpu or
+# the workflow runs here (local executor) on a machine without a GPU, where the job runs on CPU and asks for none
 # (robustmaps.runner.gpu_request). The local profile's `resources: gpu=N` caps the GPU jobs run
 # at once; on a cluster the executor places them on GPU nodes. A callable: the executor is only
 # known when the DAG is built, after this file is read.
@@ -481,7 +481,7 @@ def hpo_best_input(wildcards):
     return {"best": f"{HPO_DIR}/best.yaml"} if config["train"]["architecture_from_hpo"] else {}
 
 
-# Report (report/workflow.rst; every rule registers its figures and tables with report()):
+# Report (report/workflow.rst; the stages register their figures and tables with report()):
 # per-model brain views, labelled so that a reader can filter by method / target, fold and seed.
 def mask_views():
     """output name -> (path, labels): a view of every main-cohort group mask."""
