@@ -526,7 +526,7 @@ def test_forcerun_one_rule_reruns_it_and_its_descendants_only(smoke_run, tmp_pat
     untouched = copy / "results" / "masks" / "summary.tsv"
     stamp = untouched.stat().st_mtime_ns
     proc = run_snakemake(copy, "--cores", "2", "--forcerun", "roi_vectors", "--configfile", str(SMOKE))
-    ran = sorted(set(re.findall(r"^rule (\w+):$", proc.stdout + proc.stderr, re.M)))
+    ran = sorted(set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, re.M)) - {"all"})
     # roi_vectors feeds the similarity families, the regions and (through the pairs) the statistics
     assert ran == ["regions", "roi_vectors", "similarity", "stats"]
     assert untouched.stat().st_mtime_ns == stamp
@@ -536,10 +536,20 @@ def test_forcerun_one_rule_reruns_it_and_its_descendants_only(smoke_run, tmp_pat
     assert "Nothing to be done" in run_snakemake(copy, "-n", "--configfile", str(SMOKE)).stdout
 
 
+def rule_graph(dot: str) -> tuple[set, set]:
+    """(rule names, edges between rule names) of `snakemake --rulegraph` output (node numbers and
+    the order of lines vary between runs)."""
+    names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', dot, re.M))
+    edges = {(names[a], names[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.M)}
+    return set(names.values()), edges
+
+
 def test_readme_rule_graph_is_current(tmp_path):
     """docs/rulegraph.png (README) is drawn from docs/rulegraph.dot: `make rulegraph` redraws both."""
     proc = run_snakemake(tmp_path, "--rulegraph", "--configfile", str(REPO / "config" / "config.yaml"))
-    assert proc.stdout == (REPO / "docs" / "rulegraph.dot").read_text(), "run `make rulegraph`"
+    rules, edges = rule_graph(proc.stdout)
+    assert len(rules) > 30 and ("train", "evaluate") in edges
+    assert (rules, edges) == rule_graph((REPO / "docs" / "rulegraph.dot").read_text()), "run `make rulegraph`"
 
 
 def test_profiles_plan_gpu_jobs(tmp_path):
