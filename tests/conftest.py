@@ -117,6 +117,28 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     return work, proc.stdout + proc.stderr
 
 
+def job_blocks(log: str) -> list[dict]:
+    """Every job a Snakemake log (of a run or a dry run) shows, also inside group jobs, where the
+    job blocks are indented: rule, log file, gpu resource, the resources line, local or not."""
+    jobs = []
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)(local)?rule (\w+):$", line)
+        if not m:
+            continue
+        body = []
+        for nxt in lines[i + 1:]:
+            if not nxt.strip() or len(nxt) - len(nxt.lstrip()) <= len(m.group(1)):
+                break
+            body.append(nxt.strip())
+        logfile = next((b[len("log: "):] for b in body if b.startswith("log: ")), None)
+        resources = next((b for b in body if b.startswith("resources: ")), "")
+        gpu = re.search(r"\bgpu=(\d+)", resources)
+        jobs.append({"rule": m.group(3), "log": logfile, "gpu": int(gpu.group(1)) if gpu else 0,
+                     "resources": resources, "local": bool(m.group(2))})
+    return jobs
+
+
 def pytest_collection_modifyitems(config, items):
     """GPU tests are skipped where CUDA is not visible."""
     import torch

@@ -14,7 +14,7 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import REPO, slurm_profile
+from conftest import REPO, job_blocks, slurm_profile
 
 pytestmark = pytest.mark.workflow
 
@@ -44,32 +44,11 @@ def test_profile_override_touches_only_partition_and_account(tmp_path):
     assert [line.split(":")[0].strip() for line in added] == ["slurm-partition-config", "slurm-no-account"]
 
 
-def executed_jobs(log: str) -> list[dict]:
-    """Every job the main Snakemake process started (also inside group jobs, where the job
-    blocks are indented): rule, log file, gpu resource."""
-    jobs = []
-    lines = log.splitlines()
-    for i, line in enumerate(lines):
-        m = re.match(r"^(\s*)(local)?rule (\w+):$", line)
-        if not m:
-            continue
-        body = []
-        for nxt in lines[i + 1:]:
-            if not nxt.strip() or len(nxt) - len(nxt.lstrip()) <= len(m.group(1)):
-                break
-            body.append(nxt.strip())
-        logfile = next((b[len("log: "):] for b in body if b.startswith("log: ")), None)
-        gpu = next((re.search(r"\bgpu=(\d+)", b) for b in body if b.startswith("resources: ")), None)
-        jobs.append({"rule": m.group(3), "log": logfile, "gpu": int(gpu.group(1)) if gpu else 0,
-                     "local": bool(m.group(2))})
-    return jobs
-
-
 def test_every_job_ran_in_slurm_with_the_gpus_it_asked_for(slurm_run):
     work, log = slurm_run
     submitted = dict(re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", log))
     assert submitted and len(set(submitted.values())) == len(submitted)
-    jobs = [j for j in executed_jobs(log) if not j["local"]]
+    jobs = [j for j in job_blocks(log) if not j["local"]]
     done = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log)
     assert done, log[-3000:]
     assert len(jobs) + 1 == int(done[-1][1])  # every job but the local target `all`

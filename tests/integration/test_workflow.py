@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, SMOKE, run_snakemake
+from conftest import REPO, SMOKE, job_blocks, run_snakemake
 from robustmaps import acceptance
 from robustmaps import config as rmconfig
 from robustmaps.grid import working_grid
@@ -555,17 +555,20 @@ def test_readme_rule_graph_is_current(tmp_path):
 def test_profiles_plan_gpu_jobs(tmp_path):
     """The Slurm profile's plan asks a GPU for every network rule (whatever this machine has) with
     attempt-scaled resources; the local profile asks one only where a GPU is visible."""
-    def blocks(out, rule):
-        return [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith(f"rule {rule}:")]
+    def jobs(profile):
+        out = run_snakemake(tmp_path, "--profile", str(REPO / "profiles" / profile), "-n",
+                            "--configfile", str(SMOKE)).stdout
+        by_rule = {}
+        for job in job_blocks(out):
+            by_rule.setdefault(job["rule"], []).append(job)
+        return by_rule
 
-    out = run_snakemake(tmp_path, "--profile", str(REPO / "profiles" / "slurm"), "-n",
-                        "--configfile", str(SMOKE)).stdout
+    slurm = jobs("slurm")
     for rule in ("train", "hpo_worker", "group_mask", "session_masks", "gradcam", "sobol", "prob_cnn"):
-        assert blocks(out, rule) and all("gpu=1" in b for b in blocks(out, rule)), rule
-    train = blocks(out, "train")[0]
+        assert slurm.get(rule) and all(j["gpu"] == 1 for j in slurm[rule]), rule
+    train = slurm["train"][0]["resources"]
     assert "mem_mb=8000" in train and "runtime=240" in train and "cpus_per_task=1" in train
     for rule in ("qc", "split", "evaluate", "roi_vectors"):
-        assert blocks(out, rule) and not any("gpu=" in b for b in blocks(out, rule)), rule
-    out = run_snakemake(tmp_path, "--profile", str(REPO / "profiles" / "local"), "-n",
-                        "--configfile", str(SMOKE)).stdout
-    assert all(f"gpu={LOCAL_GPU}" in b for b in blocks(out, "train"))
+        assert slurm.get(rule) and not any("gpu=" in j["resources"] for j in slurm[rule]), rule
+    local = jobs("local")
+    assert local["train"] and all(j["gpu"] == LOCAL_GPU for j in local["train"])
