@@ -194,7 +194,9 @@ def counted(trials) -> list:
 
 
 def release_dead_trials(study, worker: int) -> list[int]:
-    """Mark this worker's RUNNING trials (left by a killed run of it) as FAIL, ``interrupted``."""
+    """Mark this worker's RUNNING trials (left by a killed run of it) as FAIL, ``interrupted``, and
+    enqueue their points again, so that the search evaluates the same points as an uninterrupted
+    run would (the baseline included, which is only enqueued when the study starts)."""
     import optuna
 
     numbers = []
@@ -203,6 +205,8 @@ def release_dead_trials(study, worker: int) -> list[int]:
             study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
             study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: its worker died; re-run")
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            again = {k: v for k, v in t.user_attrs.items() if k == "baseline"}
+            study.enqueue_trial(dict(t.params), user_attrs={**again, "retry_of": t.number})
             numbers.append(t.number)
     return numbers
 

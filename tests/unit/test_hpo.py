@@ -153,6 +153,12 @@ def test_a_killed_worker_is_continued_and_its_trial_marked_failed(trained_model,
     interrupted = table[table.error.fillna("").str.startswith("interrupted")]
     assert list(interrupted.number) == [running[0].number] and (interrupted.state == "FAIL").all()
     assert (table.state == "COMPLETE").sum() == 2  # n_trials done, the interrupted one not counted
+    # the interrupted point is evaluated again (here the baseline, trial 0): the same points as a
+    # run that was never killed
+    study = optuna.load_study(study_name=name, storage=hpo.storage(journal))
+    retry = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == running[0].number]
+    assert len(retry) == 1 and retry[0].params == running[0].params and retry[0].state.name == "COMPLETE"
+    assert retry[0].user_attrs.get("baseline") == running[0].user_attrs.get("baseline")
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe", "gp"])
