@@ -1,6 +1,6 @@
 """Faults: the workflow killed (SIGKILL, the whole process group: Snakemake and its jobs) in the
-middle of a training, a mask optimisation and a hyperparameter-search worker, then re-run with
---rerun-incomplete, ends with the results of an uninterrupted run (the shared smoke run); a job
+middle of a training, a mask optimisation and a hyperparameter-search worker, then re-run as a
+user would (`--unlock`, then `--rerun-incomplete`), ends with the results of an uninterrupted run (the shared smoke run); a job
 that fails fails alone with a clear log, and --keep-going finishes every independent branch.
 
 Each test works in a copy of the smoke run and re-runs only the jobs it needs.
@@ -31,8 +31,9 @@ def copy_run(smoke_run: Path, dst: Path) -> Path:
 
 
 def kill_when(workdir: Path, args: list[str], log: Path, pattern: str, timeout: float = 600) -> None:
-    """Start Snakemake in its own process group, wait until ``log`` matches ``pattern``, then
-    SIGKILL the whole group (Snakemake and the job's processes)."""
+    """Start Snakemake in its own process group, wait until the job's ``log`` (written anew)
+    matches ``pattern``, then SIGKILL the whole group (Snakemake and the job's processes)."""
+    log.unlink(missing_ok=True)
     proc = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, "PYTHONHASHSEED": "0"})
@@ -50,6 +51,12 @@ def kill_when(workdir: Path, args: list[str], log: Path, pattern: str, timeout: 
         proc.wait()
 
 
+def rerun(workdir: Path, *args: str) -> None:
+    """What a user does after a kill: remove Snakemake's stale lock, re-run the incomplete jobs."""
+    run_snakemake(workdir, "--unlock", "--configfile", str(SMOKE))
+    run_snakemake(workdir, "--rerun-incomplete", *args, "--configfile", str(SMOKE))
+
+
 def models_equal(a: Path, b: Path) -> bool:
     ma, mb = (torch.load(p, weights_only=False) for p in (a, b))
     return ma["state_dict"].keys() == mb["state_dict"].keys() and all(
@@ -63,7 +70,7 @@ def test_killed_training_resumes_to_the_same_model(smoke_run, tmp_path):
     kill_when(work, ["--cores", "1", "--forcerun", "train", target, "--configfile", str(SMOKE)], log,
               r"epoch 3: train loss")
     assert not (work / target).exists()  # Snakemake removed the old output; nothing half-written
-    run_snakemake(work, "--cores", "1", "--rerun-incomplete", target, "--configfile", str(SMOKE))
+    rerun(work, "--cores", "1", target)
     assert "resuming from" in log.read_text()
     assert models_equal(work / target, smoke_run / target)
     hist = [pd.read_csv(r / "results/models/fold-0/seed-0/history.tsv", sep="\t").drop(columns="seconds")
@@ -78,7 +85,7 @@ def test_killed_mask_optimisation_reruns_to_the_same_mask(smoke_run, tmp_path):
     kill_when(work, ["--cores", "1", "--forcerun", "group_mask", f"{folder}/mask.nii.gz",
                      "--configfile", str(SMOKE)], log, r"mask epoch 1:")
     assert not (work / folder / "mask.nii.gz").exists()
-    run_snakemake(work, "--cores", "1", "--rerun-incomplete", f"{folder}/mask.nii.gz", "--configfile", str(SMOKE))
+    rerun(work, "--cores", "1", f"{folder}/mask.nii.gz")
     for name in ("mask.nii.gz", "summary.tsv", "history.tsv"):
         assert (work / folder / name).read_bytes() == (smoke_run / folder / name).read_bytes(), name
 
@@ -89,7 +96,7 @@ def test_killed_hpo_worker_reruns_to_the_same_trials(smoke_run, tmp_path):
     log = work / "results" / "hpo" / "logs" / "worker-0.log"
     kill_when(work, ["--cores", "2", "results/hpo/trials.tsv", "--configfile", str(SMOKE)], log,
               r"trial \d+ epoch 1:")
-    run_snakemake(work, "--cores", "2", "--rerun-incomplete", "results/hpo/trials.tsv", "--configfile", str(SMOKE))
+    rerun(work, "--cores", "2", "results/hpo/trials.tsv")
     after = pd.read_csv(work / "results" / "hpo" / "trials.tsv", sep="\t")
     before = pd.read_csv(smoke_run / "results" / "hpo" / "trials.tsv", sep="\t")
     dead = after[after.error.astype(str).str.startswith("interrupted")]
