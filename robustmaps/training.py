@@ -13,6 +13,7 @@ best epoch by validation balanced accuracy; deterministic and resumable.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -351,12 +352,16 @@ def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, histo
     hist = pd.DataFrame(history).drop(columns="stop")
     hist["best"] = hist.epoch == best["epoch"]
     names = {v: k for k, v in labels.items()}
+    # serialised in memory: torch.save names the zip archive's folder after the file it writes to,
+    # which would put the temporary name into the model file (and make it differ between runs)
+    buffer = io.BytesIO()
+    torch.save({"architecture": cfg.architecture, "in_shape": list(store.shape[1:]),
+                "normalisation": cfg.normalisation, "state_dict": best["state"],
+                "classes": [names[0], names[1]], "fold": fold, "seed": seed, "best_epoch": best["epoch"],
+                "validation_balanced_accuracy": best["balanced_accuracy"], "fingerprint": fp,
+                "torch": torch.__version__}, buffer)
     with atomic_path(model_pt) as tmp:
-        torch.save({"architecture": cfg.architecture, "in_shape": list(store.shape[1:]),
-                    "normalisation": cfg.normalisation, "state_dict": best["state"],
-                    "classes": [names[0], names[1]], "fold": fold, "seed": seed, "best_epoch": best["epoch"],
-                    "validation_balanced_accuracy": best["balanced_accuracy"], "fingerprint": fp,
-                    "torch": torch.__version__}, tmp)
+        Path(tmp).write_bytes(buffer.getvalue())
     write_tsv(hist, history_tsv)
     Path(checkpoint).unlink(missing_ok=True)
 

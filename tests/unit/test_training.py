@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -226,3 +228,29 @@ def test_fingerprint_of_a_store_follows_its_content_not_its_path_or_time(tmp_pat
     changed[-10:] = 0  # inside the last sampled block
     np.save(tmp_path / "b" / "store.npy", changed)
     assert fingerprint({}, [tmp_path / "b" / "store.npy"]) != fa
+
+
+def test_model_files_of_two_runs_in_different_folders_are_the_same_bytes(trained_model, tmp_path):
+    """The rule's entry point twice on copies of the same inputs in different folders: model.pt
+    is byte-identical (no path, time or temporary name inside) and history.tsv but for the
+    measured seconds."""
+    import shutil
+
+    import pandas as pd
+
+    from robustmaps.training import train_model
+
+    settings = {**trained_model["settings"], "max_epochs": 2, "patience": 2}
+    out = []
+    for name in ("a", "b"):
+        d = tmp_path / name
+        d.mkdir()
+        for f in ("store", "index", "train", "validation"):
+            shutil.copy(trained_model[f], d / Path(trained_model[f]).name)
+        train_model(d / "store.npy", d / "index.tsv", d / "train.tsv", d / "validation.tsv", d / "model.pt",
+                    d / "history.tsv", d / "ck" / "checkpoint.pt", fold=0, seed=3, settings=settings,
+                    labels={"CN": 0, "AD": 1}, device="cpu", threads=2)
+        out.append(d)
+    assert (out[0] / "model.pt").read_bytes() == (out[1] / "model.pt").read_bytes()
+    h = [pd.read_csv(d / "history.tsv", sep="\t").drop(columns="seconds") for d in out]
+    pd.testing.assert_frame_equal(h[0], h[1])
