@@ -1,7 +1,7 @@
 """Planning the paper's protocol on an ADNI-sized cohort: `snakemake -n` wall time and job count.
 
-    .venv/bin/python benchmarks/plan_paper.py                       # 700 subjects, ~3,000 sessions
-    .venv/bin/python benchmarks/plan_paper.py --subjects 700 --max-sessions 7 --repeats 3
+    .venv/bin/python benchmarks/plan_paper.py                       # 700 subjects, ~3,150 sessions
+    .venv/bin/python benchmarks/plan_paper.py --subjects 700 --max-sessions 8 --repeats 3
 
 Builds a stub Clinica CAPS folder (empty GM files with Clinica's names, enough for planning) with
 ``--subjects`` ADNI subjects of 1 to ``--max-sessions`` sessions each (CN, AD and MCI in turn;
@@ -36,7 +36,7 @@ def stub_caps(root: Path, cohort: str, n: int, max_sessions: int) -> int:
     for i in range(n):
         pid = f"sub-{cohort}{i:04d}"
         diagnosis = ["CN", "AD", "MCI"][i % 3]
-        for k in range(1 + (i * 7) % max_sessions):
+        for k in range(1 + (i * 3) % max_sessions):
             ses = f"ses-M{12 * k:03d}"
             rows.append((pid, ses, diagnosis, 70 + i % 20, "MF"[i % 2]))
             if diagnosis == "MCI":
@@ -76,13 +76,13 @@ def submissions(counts: dict[str, int]) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subjects", type=int, default=700)
-    ap.add_argument("--max-sessions", type=int, default=7)
+    ap.add_argument("--max-sessions", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sessions = stub_caps(work / "data", "ADNI", args.subjects, args.max_sessions)
-        aibl = stub_caps(work / "data", "AIBL", 120, 3)
+        aibl = stub_caps(work / "data", "AIBL", 120, 2)
         times, out = [], ""
         for _ in range(args.repeats):
             t = time.perf_counter()
