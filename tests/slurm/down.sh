@@ -1,7 +1,18 @@
 #!/bin/bash
-# Stop exactly what up.sh started, by PID, newest first (SIGTERM, then SIGKILL after 10 s).
+# Stop what up.sh started. First cancel every job still in the queue (only the cluster up.sh
+# started answers here: up.sh refuses to start beside another one) and wait until their
+# slurmstepd processes are gone, then stop the daemons by their recorded PIDs, newest first
+# (SIGTERM, then SIGKILL after 10 s).
 ROOT=${SLURM_CI_DIR:-${TMPDIR:-/tmp}/robustmaps-slurm}
 PIDDIR=$ROOT/pids
+if [ -f "$PIDDIR/slurmctld.pid" ] && scontrol ping >/dev/null 2>&1; then
+  jobs=$(squeue -h -o %i 2>/dev/null)
+  if [ -n "$jobs" ]; then
+    echo "cancelling jobs still queued: $(echo $jobs)"
+    scancel $jobs 2>/dev/null
+    for _ in $(seq 1 60); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.5; done
+  fi
+fi
 for d in slurmd slurmctld munged; do
   f="$PIDDIR/$d.pid"; [ -f "$f" ] || continue
   p=$(cat "$f")

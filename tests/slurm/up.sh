@@ -6,12 +6,19 @@
 # CUDA_VISIBLE_DEVICES; there is no CUDA behind them), starts munged, slurmctld and slurmd and
 # waits until the node is idle. No accounting (sacct fails: the profile's squeue status command
 # is what is tested). Everything started is recorded by PID in $PIDDIR for down.sh.
+# All of Slurm's state (controller state, slurmd spool, logs) lives in a fresh folder under
+# $SLURM_CI_DIR and slurmctld starts clean (-c): jobs saved by an earlier cluster on this machine
+# (/var/spool/slurm*) would otherwise be restored and keep the node allocated.
 # Adapted from a measured recipe (Debian 12, Slurm 22.05, about 10 s once packages are installed).
 set -euo pipefail
 ROOT=${SLURM_CI_DIR:-${TMPDIR:-/tmp}/robustmaps-slurm}
 PIDDIR=$ROOT/pids
 LOGDIR=$ROOT/logs
+STATEDIR=$ROOT/state
+SPOOLDIR=$ROOT/spool
 mkdir -p "$PIDDIR" "$LOGDIR"
+rm -rf "$STATEDIR" "$SPOOLDIR"
+mkdir -p "$STATEDIR" "$SPOOLDIR"
 waitfor() { # waitfor <tries> <cmd...>   (0.5 s between tries)
   local n=$1; shift
   for _ in $(seq 1 "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
@@ -46,7 +53,7 @@ H=$(hostname -s)
 NODELINE=$(slurmd -C | head -1)
 MEM=$(echo "$NODELINE" | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
 NODELINE=$(echo "$NODELINE" | sed "s/RealMemory=[0-9]*/RealMemory=$((MEM * 90 / 100))/")
-mkdir -p /etc/slurm /var/spool/slurmd /var/spool/slurmctld /var/log/slurm
+mkdir -p /etc/slurm
 cat >/etc/slurm/slurm.conf <<CONF
 ClusterName=robustmaps
 SlurmctldHost=$H
@@ -58,14 +65,14 @@ MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 ReturnToService=2
-SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
+SlurmctldPidFile=$ROOT/slurmctld.pid
+SlurmdPidFile=$ROOT/slurmd.pid
 SlurmctldPort=6817
 SlurmdPort=6818
-SlurmdSpoolDir=/var/spool/slurmd
-StateSaveLocation=/var/spool/slurmctld
-SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
+SlurmdSpoolDir=$SPOOLDIR
+StateSaveLocation=$STATEDIR
+SlurmctldLogFile=$LOGDIR/slurmctld.log
+SlurmdLogFile=$LOGDIR/slurmd.log
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
@@ -86,10 +93,13 @@ CONF
 # a "gpu" GRES without File= is silently dropped by slurmd ("Removing file-less GPU")
 echo "NodeName=$H Name=gpu File=/dev/fakegpu[0-1]" >/etc/slurm/gres.conf
 
-slurmctld -D -i >"$LOGDIR/slurmctld.out" 2>&1 &
+slurmctld -D -c >"$LOGDIR/slurmctld.out" 2>&1 &
 started slurmctld $!
 waitfor 40 scontrol ping
 slurmd -D >"$LOGDIR/slurmd.out" 2>&1 &
 started slurmd $!
-waitfor 60 sh -c 'sinfo -h -o %t | grep -qx idle'
+if ! waitfor 120 sh -c 'sinfo -h -o %t | grep -qx idle'; then
+  { sinfo -N -l; scontrol show node; tail -n 30 "$LOGDIR/slurmctld.log" "$LOGDIR/slurmd.log" "$LOGDIR/slurmd.out"; } >&2 || true
+  exit 1
+fi
 sinfo
