@@ -39,9 +39,11 @@ include: "rules/train.smk"
 include: "rules/masks.smk"
 include: "rules/saliency.smk"
 include: "rules/analysis.smk"
+include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         all_outputs(),
+        "results/provenance.json",

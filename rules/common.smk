@@ -14,7 +14,11 @@ os.environ.update(
 from robustmaps import config as rmconfig
 from robustmaps.grid import native_grid, working_grid
 from robustmaps.io import gm_path, read_sessions
+from robustmaps.provenance import git_commit
 from robustmaps.runner import gpu_request, or_exit, visible_gpus
+
+# the workflow's git commit, a param of the provenance rule (results/provenance.json)
+WORKFLOW_COMMIT = git_commit(workflow.basedir)
 
 
 # GPU placement: each network rule asks for one GPU (`gpu` resource) unless its device is cpu or

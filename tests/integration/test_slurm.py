@@ -48,10 +48,13 @@ def test_every_job_ran_in_slurm_with_the_gpus_it_asked_for(slurm_run):
     work, log = slurm_run
     submitted = dict(re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", log))
     assert submitted and len(set(submitted.values())) == len(submitted)
-    jobs = [j for j in job_blocks(log) if not j["local"]]
+    blocks = job_blocks(log)
+    jobs = [j for j in blocks if not j["local"]]
     done = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log)
     assert done, log[-3000:]
-    assert len(jobs) + 1 == int(done[-1][1])  # every job but the local target `all`
+    # every job but the local rules: the target `all` and the provenance (it reads Snakemake's records)
+    assert sorted(j["rule"] for j in blocks if j["local"]) == ["all", "provenance"]
+    assert len(jobs) + 2 == int(done[-1][1])
     # grouped jobs share one Slurm job; the groups of profiles/slurm/config.yaml
     groups = {"train": "model", "evaluate": "model", "roi_vectors": "analysis", "similarity": "analysis",
               "regions": "analysis", "stats": "analysis"}

@@ -3,9 +3,11 @@ cohort built from it; planning of the demo and paper configs; lint; rerun trigge
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -82,6 +84,8 @@ def test_store_atlas_and_index_share_the_working_grid(smoke_run, smoke_config):
     assert set(indep.cohort) == {"independent"}
 
 
+# the default target and the provenance, which is re-written whenever anything above it re-runs
+FINAL = {"all": 1, "provenance": 1}
 TRAINING = {"train": 4, "evaluate": 4, "training_summary": 1}  # 2 folds x 2 seeds
 # 2 cohorts x 2 targets x 4 models; 2 sweep points x 2 targets; session masks of one model x 2 targets
 MASKS = {"group_mask": 16, "sweep_mask": 4, "session_masks": 2, "masks_summary": 1}
@@ -99,27 +103,27 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
     assert "Nothing to be done" in out
     seed = overlay(tmp_path, {"split": {"seed": 5}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), seed).stdout)
-    assert counts == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB, **HPO}
+    assert counts == {**FINAL, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB, **HPO}
     qc = overlay(tmp_path, {"qc": {"min_max_gm": 0.9}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), qc).stdout)
-    assert counts == {"all": 1, "cohort_table": 1, "preprocess": 2, "qc": 2, "split": 1, "test_cohort": 1, **TRAINING,
+    assert counts == {**FINAL, "cohort_table": 1, "preprocess": 2, "qc": 2, "split": 1, "test_cohort": 1, **TRAINING,
                       **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB, **HPO}
     # the independent cohort is only evaluated on: models are not retrained
     indep = overlay(tmp_path, {"data": {"cohorts": {"independent": {"synthetic": {"n_cn": 6}}}}})
     counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), indep).stdout)
-    assert counts == {"all": 1, "cohort_table": 1, "preprocess": 1, "qc": 1, "synthetic_cohort": 1, "test_cohort": 1,
+    assert counts == {**FINAL, "cohort_table": 1, "preprocess": 1, "qc": 1, "synthetic_cohort": 1, "test_cohort": 1,
                       "evaluate": 4, "training_summary": 1, "group_mask": 8, "masks_summary": 1, **ANALYSIS, **PROB}
     lr = overlay(tmp_path, {"train": {"lr": 5e-4}})
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), lr).stdout
-    assert job_counts(out) == {"all": 1, **TRAINING, **MASKS, **SALIENCY, **ANALYSIS, **PROB}
+    assert job_counts(out) == {**FINAL, **TRAINING, **MASKS, **SALIENCY, **ANALYSIS, **PROB}
     train_jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith("rule train:")]
     assert len(train_jobs) == 4 and all(f"gpu={LOCAL_GPU}" in b for b in train_jobs)
     boot = overlay(tmp_path, {"evaluation": {"bootstrap": 300}})
     assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), boot).stdout) == {
-        "all": 1, "evaluate": 4, "training_summary": 1, "stats": 1}  # stats reads the training summary
+        **FINAL, "evaluate": 4, "training_summary": 1, "stats": 1}  # stats reads the training summary
     one_seed = overlay(tmp_path, {"train": {"seeds": [0]}})  # a subset of the models: only the summary
     assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), one_seed).stdout) == {
-        "all": 1, "training_summary": 1, "masks_summary": 1, **ANALYSIS, **PROB}
+        **FINAL, "training_summary": 1, "masks_summary": 1, **ANALYSIS, **PROB}
 
 
 def test_hpo_trials_best_and_training_from_it(smoke_run, tmp_path):
@@ -152,7 +156,7 @@ def test_hpo_trials_best_and_training_from_it(smoke_run, tmp_path):
     assert "hpo_worker" not in job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), lr).stdout)
     more = overlay(tmp_path, {"hpo": {"n_trials": 5}})
     assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), more).stdout) == {
-        "all": 1, **HPO}
+        **FINAL, **HPO}
     # training consumes best.yaml (in a copy: the shared run stays as it is)
     copy = tmp_path / "copy"
     shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("saliency", "sobol", "masks", "analysis"))
@@ -170,20 +174,20 @@ def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path
         return job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, data)).stdout)
 
     # the sweep points set their own penalties: a new default l1 re-runs group and session masks only
-    assert counts({"masks": {"l1": 2e-4}}) == {"all": 1, "group_mask": 16, "session_masks": 2, "masks_summary": 1,
+    assert counts({"masks": {"l1": 2e-4}}) == {**FINAL, "group_mask": 16, "session_masks": 2, "masks_summary": 1,
                                                **ANALYSIS, **PROB}
-    assert counts({"masks": {"session": {"max_epochs": 25}}}) == {"all": 1, "session_masks": 2, "masks_summary": 1,
+    assert counts({"masks": {"session": {"max_epochs": 25}}}) == {**FINAL, "session_masks": 2, "masks_summary": 1,
                                                                   **ANALYSIS, **PROB}
-    assert counts({"masks": {"independent": {"patience": 4}}}) == {"all": 1, "group_mask": 8, "masks_summary": 1,
+    assert counts({"masks": {"independent": {"patience": 4}}}) == {**FINAL, "group_mask": 8, "masks_summary": 1,
                                                                    **ANALYSIS, **PROB}
-    assert counts({"masks": {"sweep": {"batch_size": 1}}}) == {"all": 1, "sweep_mask": 4, "masks_summary": 1,
+    assert counts({"masks": {"sweep": {"batch_size": 1}}}) == {**FINAL, "sweep_mask": 4, "masks_summary": 1,
                                                                **ANALYSIS}
     point = {"b1": 0.1, "b2": 1, "l1": 1e-3, "l2": 1e-3}
     smoke_points = rmconfig.load(SMOKE)["masks"]["sweep"]["points"]
     assert counts({"masks": {"sweep": {"points": smoke_points + [point]}}}) == {
-        "all": 1, "sweep_mask": 2, "masks_summary": 1, **ANALYSIS}
+        **FINAL, "sweep_mask": 2, "masks_summary": 1, **ANALYSIS}
     # mu = 1 instead of the mean CN map: every mask, no reference map
-    assert counts({"masks": {"reference": "one"}}) == {"all": 1, **MASKS, **ANALYSIS, **PROB}
+    assert counts({"masks": {"reference": "one"}}) == {**FINAL, **MASKS, **ANALYSIS, **PROB}
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, {"masks": {"l1": 3e-4}})).stdout
     jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith(("rule group_mask:", "rule session_masks:"))]
     assert len(jobs) == 18 and all(f"gpu={LOCAL_GPU}" in b for b in jobs)
@@ -194,21 +198,21 @@ def test_saliency_settings_rerun_exactly_the_methods_that_use_them(smoke_run, tm
         return run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, data)).stdout
 
     out = plan({"saliency": {"lots": {"iterations": 40}}})
-    assert job_counts(out) == {"all": 1, "lots": 1, "saliency_summary": 1, **ANALYSIS}
+    assert job_counts(out) == {**FINAL, "lots": 1, "saliency_summary": 1, **ANALYSIS}
     jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith("rule lots:")]
     assert len(jobs) == 1 and all(f"gpu={LOCAL_GPU}" in b for b in jobs)
     assert job_counts(plan({"saliency": {"faithfulness": {"steps": 10}}})) == {
-        "all": 1, **{m: 1 for m in METHODS}, "saliency_summary": 1, **ANALYSIS}
+        **FINAL, **{m: 1 for m in METHODS}, "saliency_summary": 1, **ANALYSIS}
     # the CAM layer is shared by the five CAMs only
     cams = ["gradcam", "gradcampp", "layercam", "hirescam", "randomcam"]
     assert job_counts(plan({"saliency": {"layer": "net.features.5"}})) == {
-        "all": 1, **{m: 1 for m in cams}, "saliency_summary": 1, **ANALYSIS}
-    assert job_counts(plan({"saliency": {"actmax": {"iterations": 12}}})) == {"all": 1, "actmax": 1,
+        **FINAL, **{m: 1 for m in cams}, "saliency_summary": 1, **ANALYSIS}
+    assert job_counts(plan({"saliency": {"actmax": {"iterations": 12}}})) == {**FINAL, "actmax": 1,
                                                                                "saliency_summary": 1, **ANALYSIS}
-    assert job_counts(plan({"sobol": {"n": 32}})) == {"all": 1, "sobol": 1, "sobol_summary": 1, **ANALYSIS}
+    assert job_counts(plan({"sobol": {"n": 32}})) == {**FINAL, "sobol": 1, "sobol_summary": 1, **ANALYSIS}
     assert job_counts(plan({"saliency": {"methods": ["gradcam", "randomcam"]}})) == {
-        "all": 1, "saliency_summary": 1, **ANALYSIS}
-    assert job_counts(plan({"roi": {"reduction": "sum"}})) == {"all": 1, **ANALYSIS}
+        **FINAL, "saliency_summary": 1, **ANALYSIS}
+    assert job_counts(plan({"roi": {"reduction": "sum"}})) == {**FINAL, **ANALYSIS}
 
 
 def test_smoke_saliency_maps_sobol_and_faithfulness_tables(smoke_run, smoke_config):
@@ -370,7 +374,7 @@ def test_imported_clinicadl_splits_are_inputs_of_the_split_rule(smoke_run, tmp_p
     shutil.copytree(smoke_run / "results" / "splits", tmp_path / "imported")
     imp = overlay(tmp_path, {"split": {"import_dir": str(tmp_path / "imported")}})
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), imp).stdout
-    assert job_counts(out) == {"all": 1, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB,
+    assert job_counts(out) == {**FINAL, "split": 1, **TRAINING, **MASKS, **REFERENCE, **SALIENCY, **ANALYSIS, **PROB,
                                 **HPO}
     assert str(tmp_path / "imported" / "split-1" / "validation_baseline.tsv") in out
 
@@ -477,7 +481,7 @@ def test_negative_control_finds_nothing(negative_run):
 # The HTML report, read in a browser: every category the study needs, every registered output
 # listed on the rendered page (tests/integration/browser.py clicks through it in Chromium).
 REPORT_CATEGORIES = ["Cohort and QC", "Splits", "Training", "Hyperparameter search", "Masks",
-                     "Saliency and faithfulness", "Similarity", "Sensitivity", "Statistics"]
+                     "Saliency and faithfulness", "Similarity", "Sensitivity", "Statistics", "Provenance"]
 
 
 @pytest.fixture(scope="module")
@@ -528,7 +532,7 @@ def test_forcerun_one_rule_reruns_it_and_its_descendants_only(smoke_run, tmp_pat
     proc = run_snakemake(copy, "--cores", "2", "--forcerun", "roi_vectors", "--configfile", str(SMOKE))
     ran = sorted(set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, re.M)) - {"all"})
     # roi_vectors feeds the similarity families, the regions and (through the pairs) the statistics
-    assert ran == ["regions", "roi_vectors", "similarity", "stats"]
+    assert ran == ["provenance", "regions", "roi_vectors", "similarity", "stats"]
     assert untouched.stat().st_mtime_ns == stamp
     for name in ("roi_vectors.tsv", "similarity/summary.tsv", "stats/tests.tsv"):
         before = pd.read_csv(smoke_run / "results" / "analysis" / name, sep="\t")
@@ -550,6 +554,21 @@ def test_readme_rule_graph_is_current(tmp_path):
     rules, edges = rule_graph(proc.stdout)
     assert len(rules) > 30 and ("train", "evaluate") in edges
     assert (rules, edges) == rule_graph((REPO / "docs" / "rulegraph.dot").read_text()), "run `make rulegraph`"
+
+
+def test_provenance_names_every_rule_of_the_study_and_the_commit(smoke_run):
+    """results/provenance.json, walked back from the final files through Snakemake's records,
+    lists exactly the rules of the smoke run's DAG (the provenance itself and `all` aside)."""
+    doc = json.loads((smoke_run / "results" / "provenance.json").read_text())
+    dag, _ = rule_graph(run_snakemake(smoke_run, "--rulegraph", "--configfile", str(SMOKE)).stdout)
+    assert set(doc["rules"]) == dag - {"all", "provenance"}
+    assert all(len(r["params_sha256"]) == 64 and r["param_sets"] >= 1 for r in doc["rules"].values())
+    assert doc["rules"]["train"]["param_sets"] == 1  # the folds and seeds are wildcards, not params
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert doc["workflow"]["commit"].removesuffix("-dirty") == (head.stdout.strip() if head.returncode == 0
+                                                                else "unknown")
+    import torch
+    assert doc["packages"]["torch"] == torch.__version__
 
 
 def test_profiles_plan_gpu_jobs(tmp_path):
