@@ -139,11 +139,18 @@ def check_saliency(results: Path, config: dict) -> list[str]:
     from .grid import working_grid
     from .io import load_nifti
 
+    from .similarity import ID_COLUMNS
+
     fails = []
     grid = working_grid(config)
+    kept = config.get("storage", {}).get("keep_session_maps", False)
     for method in config["saliency"]["methods"]:
         for f, s in rmconfig.saliency_models(config):
             folder = results / "saliency" / method / f"fold-{f}" / f"seed-{s}"
+            if not (folder / "maps.nii.gz").exists() and not kept and method != "actmax":
+                # a temp() stack, deleted once read: check what the ROI vectors kept of it
+                fails += _session_rows_failures(results, folder, method, f, s, ID_COLUMNS)
+                continue
             if not (folder / "maps.nii.gz").exists():
                 fails.append(f"{method} fold {f} seed {s}: no maps")
                 continue
@@ -162,6 +169,24 @@ def check_saliency(results: Path, config: dict) -> list[str]:
             fails.append(f"{r.method}: deletion AUC {r.deletion_auc:.3f} / insertion AUC {r.insertion_auc:.3f} "
                          "does not beat Random-CAM")
     return fails
+
+
+def _session_rows_failures(results: Path, folder: Path, method: str, fold, seed, id_columns) -> list[str]:
+    """The ROI vectors of one method's per-session maps: one per indexed session, finite, not flat."""
+    import numpy as np
+
+    what = f"{method} fold {fold} seed {seed}"
+    index = read_tsv(folder / "index.tsv", ["session_id"], dtype={"participant_id": str, "session_id": str})
+    roi = read_tsv(results / "analysis" / "roi_vectors.tsv", id_columns, dtype={"participant_id": str, "point": str})
+    rows = roi[(roi.kind == "saliency_session") & (roi.method == method) & (roi.fold.astype(str) == str(fold))
+               & (roi.seed.astype(str) == str(seed))]
+    values = rows.drop(columns=id_columns).to_numpy(float)
+    if len(rows) != len(index):
+        return [f"{what}: {len(rows)} ROI vectors of per-session maps for {len(index)} sessions"]
+    if not np.isfinite(values).all():
+        return [f"{what}: non-finite ROI vectors"]
+    flat = int((values.std(1) == 0).sum())
+    return [f"{what}: {flat} constant ROI vector(s) of per-session maps"] if flat else []
 
 
 def check_regions(results: Path, config: dict, min_auc: float = 0.8) -> list[str]:

@@ -347,15 +347,22 @@ def to_native(volumes: np.ndarray, working: dict, native: dict, fill: float = 1.
     return out
 
 
-def write_volumes(volumes: np.ndarray, grids: dict, working_nii, native_nii, dtype=np.float32,
+def write_volumes(volumes: np.ndarray, grids: dict, working_nii, native_nii=None, dtype=np.float32,
                   fill: float = 1.0) -> None:
-    """Volumes (X, Y, Z[, K]) on the working grid and, resampled, on the native grid."""
+    """Volumes (X, Y, Z[, K]) on the working grid and, resampled, on the native grid (unless
+    ``native_nii`` is None: per-session stacks that are not kept have no native copy).
+
+    Stacks of per-session maps use ``dtype=np.int16``: 2 bytes a voxel, like float16, which
+    NIfTI-1 cannot store; the scale factor (one per file, chosen by nibabel from the largest
+    absolute value) keeps raw gradients of 1e-8 that float16 would flush to zero.
+    """
     from .grid import Grid
     from .io import save_nifti
 
     save_nifti(volumes, Grid.from_config(grids["working"]).affine, working_nii, dtype=dtype)
-    save_nifti(to_native(volumes, grids["working"], grids["native"], fill), Grid.from_config(grids["native"]).affine,
-               native_nii, dtype=dtype)
+    if native_nii is not None:
+        save_nifti(to_native(volumes, grids["working"], grids["native"], fill),
+                   Grid.from_config(grids["native"]).affine, native_nii, dtype=dtype)
 
 
 @torch.no_grad()
@@ -505,7 +512,7 @@ def session_masks(model_pt, store_npy, index_tsv, test_tsv, out: dict, *, target
         history += [{"volume": h["mask"] + start, **h} for h in hist]
     meta_cols = table[["participant_id", "session_id", "diagnosis"]].reset_index(names="volume")
     idx = pd.concat([meta_cols, pd.DataFrame(stats)], axis=1)
-    write_volumes(np.stack(volumes, -1), grids, out["masks"], out["native"], dtype=np.int16)
+    write_volumes(np.stack(volumes, -1), grids, out["masks"], out.get("native"), dtype=np.int16)
     write_tsv(idx, out["index"])
     write_tsv(pd.DataFrame(history)[["volume", "epoch", "loss", "area", "tv", "score"]], out["history"])
     log.info("session masks: coverage %.3f-%.3f, %s %s %.3g -> %.3g, probability %.3g -> %.3g (means)",

@@ -103,6 +103,19 @@ MASK_GPU = gpus_for(MASKS["device"])
 PENALTIES = ("l1", "l2", "b1", "b2", "lr", "score", "threshold", "eps", "batch_size", "seed")
 
 
+# Per-session stacks (session masks, saliency maps): 4D NIfTIs that only the ROI vectors and
+# prob_CNN read. Unless storage.keep_session_maps, they are temp() (deleted once read) and have no
+# native-grid copy; the script writes the native copy only when it is an output.
+KEEP_SESSION_MAPS = config["storage"]["keep_session_maps"]
+
+
+def session_stack(files, stack):
+    """``files`` (output name -> path, with a "native" copy of ``files[stack]``) as the rule's outputs."""
+    if KEEP_SESSION_MAPS:
+        return files
+    return {k: temp(v) if k == stack else v for k, v in files.items() if k != "native"}
+
+
 # Saliency and Sobol (rules/saliency.smk): methods, models, where their files live.
 SALIENCY = config["saliency"]
 SOBOL = config["sobol"]
@@ -301,8 +314,12 @@ def saliency_params(method):
 
 
 def map_files(method):
-    """Output files of one method's per-session maps rule (wildcards fold, seed)."""
-    return {k: f"{SAL_DIR.replace('{method}', method)}/{v}" for k, v in MAP_FILES.items()}
+    """Output files of one method's per-session maps rule (wildcards fold, seed). The stack of
+    per-session maps is a session stack (see session_stack); actmax's maps, one per class, are kept."""
+    files = {k: f"{SAL_DIR.replace('{method}', method)}/{v}" for k, v in MAP_FILES.items()}
+    if method == "actmax":
+        return files
+    return session_stack(files, "maps")
 
 
 def saliency_maps(filename="index"):

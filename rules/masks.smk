@@ -66,10 +66,15 @@ rule session_masks:
         index=f"results/cohort/{MAIN}/index.tsv",
         test="results/splits/test.tsv",
     output:
-        masks=f"{SESSION_DIR}/masks.nii.gz",
-        native=f"{SESSION_DIR}/masks_native.nii.gz",
-        index=f"{SESSION_DIR}/index.tsv",
-        history=f"{SESSION_DIR}/history.tsv",
+        **session_stack(
+            {
+                "masks": f"{SESSION_DIR}/masks.nii.gz",
+                "native": f"{SESSION_DIR}/masks_native.nii.gz",
+                "index": f"{SESSION_DIR}/index.tsv",
+                "history": f"{SESSION_DIR}/history.tsv",
+            },
+            "masks",
+        ),
     params:
         target=lambda w: w.target,
         masks={k: MASKS[k] for k in PENALTIES} | {k: v for k, v in MASKS["session"].items() if k != "models"},

@@ -107,7 +107,7 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
         chosen = idx.label.to_numpy() == label
     idx["in_group"] = chosen
     group = volumes[chosen].mean(0) if chosen.any() else volumes.mean(0)
-    write_volumes(np.moveaxis(volumes, 0, -1), grids, out["maps"], out["native"], dtype=np.int16, fill=0.0)
+    write_volumes(np.moveaxis(volumes, 0, -1), grids, out["maps"], out.get("native"), dtype=np.int16, fill=0.0)
     write_volumes(group, grids, out["group"], out["group_native"], fill=0.0)
     write_tsv(idx, out["index"])
     log.info("%s: %d maps, group map over %d %s sessions, %.0f ms per map (median)", method, len(idx),
@@ -186,7 +186,7 @@ def actmax_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, params:
     idx = pd.DataFrame(rows).reset_index(names="volume")
     chosen = idx["class"].to_numpy() == group_class
     group = volumes[chosen].mean(0) if chosen.any() else volumes.mean(0)
-    write_volumes(np.moveaxis(volumes, 0, -1), grids, out["maps"], out["native"], dtype=np.int16, fill=0.0)
+    write_volumes(np.moveaxis(volumes, 0, -1), grids, out["maps"], out.get("native"), dtype=np.int16, fill=0.0)
     write_volumes(group, grids, out["group"], out["group_native"], fill=0.0)
     write_tsv(idx, out["index"])
 

@@ -540,6 +540,33 @@ def test_forcerun_one_rule_reruns_it_and_its_descendants_only(smoke_run, tmp_pat
     assert "Nothing to be done" in run_snakemake(copy, "-n", "--configfile", str(SMOKE)).stdout
 
 
+def test_session_stacks_are_temporary_unless_kept(smoke_run, smoke_config, tmp_path):
+    """storage.keep_session_maps false (the default): the per-session stacks are deleted once the
+    ROI vectors have read them, the results stay the same and nothing is planned afterwards; a
+    change that re-runs the ROI vectors then re-computes the stacks (the documented price)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(smoke_run, copy, symlinks=True)
+    temp = overlay(tmp_path, {"storage": {"keep_session_maps": False}})
+    stacks = sorted(p.relative_to(copy) for p in (copy / "results").rglob("*.nii.gz")
+                    if p.name in ("masks.nii.gz", "maps.nii.gz") and "actmax" not in p.parts)
+    assert len(stacks) == 2 + len(METHODS)  # session masks of both targets, maps of every method
+    # switching the default back on an existing run changes no mask or map job (their outputs exist)
+    assert job_counts(run_snakemake(copy, "-n", "--configfile", str(SMOKE), temp).stdout) == {
+        "provenance": 1, "all": 1}
+    proc = run_snakemake(copy, "--cores", "2", "--forcerun", "roi_vectors", "--configfile", str(SMOKE), temp)
+    assert not [p for p in stacks if (copy / p).exists()], proc.stdout + proc.stderr
+    assert all(f"Removing temporary output {p}." in proc.stdout + proc.stderr for p in stacks)
+    for name in ("roi_vectors.tsv", "similarity/summary.tsv"):
+        assert (copy / "results" / "analysis" / name).read_bytes() == (
+            smoke_run / "results" / "analysis" / name).read_bytes(), name
+    assert "Nothing to be done" in run_snakemake(copy, "-n", "--configfile", str(SMOKE), temp).stdout
+    # the demo's acceptance check reads the ROI vectors of the deleted maps instead
+    assert acceptance.check_saliency(copy / "results", {**smoke_config, "storage": {"keep_session_maps": False}}) == []
+    both = overlay(tmp_path, {"storage": {"keep_session_maps": False}, "roi": {"reduction": "sum"}})
+    plan = job_counts(run_snakemake(copy, "-n", "--configfile", str(SMOKE), both).stdout)
+    assert plan["session_masks"] == 2 and all(plan[m] == 1 for m in METHODS) and plan["roi_vectors"] == 1
+
+
 def rule_graph(dot: str) -> tuple[set, set]:
     """(rule names, edges between rule names) of `snakemake --rulegraph` output (node numbers and
     the order of lines vary between runs)."""
