@@ -18,6 +18,7 @@ for _method in SAL_METHODS:
             store=f"results/cohort/{MAIN}/store.npy",
             index=f"results/cohort/{MAIN}/index.tsv",
             table="results/splits/test_baseline.tsv",
+            atlas="results/atlas/atlas.nii.gz",  # the stack holds the maps inside it
         output:
             **map_files(_method),
             faithfulness=f"{SAL_DIR.replace('{method}', _method)}/faithfulness.tsv",

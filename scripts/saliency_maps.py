@@ -16,4 +16,5 @@ with script(snakemake):
         group_class=snakemake.params.group_class,
         device=snakemake.params.device,
         threads=snakemake.params.threads,
+        atlas_nii=snakemake.input.atlas,
     )

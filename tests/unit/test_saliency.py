@@ -364,6 +364,37 @@ def test_maps_entry_scores_the_faithfulness_of_every_map(trained_model, tmp_path
     assert len(few) == 3 and few.coherency.isna().all()
 
 
+def test_stack_inside_the_atlas_keeps_the_maps_the_analysis_reads(trained_model, session_maps, tmp_path):
+    """With the atlas, the stored stack is the same maps inside it and 0 outside; the group map,
+    the index and the ROI vectors stay as without it; without a native output none is written."""
+    import nibabel as nib
+    from test_masks import tiny_grids
+
+    from robustmaps.grid import Grid
+    from robustmaps.io import save_nifti
+    from robustmaps.roi import roi_vectors
+    from robustmaps.saliency.maps import saliency_maps
+
+    t, grids = trained_model, tiny_grids()
+    atlas = np.zeros(t["images"].shape[1:], np.int16)
+    atlas[2:9, 4:12, 3:11], atlas[9:14, 4:18, 3:11] = 1, 2
+    save_nifti(atlas, Grid.from_config(grids["working"]).affine, tmp_path / "atlas.nii.gz", dtype=np.int16)
+    out = {k: v for k, v in map_outputs(tmp_path, "inside").items() if k != "native"}
+    saliency_maps(t["model"], t["store"], t["index"], t["validation"], out, method="vanilla", params=SALIENCY,
+                  grids=grids, device="cpu", threads=1, atlas_nii=tmp_path / "atlas.nii.gz")
+    assert not (tmp_path / "inside-native.nii.gz").exists() and (tmp_path / "inside-group_native.nii.gz").exists()
+    full = np.asarray(nib.load(session_maps["vanilla"]["maps"]).dataobj, np.float32)
+    inside = np.asarray(nib.load(out["maps"]).dataobj, np.float32)
+    assert np.all(inside[atlas == 0] == 0) and np.abs(inside[atlas > 0] - full[atlas > 0]).max() < 1e-3
+    np.testing.assert_allclose(roi_vectors(inside, atlas, [1, 2]), roi_vectors(full, atlas, [1, 2]), atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(nib.load(out["group"]).dataobj),
+                                  np.asarray(nib.load(session_maps["vanilla"]["group"]).dataobj))
+    with pytest.raises(Exception, match="atlas grid"):
+        save_nifti(atlas[:-1], np.eye(4), tmp_path / "small.nii.gz", dtype=np.int16)
+        saliency_maps(t["model"], t["store"], t["index"], t["validation"], out, method="vanilla", params=SALIENCY,
+                      grids=grids, device="cpu", threads=1, atlas_nii=tmp_path / "small.nii.gz")
+
+
 def test_actmax_and_sobol_entries(trained_model, tmp_path):
     import nibabel as nib
     from test_masks import tiny_grids
