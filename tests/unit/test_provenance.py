@@ -39,7 +39,8 @@ def test_provenance_file_is_the_same_bytes_twice_and_has_no_times(tmp_path):
     assert doc["workflow"]["commit"] == "abc" and doc["packages"]["torch"] and doc["packages"]["snakemake"]
     assert not any(word in (tmp_path / "a.json").read_text().lower() for word in ("time", "date"))
     write_provenance(tmp_path / "c.json", ["results/report.tsv"], RECORDS.get, "abc", {**config, "seeds": [0]})
-    assert json.loads((tmp_path / "c.json").read_text())["workflow"]["config_sha256"] != doc["workflow"]["config_sha256"]
+    other = json.loads((tmp_path / "c.json").read_text())
+    assert other["workflow"]["config_sha256"] != doc["workflow"]["config_sha256"]
 
 
 def test_package_versions_name_missing_packages():
@@ -55,7 +56,8 @@ def test_git_commit_of_a_checkout_clean_dirty_and_outside_git(tmp_path):
     (tmp_path / "f.txt").write_text("a\n")
     git("add", "f.txt")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
-    sha = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    sha = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
     assert git_commit(tmp_path) == sha
     (tmp_path / "untracked.txt").write_text("results are not tracked\n")
     assert git_commit(tmp_path) == sha
