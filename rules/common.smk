@@ -21,6 +21,21 @@ from robustmaps.runner import gpu_request, or_exit, visible_gpus
 WORKFLOW_COMMIT = git_commit(workflow.basedir)
 
 
+def record_provenance(targets, out_json, params, log_file):
+    """The provenance rule's body (rules/report.smk): robustmaps.provenance over Snakemake's own
+    records of the jobs that wrote ``targets`` and their inputs (workflow.persistence)."""
+    from snakemake.io import IOFile
+    from robustmaps.provenance import write_provenance
+
+    def record(path):
+        m = workflow.persistence.metadata(IOFile(path))
+        return m and {"rule": m.rule, "params": m.params, "input": m.input}
+
+    doc = write_provenance(out_json, targets, record, params.commit, params.config)
+    with open(log_file, "w") as fh:
+        print(f"commit {doc['workflow']['commit']}; {len(doc['rules'])} rules:", *doc["rules"], file=fh)
+
+
 # GPU placement: each network rule asks for one GPU (`gpu` resource) unless its device is cpu or
 # the workflow runs here (local executor) on a machine without a GPU, where the job runs on CPU and asks for none
 # (robustmaps.runner.gpu_request). The local profile's `resources: gpu=N` caps the GPU jobs run

@@ -23,13 +23,4 @@ rule provenance:
     log:
         "results/logs/provenance.log",
     run:
-        from snakemake.io import IOFile
-        from robustmaps.provenance import write_provenance
-
-        def record(path):
-            m = workflow.persistence.metadata(IOFile(path))
-            return m and {"rule": m.rule, "params": m.params, "input": m.input}
-
-        doc = write_provenance(output[0], input, record, params.commit, params.config)
-        with open(log[0], "w") as fh:
-            print(f"commit {doc['workflow']['commit']}; {len(doc['rules'])} rules:", *doc["rules"], file=fh)
+        record_provenance(input, output[0], params, log[0])
