@@ -138,18 +138,21 @@ def check_saliency(results: Path, config: dict) -> list[str]:
 
     from .grid import working_grid
     from .io import load_nifti
-
     from .similarity import ID_COLUMNS
 
     fails = []
     grid = working_grid(config)
     kept = config.get("storage", {}).get("keep_session_maps", False)
+    roi = None  # the ROI-vector table, read once if a stack was deleted
     for method in config["saliency"]["methods"]:
         for f, s in rmconfig.saliency_models(config):
             folder = results / "saliency" / method / f"fold-{f}" / f"seed-{s}"
             if not (folder / "maps.nii.gz").exists() and not kept and method != "actmax":
                 # a temp() stack, deleted once read: check what the ROI vectors kept of it
-                fails += _session_rows_failures(results, folder, method, f, s, ID_COLUMNS)
+                if roi is None:
+                    roi = read_tsv(results / "analysis" / "roi_vectors.tsv", ID_COLUMNS,
+                                   dtype={"participant_id": str, "point": str})
+                fails += _session_rows_failures(roi, folder, method, f, s, ID_COLUMNS)
                 continue
             if not (folder / "maps.nii.gz").exists():
                 fails.append(f"{method} fold {f} seed {s}: no maps")
@@ -171,13 +174,13 @@ def check_saliency(results: Path, config: dict) -> list[str]:
     return fails
 
 
-def _session_rows_failures(results: Path, folder: Path, method: str, fold, seed, id_columns) -> list[str]:
-    """The ROI vectors of one method's per-session maps: one per indexed session, finite, not flat."""
+def _session_rows_failures(roi, folder: Path, method: str, fold, seed, id_columns) -> list[str]:
+    """The ROI vectors (table ``roi``) of one method's per-session maps: one per session of its
+    index, finite, not flat."""
     import numpy as np
 
     what = f"{method} fold {fold} seed {seed}"
     index = read_tsv(folder / "index.tsv", ["session_id"], dtype={"participant_id": str, "session_id": str})
-    roi = read_tsv(results / "analysis" / "roi_vectors.tsv", id_columns, dtype={"participant_id": str, "point": str})
     rows = roi[(roi.kind == "saliency_session") & (roi.method == method) & (roi.fold.astype(str) == str(fold))
                & (roi.seed.astype(str) == str(seed))]
     values = rows.drop(columns=id_columns).to_numpy(float)

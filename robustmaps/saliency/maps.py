@@ -57,8 +57,9 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
     ``out``: maps, native (4D; optional), index, group, group_native[, faithfulness]. ``params``:
     the saliency section (target, layer, batch_size, seed and the method's own settings). With
     ``atlas_nii`` (the atlas on the working grid) the stack of per-session maps holds them inside
-    the atlas only, which is all the analysis reads: zeros compress, and the stack shrinks about
-    threefold at 1.5 mm. Faithfulness and the group map use the whole maps."""
+    the atlas only, which is all the analysis reads: zeros compress (0.44 instead of 1.57 bytes a
+    voxel after gzip, measured on the demo: benchmarks/README.md). Faithfulness and the group map
+    use the whole maps."""
     from ..evaluation import predict
     from ..io import InputError, load_nifti, write_tsv
     from ..masks import write_volumes

@@ -371,7 +371,7 @@ def test_stack_inside_the_atlas_keeps_the_maps_the_analysis_reads(trained_model,
     from test_masks import tiny_grids
 
     from robustmaps.grid import Grid
-    from robustmaps.io import save_nifti
+    from robustmaps.io import InputError, save_nifti
     from robustmaps.roi import roi_vectors
     from robustmaps.saliency.maps import saliency_maps
 
@@ -389,8 +389,8 @@ def test_stack_inside_the_atlas_keeps_the_maps_the_analysis_reads(trained_model,
     np.testing.assert_allclose(roi_vectors(inside, atlas, [1, 2]), roi_vectors(full, atlas, [1, 2]), atol=1e-4)
     np.testing.assert_array_equal(np.asarray(nib.load(out["group"]).dataobj),
                                   np.asarray(nib.load(session_maps["vanilla"]["group"]).dataobj))
-    with pytest.raises(Exception, match="atlas grid"):
-        save_nifti(atlas[:-1], np.eye(4), tmp_path / "small.nii.gz", dtype=np.int16)
+    save_nifti(atlas[:-1], np.eye(4), tmp_path / "small.nii.gz", dtype=np.int16)
+    with pytest.raises(InputError, match="small.nii.gz: atlas grid"):
         saliency_maps(t["model"], t["store"], t["index"], t["validation"], out, method="vanilla", params=SALIENCY,
                       grids=grids, device="cpu", threads=1, atlas_nii=tmp_path / "small.nii.gz")
 
