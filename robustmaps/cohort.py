@@ -6,7 +6,9 @@ millimetres, so that every resolution sees the same anatomy) and, for AD, a seve
 planted in configurable AAL2 regions that grows across sessions. Each session adds a smooth
 multiplicative intensity field, an age effect and noise; a site effect (gain and gamma) lets a
 second cohort play the independent cohort's role. A few sessions can be planted as QC defects
-(GM maximum well below the QC threshold) so that QC has something real to reject.
+(GM maximum well below the QC threshold) so that QC has something real to reject. The maps are
+stored x-flipped by default (``orientation: LAS``), as SPM writes normalised images whose template
+is stored so, so that the demo reads what a real CAPS holds.
 
 Everything is drawn from ``numpy.random.SeedSequence(seed, spawn_key=(cohort, subject))``: the
 same seed gives the same bytes whatever the number of worker processes.
@@ -165,8 +167,11 @@ def _make_subject(job: dict) -> dict:
             img *= spec["qc_defect_scale"]
         # uint16 with a scale factor (as SPM does for probability maps): 1.5e-5 precision, and
         # 2x smaller and much faster to compress than float32 noise.
+        # stored as SPM stores it (``orientation: LAS``, x right-to-left) unless configured otherwise,
+        # so that every reader takes the path a real cohort takes
         save_nifti(img, grid.affine, gm_path(_W["caps_tmp"], pid, sid, CLINICA_GM_PATTERN,
-                                             "Ixi549Space", "off"), dtype=np.uint16)
+                                             "Ixi549Space", "off"), dtype=np.uint16,
+                   orientation=spec.get("orientation", "LAS"))
         if k == 0:
             roi_sums = np.bincount(_W["labels"].ravel(), weights=img.ravel(), minlength=_W["n_labels"])
         rows.append({"participant_id": pid, "session_id": sid, "diagnosis": dx,

@@ -57,6 +57,12 @@ def check(config: dict, deep: bool = True) -> None:
     data = config["data"]
     if sorted(data["labels"].values()) != [0, 1]:
         _fail("data.labels", f"needs one diagnosis mapped to 0 and one to 1, got {data['labels']}")
+    for value, name in data["diagnoses"].items():
+        if name not in data["labels"]:
+            _fail(f"data.diagnoses.{value}", f"maps to {name!r}, which is not one of data.labels {list(data['labels'])}")
+    if config["masks"]["reference"] == "mean_cn" and "CN" not in data["labels"]:
+        _fail("masks.reference", f"mean_cn needs a class named CN in data.labels {list(data['labels'])} "
+              "(map the table's name to CN with data.diagnoses)")
     try:
         working_grid(config)
     except ValueError as exc:
@@ -212,7 +218,8 @@ def _check_saliency(config: dict) -> None:
     trained = set(trained_models(config))
     sal, sob = config["saliency"], config["sobol"]
     for key, value in (("saliency.target", sal["target"]), ("saliency.group_class", sal["group_class"]),
-                       ("sobol.target", sob["target"])):
+                       ("sobol.target", sob["target"]), ("evaluation.positive_class",
+                                                         config["evaluation"]["positive_class"])):
         if value not in labels + (["predicted"] if key == "saliency.target" else []):
             _fail(key, f"{value!r} is not one of data.labels {labels}" + (" or predicted" if key == "saliency.target"
                                                                            else ""))
@@ -284,13 +291,94 @@ def excluded_diagnoses(sessions, labels: dict[str, int], source: str) -> list[st
     return out
 
 
-def check_class_sizes(subjects: dict[str, int], n_folds: int, test_per_class: int, source: str) -> None:
+def check_class_sizes(subjects: dict[str, int], n_folds: int, test_per_class: int, source: str,
+                      found: list[str] | None = None, diagnoses: dict | None = None) -> None:
     """Up front (before any image is read): every class needs ``test_per_class`` test subjects
     plus at least one validation subject per fold. ``subjects``: diagnosis -> number of subjects
     (before QC, so this is a necessary condition; the split job checks again after QC)."""
     need = test_per_class + n_folds
+    empty = [dx for dx, n in subjects.items() if n == 0]
+    if empty and found is not None:
+        raise InputError(f"{source}: no {', '.join(empty)} subject: the diagnoses found are {sorted(found)}; mapping "
+                         f"used: data.labels {list(subjects)}, data.diagnoses {dict(diagnoses or {})} (case-insensitive)")
     short = {dx: n for dx, n in subjects.items() if n < need}
     if short:
         shown = ", ".join(f"{n} {dx}" for dx, n in short.items())
         raise InputError(f"{source}: {shown} subject(s): too few for split.test_per_class={test_per_class} + "
                          f"split.n_folds={n_folds} (each class needs at least {need})")
+
+
+def present_maps(paths: list[str], source: str, *, missing: str, max_fraction: float, key: str) -> list[str]:
+    """The GM maps of ``paths`` that exist (planning time). ``missing``: ``error`` stops at the
+    first absent map; ``exclude`` leaves the absent ones out (QC excludes those sessions, saying
+    why) unless more than ``max_fraction`` of them are absent: that is a wrong gm_pattern, space,
+    modulation or session naming, not a few failed sessions, and the message shows one expected
+    path. A dangling symlink is named as such."""
+    import os
+
+    from .io import missing_file_reason
+
+    absent = [p for p in paths if not os.path.exists(p)]
+    if not absent:
+        return list(paths)
+    first = f"{absent[0]}: {missing_file_reason(absent[0])}"
+    if missing == "error":
+        raise InputError(f"{source}: {len(absent)} of {len(paths)} GM map(s) missing ({key}.missing: error), "
+                         f"e.g. {first}")
+    if len(absent) > max_fraction * len(paths):
+        raise InputError(f"{source}: {len(absent)} of {len(paths)} GM maps ({len(absent) / len(paths):.0%}) are "
+                         f"missing, more than {key}.max_missing_fraction = {max_fraction:g}: check {key}.caps_dir, "
+                         f"gm_pattern, space, modulated and the session naming (ses-M00 vs ses-M000); expected for "
+                         f"example {first}")
+    absent_set = set(absent)
+    return [p for p in paths if p not in absent_set]
+
+
+def synthetic_participants(spec: dict) -> set[str]:
+    """The participant ids a synthetic cohort will have (robustmaps.cohort.generate_cohort)."""
+    syn = spec["synthetic"]
+    return {f"sub-{syn['id_prefix']}{i + 1:04d}" for i in range(syn["n_cn"] + syn["n_ad"])}
+
+
+def check_independent(config: dict, tables: dict) -> None:
+    """Stop when a participant is in the main and another cohort (an independent cohort must be
+    independent) unless data.allow_shared_participants. ``tables``: cohort -> session table of
+    the caps cohorts (synthetic cohorts' ids are known from their spec)."""
+    cohorts = config["data"]["cohorts"]
+    if config["data"]["allow_shared_participants"] or len(cohorts) < 2:
+        return
+
+    def ids(name):
+        spec = cohorts[name]
+        if spec["source"] == "caps":
+            return set(tables[name].participant_id)
+        return synthetic_participants(spec)
+
+    main = ids("main")
+    for name in cohorts:
+        if name == "main":
+            continue
+        shared = sorted(main & ids(name))
+        if shared:
+            shown = ", ".join(shared[:10]) + (f" ... ({len(shared)} in all)" if len(shared) > 10 else "")
+            raise InputError(f"config: data.cohorts: {len(shared)} participant(s) are in both the main and the "
+                             f"'{name}' cohort: {shown}. An independent cohort must be independent: remove them from "
+                             "one table, or set data.allow_shared_participants: true")
+
+
+def check_writable(folders) -> None:
+    """Stop before anything runs when an existing results or log folder cannot be written (a
+    read-only mount, a full quota's sibling ...): probed by creating and removing a file."""
+    import os
+    import tempfile
+
+    for folder in folders:
+        if not os.path.isdir(folder):
+            continue
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise InputError(f"{os.path.abspath(folder)}: cannot write there ({exc.strerror}): the workflow writes "
+                             "its results and logs in this folder") from None

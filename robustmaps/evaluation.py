@@ -40,12 +40,17 @@ def predict(model: torch.nn.Module, store, rows, batch_size: int = 16) -> np.nda
 
 def evaluate_model(model_pt, sets: dict[str, tuple[str, str, str]], predictions: dict[str, str], metrics_tsv, *,
                    n_boot: int = 1000, level: float = 0.95, seed: int = 0, batch_size: int = 16,
-                   device: str = "auto", threads: int = 1) -> None:
+                   positive: str = "AD", device: str = "auto", threads: int = 1) -> None:
     """Rule entry point. ``sets``: name -> (store.npy, index.tsv, table.tsv); ``predictions``:
-    name -> output TSV. Writes one predictions table per set and one tidy metrics table."""
+    name -> output TSV. Writes one predictions table per set and one tidy metrics table.
+    ``positive``: the class (by name, whatever its label number) whose recall is the
+    sensitivity and whose probability ranks the images for the AUC."""
+    from .training import class_index
+
     seed_everything(seed, threads)
     model, meta = load_trained(model_pt, device_for(device))
     classes = meta["classes"]
+    pos = class_index(meta, positive, model_pt)
     rows = []
     for name, (store_npy, index_tsv, table_tsv) in sets.items():
         store, index = open_store(store_npy, index_tsv)
@@ -59,8 +64,9 @@ def evaluate_model(model_pt, sets: dict[str, tuple[str, str, str]], predictions:
         pred[f"proba_{classes[0]}"], pred[f"proba_{classes[1]}"] = prob[:, 0], prob[:, 1]
         pred["predicted"] = (prob[:, 1] > 0.5).astype(int)
         write_tsv(pred, predictions[name])
-        point = binary_metrics(pred.label, prob[:, 1])
-        ci = bootstrap_ci(pred.label, prob[:, 1], n_boot=n_boot, seed=seed, level=level)
+        is_pos = (pred.label.to_numpy() == pos).astype(int)
+        point = binary_metrics(is_pos, prob[:, pos])
+        ci = bootstrap_ci(is_pos, prob[:, pos], n_boot=n_boot, seed=seed, level=level)
         for m in METRICS:
             rows.append({"set": name, "metric": m, "value": point[m], "ci_low": ci[m][0], "ci_high": ci[m][1],
                          "n": len(pred)})

@@ -85,3 +85,37 @@ def native_grid(config: dict) -> Grid:
 def working_grid(config: dict) -> Grid:
     pre = config["preprocess"]
     return native_grid(config).coarsened(pre.get("voxel_size")).cropped(pre.get("crop_mm"))
+
+
+# ---------------------------------------------------------------------------------- orientation
+def to_orientation(data: np.ndarray, affine: np.ndarray, codes: str = "RAS") -> tuple[np.ndarray, np.ndarray]:
+    """The same image stored with its voxel axes along ``codes`` (e.g. ``RAS``, or ``LAS`` as SPM
+    writes normalised images when its template is stored so) -> (data, affine).
+
+    Only flips and permutations of the voxel axes (nibabel's orientation utilities): the voxel
+    values are moved, never interpolated, so the image is identical, value for value, in any
+    storage. An oblique affine is brought to the closest orientation and stays oblique (it then
+    does not match an axis-aligned grid: QC says so). Extra dimensions (4D) follow the first three.
+    """
+    import nibabel.orientations as nio
+
+    data = np.asarray(data)
+    current = nio.io_orientation(affine)
+    transform = nio.ornt_transform(current, nio.axcodes2ornt(tuple(codes)))
+    if np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
+        return data, np.asarray(affine, dtype=float)
+    out = nio.apply_orientation(data, transform)
+    new_affine = np.asarray(affine, dtype=float) @ nio.inv_ornt_aff(transform, data.shape[:3])
+    return np.ascontiguousarray(out), new_affine
+
+
+def canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image on RAS+ storage (positive diagonal for an axis-aligned grid): how every image is
+    read and every NIfTI the workflow writes is stored."""
+    return to_orientation(data, affine, "RAS")
+
+
+def describe_affine(affine: np.ndarray) -> str:
+    """A 4 x 4 affine's top three rows on one line (for messages that print two affines)."""
+    rows = np.asarray(affine, dtype=float)[:3]
+    return "[" + "; ".join(" ".join(f"{v:g}" for v in r) for r in rows) + "]"

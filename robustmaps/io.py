@@ -61,14 +61,18 @@ def write_tsv(df: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
-               dtype: str | np.dtype = np.float32) -> None:
+               dtype: str | np.dtype = np.float32, orientation: str = "RAS") -> None:
     """Save an array as NIfTI atomically (gzip mtime 0, so the bytes are reproducible).
 
     An integer ``dtype`` stores non-integral float data with a scale factor chosen by nibabel
-    (integral data, such as labels, is stored as is).
+    (integral data, such as labels, is stored as is). The voxel axes are stored along
+    ``orientation``: RAS+ (a positive diagonal on an axis-aligned grid) for every file the workflow
+    writes; the synthetic cohort stores its CAPS as SPM does (``LAS``: x right-to-left).
     """
+    from .grid import to_orientation
+
     dtype = np.dtype(dtype)
-    data = np.asarray(data)
+    data, affine = to_orientation(np.asarray(data), affine, orientation)
     if (np.issubdtype(dtype, np.integer) and np.issubdtype(data.dtype, np.floating)
             and not np.array_equal(data, np.round(data))):
         img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=float))
@@ -93,44 +97,79 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
 # ---------------------------------------------------------------------------------------- NIfTI
 _READ_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError,
                 nib.filebasedimages.ImageFileError)
+_HEADER_ERRORS = (nib.spatialimages.HeaderDataError, nib.spatialimages.ImageDataError)
 
 
-def load_nifti(path: str | os.PathLike, squeeze: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def missing_file_reason(path: str | os.PathLike) -> str:
+    """Why ``path`` cannot be opened: a dangling symlink is named as such (with its target)."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return f"dangling symlink (points to {os.readlink(path)}, which does not exist)"
+    return "file not found"
+
+
+def load_nifti(path: str | os.PathLike, squeeze: bool = True, reorient: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Read a NIfTI image fully (so truncation is detected here) -> (float32 data, affine).
 
     ``squeeze`` drops trailing singleton dimensions (SPM often writes X x Y x Z x 1).
+    ``reorient`` returns the image on RAS+ storage whatever its voxel order (flips and
+    permutations only: the values are identical), so that an x-flipped SPM image and its
+    canonical copy are the same image (:func:`robustmaps.grid.canonical`).
     """
+    from .grid import canonical
+
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: file not found")
+        raise InputError(f"{path}: {missing_file_reason(path)}")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes), not a NIfTI image")
     try:
         img = nib.load(str(path))
         data = np.asarray(img.dataobj, dtype=np.float32)
+    except _HEADER_ERRORS as exc:
+        raise InputError(f"{path}: cannot read NIfTI image (broken NIfTI header: {exc})") from None
     except _READ_ERRORS as exc:
         raise InputError(f"{path}: cannot read NIfTI image (truncated or corrupt file: {exc})") from None
     if squeeze:
         while data.ndim > 3 and data.shape[-1] == 1:
             data = data[..., 0]
-    return data, np.asarray(img.affine, dtype=float)
+    affine = np.asarray(img.affine, dtype=float)
+    if reorient and data.ndim >= 3:
+        data, affine = canonical(data, affine)
+    return data, affine
 
 
 # ------------------------------------------------------------------------------------------ TSV
+def _undecodable_line(path: Path) -> tuple[int, str] | None:
+    """(line number, error) of the first line that is not UTF-8, or None."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return number, f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
+    return None
+
+
 def read_tsv(path: str | os.PathLike, required: Iterable[str] = (), what: str = "table",
              dtype: dict | None = None) -> pd.DataFrame:
-    """Read a tab-separated table, checking that it parses and has the ``required`` columns."""
+    """Read a tab-separated UTF-8 table (a byte-order mark is accepted, as spreadsheet programs
+    write one), checking that it parses and has the ``required`` columns."""
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: {what} not found")
+        raise InputError(f"{path}: {what} not found" + (f" ({missing_file_reason(path)})" if path.is_symlink() else ""))
+    bad_line = _undecodable_line(path)
+    if bad_line:
+        raise InputError(f"{path}: {what} is not UTF-8 text: line {bad_line[0]} has {bad_line[1]} (save it as "
+                         "UTF-8, e.g. iconv -f latin1 -t utf-8)")
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             widths = [len(r) for r in csv.reader(fh, delimiter="\t") if r]
         bad = next((i for i, w in enumerate(widths) if w != widths[0]), None)
         if bad is not None:
             raise InputError(f"{path}: malformed {what}: line {bad + 1} has {widths[bad]} tab-separated "
                              f"fields, the header has {widths[0]}")
-        df = pd.read_csv(path, sep="\t", dtype=dtype, keep_default_na=True, index_col=False)
+        df = pd.read_csv(path, sep="\t", dtype=dtype, keep_default_na=True, index_col=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: malformed {what} ({str(exc).strip()})") from None
     missing = [c for c in required if c not in df.columns]
@@ -142,19 +181,55 @@ def read_tsv(path: str | os.PathLike, required: Iterable[str] = (), what: str = 
 
 
 SESSION_COLUMNS = ("participant_id", "session_id", "diagnosis", "age", "sex")
+#: Other names of the age column: ClinicaDL's get-labels keeps the merged table's age column,
+#: ``age_bl`` for ADNI (the column nearest to "age" in its ``find_label``).
+AGE_ALIASES = ("age_bl",)
+#: Columns the workflow adds to the session table itself (qc.tsv, the store index, the splits):
+#: a session table that already has one is refused, naming it.
+ADDED_COLUMNS = ("label", "status", "reason", "max_value", "path", "row", "baseline", "cohort")
+BLANK_DEMOGRAPHICS = ("exclude", "error")
 _SEX = {"m": "M", "male": "M", "f": "F", "female": "F"}
 
 
-def read_sessions(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and validate a cohort's session table (participant_id, session_id, diagnosis, age, sex).
+def map_diagnoses(diagnosis: pd.Series, labels: dict[str, int], diagnoses: dict[str, str] | None = None) -> pd.Series:
+    """The table's diagnoses as class names of ``labels``: a value that equals a class name or a
+    key of ``diagnoses`` (a config mapping such as ``{Dementia: AD, NL: CN}``), case-insensitively
+    and ignoring surrounding blanks, becomes that class name; any other value is kept as written
+    (it is then excluded and counted: MCI, SMC ...)."""
+    lookup = {str(k).strip().lower(): str(v) for k, v in (diagnoses or {}).items()}
+    lookup |= {name.lower(): name for name in labels}
+    text = diagnosis.astype(str).str.strip()
+    return text.str.lower().map(lookup).fillna(text)
 
-    Returns the table with normalised sex (M/F), float age and string ids; extra columns are kept.
+
+def read_sessions(path: str | os.PathLike, labels: dict[str, int] | None = None,
+                  diagnoses: dict[str, str] | None = None, blank_demographics: str = "error") -> pd.DataFrame:
+    """Read and validate a cohort's session table: ClinicaDL's ``labels.tsv`` (participant_id,
+    session_id, diagnosis, age, sex; ``age_bl`` accepted for age) or any table with those columns.
+
+    Returns the table with normalised sex (M/F), float age, string ids and, given ``labels``, the
+    diagnoses mapped to class names (:func:`map_diagnoses`); extra columns are kept.
+    ``blank_demographics``: ``error`` stops at a blank age or sex; ``exclude`` keeps the row with
+    NaN there (QC then excludes the session and says why).
     """
-    df = read_tsv(path, SESSION_COLUMNS, what="session table",
+    if blank_demographics not in BLANK_DEMOGRAPHICS:
+        raise ValueError(f"blank_demographics must be one of {BLANK_DEMOGRAPHICS}")
+    df = read_tsv(path, [c for c in SESSION_COLUMNS if c != "age"], what="session table",
                   dtype={"participant_id": str, "session_id": str, "diagnosis": str, "sex": str})
+    if "age" not in df.columns:
+        alias = next((a for a in AGE_ALIASES if a in df.columns), None)
+        if alias is None:
+            raise InputError(f"{path}: session table lacks column(s) age (or {', '.join(AGE_ALIASES)}); "
+                             f"found {', '.join(map(str, df.columns))}")
+        df = df.rename(columns={alias: "age"})
+    taken = [c for c in ADDED_COLUMNS if c in df.columns]
+    if taken:
+        raise InputError(f"{path}: session table has column(s) {', '.join(taken)}, which the workflow adds itself "
+                         "(rename or drop them; see config/README.md)")
     if df.empty:
         raise InputError(f"{path}: session table has no rows")
-    for col in ("participant_id", "session_id", "diagnosis", "sex"):
+    required = ["participant_id", "session_id", "diagnosis"] + (["sex"] if blank_demographics == "error" else [])
+    for col in required:
         bad = df[col].isna() | (df[col].astype(str).str.strip() == "")
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
@@ -162,6 +237,8 @@ def read_sessions(path: str | os.PathLike) -> pd.DataFrame:
     df["participant_id"] = df["participant_id"].str.strip()
     df["session_id"] = df["session_id"].str.strip()
     df["diagnosis"] = df["diagnosis"].str.strip()
+    if labels is not None:
+        df["diagnosis"] = map_diagnoses(df["diagnosis"], labels, diagnoses)
     for col, prefix in (("participant_id", "sub-"), ("session_id", "ses-")):
         bad = ~df[col].str.startswith(prefix)
         if bad.any():
@@ -171,17 +248,29 @@ def read_sessions(path: str | os.PathLike) -> pd.DataFrame:
         pairs = sorted(set(zip(df.participant_id[dup], df.session_id[dup])))
         shown = ", ".join(f"{p}/{s}" for p, s in pairs[:5])
         raise InputError(f"{path}: duplicated session(s) {shown}" + (" ..." if len(pairs) > 5 else ""))
-    age = pd.to_numeric(df["age"], errors="coerce")
-    if age.isna().any():
-        row = int(np.flatnonzero(age.isna().to_numpy())[0])
-        raise InputError(f"{path}: age '{df['age'].iloc[row]}' on line {row + 2} is not a number")
+    blank_age = df["age"].isna() | (df["age"].astype(str).str.strip() == "")
+    age = pd.to_numeric(df["age"].where(~blank_age), errors="coerce")
+    bad = age.isna() & (~blank_age if blank_demographics == "exclude" else True)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        value = df["age"].iloc[row]
+        raise InputError(f"{path}: age '{'' if pd.isna(value) else value}' on line {row + 2} is not a number")
     df["age"] = age.astype(float)
-    sex = df["sex"].str.strip().str.lower().map(_SEX)
-    if sex.isna().any():
-        row = int(np.flatnonzero(sex.isna().to_numpy())[0])
+    blank_sex = df["sex"].isna() | (df["sex"].astype(str).str.strip() == "")
+    sex = df["sex"].astype(str).str.strip().str.lower().map(_SEX)
+    bad = sex.isna() & ~blank_sex
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
         raise InputError(f"{path}: sex '{df['sex'].iloc[row]}' on line {row + 2} is not one of M, F")
     df["sex"] = sex
     return df
+
+
+def blank_demographics_reason(sessions: pd.DataFrame) -> pd.Series:
+    """Per session: the QC exclusion reason of a blank age or sex ('' when both are given)."""
+    age, sex = sessions["age"].isna(), sessions["sex"].isna()
+    reason = np.where(age & sex, "blank age and sex", np.where(age, "blank age", np.where(sex, "blank sex", "")))
+    return pd.Series(reason, index=sessions.index)
 
 
 # ----------------------------------------------------------------------------------------- CAPS

@@ -112,6 +112,19 @@ def read_index(index_tsv) -> pd.DataFrame:
                     dtype={"participant_id": str, "session_id": str})
 
 
+def baseline_flags(index: pd.DataFrame, participants, sessions, source="table") -> list[bool]:
+    """The store index's ``baseline`` flag of each (participant, session): the one definition of a
+    subject's baseline session (caps.baseline_column, else the earliest session; see
+    :func:`mark_baseline`) for every stage."""
+    flags = dict(zip(zip(index["participant_id"], index["session_id"]), index["baseline"].astype(bool)))
+    keys = list(zip(participants, sessions))
+    unknown = [k for k in keys if k not in flags]
+    if unknown:
+        raise InputError(f"{source}: session(s) {', '.join('/'.join(k) for k in unknown[:3])} are not in the "
+                         "cohort's store index")
+    return [bool(flags[k]) for k in keys]
+
+
 class StoreReader:
     """Rows of a ``store.npy`` read on demand with ``os.pread``: no file mapping, so the process's
     resident memory stays at the rows in use however large the cohort (a memory map would keep

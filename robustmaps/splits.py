@@ -6,13 +6,15 @@
 - The rest: scikit-learn's ``StratifiedKFold(n_folds, shuffle=True, random_state=seed)`` on the
   subjects sorted by id, stratified by label. Validation and test keep each subject's baseline
   session; training keeps all sessions.
-- Existing ClinicaDL split folders can be imported instead (``split.import_dir``).
+- Existing split folders can be imported instead (``split.import_dir``): this project's layout
+  or ClinicaDL's (``<dir>/<n>_fold/split-<k>/``), see :func:`split_files`.
 Files are named as ClinicaDL names them, folds numbered from 0.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -102,10 +104,80 @@ def sessions_of(index: pd.DataFrame, ids, baseline_only: bool, cohort: str) -> p
     return sel.assign(cohort=cohort)[SPLIT_COLUMNS].reset_index(drop=True)
 
 
-def import_splits(index: pd.DataFrame, import_dir: str, n_folds: int) -> tuple[list[str], list]:
-    """Subject sets of existing ClinicaDL split TSVs (split-{k}/train.tsv, validation_baseline.tsv,
-    optional test_baseline.tsv), restricted to the subjects that passed QC."""
+def _fold_index(path: Path) -> int | None:
+    """k of a ``split-<k>`` folder, None for any other name."""
+    tail = path.name[len("split-"):]
+    return int(tail) if path.name.startswith("split-") and tail.isdigit() else None
+
+
+def split_files(import_dir: str | os.PathLike, n_folds: int, need_test: bool = False) -> dict:
+    """The TSVs of an existing split folder (``split.import_dir``), found without reading them.
+
+    Two layouts are accepted:
+
+    - the project's own: ``<dir>/split-<k>/{train,validation_baseline}.tsv`` and
+      ``<dir>/test_baseline.tsv``;
+    - ClinicaDL's (``clinicadl tsvtools split`` then ``kfold``):
+      ``<dir>/<n_folds>_fold/split-<k>/{train,validation_baseline}.tsv`` beside
+      ``<dir>/test_baseline.tsv`` and ``<dir>/test.tsv``.
+
+    For the own layout in a folder named ``<n_folds>_fold`` (ClinicaDL's fold folder given
+    directly), the test set is also looked for in its parent folder.
+
+    Returns ``{"test_baseline": Path | None, "test": Path | None,
+    "folds": [{"train": Path, "validation_baseline": Path}, ...]}`` (``test`` is the
+    ``test.tsv`` beside the test_baseline.tsv found, when it exists). Raises InputError when the
+    folder holds both layouts or neither, folds other than 0..n_folds-1, a fold misses a file, or
+    ``need_test`` is true and there is no test_baseline.tsv.
+    """
     root = Path(import_dir)
+    if not root.is_dir():
+        raise InputError(f"{root}: split.import_dir is not a folder")
+    own_dirs = [p for p in root.glob("split-*") if p.is_dir() and _fold_index(p) is not None]
+    clinicadl = root / f"{n_folds}_fold"
+    layouts = (f"{root / 'split-0' / 'train.tsv'} (split-0 ... split-{n_folds - 1}, project layout) "
+               f"or {clinicadl / 'split-0' / 'train.tsv'} (split-0 ... split-{n_folds - 1}, ClinicaDL layout), "
+               f"each fold with train.tsv and validation_baseline.tsv")
+    if own_dirs and clinicadl.is_dir():
+        raise InputError(f"{root}: holds both split folders {root / 'split-<k>'} and {clinicadl / 'split-<k>'}; "
+                         f"keep one layout (looked for {layouts})")
+    if not own_dirs and not clinicadl.is_dir():
+        other = sorted(p.name for p in root.glob("*_fold") if p.is_dir())
+        if other:
+            raise InputError(f"{root}: holds {', '.join(other)} but split.n_folds is {n_folds} "
+                             f"(looked for {clinicadl})")
+        raise InputError(f"{root}: no split folders found: looked for {layouts}")
+    base = clinicadl if clinicadl.is_dir() else root
+    extra = sorted(p.name for p in base.glob("split-*")
+                   if p.is_dir() and (_fold_index(p) is None or _fold_index(p) >= n_folds))
+    if extra:
+        raise InputError(f"{base}: holds {', '.join(extra)} but split.n_folds is {n_folds}")
+    folds = []
+    for k in range(n_folds):
+        fold = {name: base / f"split-{k}" / f"{name}.tsv" for name in ("train", "validation_baseline")}
+        for path in fold.values():
+            if not path.is_file():
+                raise InputError(f"{path}: split table not found (split.import_dir {root}, "
+                                 f"split.n_folds {n_folds})")
+        folds.append(fold)
+    candidates = [root / "test_baseline.tsv"]
+    if base is root and root.name == f"{n_folds}_fold":
+        candidates.append(root.parent / "test_baseline.tsv")
+    test_baseline = next((p for p in candidates if p.is_file()), None)
+    if need_test and test_baseline is None:
+        raise InputError(f"no test set found: looked for {' and '.join(map(str, candidates))} "
+                         f"(split.test_per_class > 0 asks for one; set it to 0 to use no test set)")
+    test = test_baseline.with_name("test.tsv") if test_baseline is not None else None
+    return {"test_baseline": test_baseline,
+            "test": test if test is not None and test.is_file() else None,
+            "folds": folds}
+
+
+def import_splits(index: pd.DataFrame, import_dir: str, n_folds: int,
+                  need_test: bool = False) -> tuple[list[str], list]:
+    """Subject sets of existing split TSVs (either layout of :func:`split_files`), restricted to
+    the subjects that passed QC -> (test ids, [(train ids, validation ids)] per fold)."""
+    files = split_files(import_dir, n_folds, need_test)
     known = set(index["participant_id"])
     dropped: set[str] = set()
 
@@ -114,18 +186,14 @@ def import_splits(index: pd.DataFrame, import_dir: str, n_folds: int) -> tuple[l
         dropped.update(got - known)
         return sorted(got & known)
 
-    test = ids(root / "test_baseline.tsv") if (root / "test_baseline.tsv").exists() else []
+    test = ids(files["test_baseline"]) if files["test_baseline"] is not None else []
     folds = []
-    for k in range(n_folds):
-        tr, va = ids(root / f"split-{k}" / "train.tsv"), ids(root / f"split-{k}" / "validation_baseline.tsv")
+    for fold in files["folds"]:
+        tr, va = ids(fold["train"]), ids(fold["validation_baseline"])
         both = set(tr) & set(va) | (set(tr) | set(va)) & set(test)
         if both:
-            raise InputError(f"{root / f'split-{k}'}: subject(s) {sorted(both)[:5]} in two sets of one split")
+            raise InputError(f"{fold['train'].parent}: subject(s) {sorted(both)[:5]} in two sets of one split")
         folds.append((tr, va))
-    extra = sorted(p.name for p in root.glob("split-*") if p.is_dir() and not p.name[6:].isdigit()
-                   or p.is_dir() and int(p.name[6:]) >= n_folds)
-    if extra:
-        raise InputError(f"{root}: holds {', '.join(extra)} but split.n_folds is {n_folds}")
     if dropped:
         log.warning("imported splits: %d subject(s) not in the QC-passed cohort were dropped", len(dropped))
     return test, folds
@@ -161,14 +229,17 @@ def summarise(index: pd.DataFrame, sets: list[tuple[str, str, list[str], list[st
 
 def make_splits(index_tsv: str, out_dir: str, *, cohort: str, n_folds: int, seed: int,
                 test_per_class: int, p_age_threshold: float, p_sex_threshold: float,
-                max_tries: int, import_dir: str | None = None) -> None:
-    """Rule entry point: write every split TSV of the main cohort and ``summary.tsv``."""
+                max_tries: int, import_dir: str | None = None, need_test: bool = False) -> None:
+    """Rule entry point: write every split TSV of the main cohort and ``summary.tsv``.
+
+    With ``import_dir``, the splits are read from there (:func:`import_splits`); ``need_test``
+    (split.test_per_class > 0) then requires its test_baseline.tsv."""
     from .preprocess import read_index
 
     index = read_index(index_tsv)
     subjects = subjects_table(index)
     if import_dir:
-        test, folds = import_splits(index, import_dir, n_folds)
+        test, folds = import_splits(index, import_dir, n_folds, need_test=need_test)
     else:
         test = select_test(subjects, test_per_class, seed, p_age_threshold, p_sex_threshold,
                            max_tries, n_folds)

@@ -204,6 +204,57 @@ def _epoch(model, loader, device, optimizer=None, scaler=None, amp=False):
     return sum(losses) / max(n, 1), np.concatenate(ys), np.concatenate(ps)
 
 
+def plain(obj):
+    """``obj`` with numpy scalars and arrays and subclasses of str, int, float (such as
+    ``torch.__version__``) turned into plain Python values, through dicts, lists and tuples;
+    tensors and torch's own state dicts are kept. Result files are read with
+    ``torch.load(weights_only=True)``, which refuses every other type (it imports no code), so
+    what they hold must be plain; anything else is refused here, when the file is written."""
+    if obj is None or isinstance(obj, torch.Tensor) or type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    for kind in (bool, int, float, str):
+        if isinstance(obj, kind):
+            return kind(obj)
+    if type(obj) is dict:
+        return {k: plain(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj  # a module's state dict (an OrderedDict with its version metadata)
+    raise TypeError(f"cannot store a {type(obj).__name__} in a result file: not a plain type")
+
+
+def _short_reason(exc: BaseException, limit: int = 160) -> str:
+    """The gist of a loading error in one short line: torch's refusal of an unsafe pickle is a
+    page long and ends by advising to allow the class, which is what must not be done here."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    line = " ".join(text.split()).split(" Please use ", 1)[0].split(" Check the documentation", 1)[0]
+    line = line or type(exc).__name__
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _load_checkpoint(checkpoint: Path, dev: torch.device) -> dict | None:
+    """A training checkpoint, or None (start from scratch, logged) for a file that cannot be
+    loaded with ``weights_only=True``: a checkpoint only saves time, so a foreign or unsafe file
+    in its place is no reason to stop, and is never unpickled with code."""
+    try:
+        ck = torch.load(checkpoint, map_location=dev, weights_only=True)
+    except Exception as exc:  # torch.load raises many types (UnpicklingError, RuntimeError, EOFError ...)
+        log.warning("ignoring checkpoint %s: not a checkpoint of this workflow (%s)", checkpoint, _short_reason(exc))
+        return None
+    if not isinstance(ck, dict):
+        log.warning("ignoring checkpoint %s: not a checkpoint of this workflow (holds a %s)", checkpoint,
+                    type(ck).__name__)
+        return None
+    return ck
+
+
 def train(store, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfig, *,
           seed: int, checkpoint: str | Path, device: str = "auto", threads: int | None = None,
           stop_after: int | None = None, fingerprint: str = "", on_epoch=None) -> tuple[dict, list[dict]]:
@@ -224,7 +275,7 @@ def train(store, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfi
     stopper, history, best = EarlyStopping(cfg.patience), [], {"balanced_accuracy": -1.0, "epoch": -1, "state": None}
     start = 0
     checkpoint = Path(checkpoint)
-    ck = torch.load(checkpoint, map_location=dev, weights_only=False) if checkpoint.exists() else None
+    ck = _load_checkpoint(checkpoint, dev) if checkpoint.exists() else None
     if ck is not None and ck.get("fingerprint") != fingerprint:
         log.info("ignoring checkpoint %s: written for another configuration", checkpoint)
         ck = None
@@ -269,8 +320,9 @@ def train(store, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfi
                  tr_loss, tr_m["balanced_accuracy"], va_loss, va_m["balanced_accuracy"], row["seconds"],
                  " | early stop" if done else "")
         with atomic_path(checkpoint) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "stopper": asdict(stopper),
-                        "history": history, "best": best, "epoch": epoch, "fingerprint": fingerprint}, tmp)
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "stopper": plain(asdict(stopper)),
+                        "history": plain(history), "best": plain(best), "epoch": epoch, "fingerprint": fingerprint},
+                       tmp)
         if on_epoch is not None:
             on_epoch(row)
     return best, history
@@ -323,6 +375,9 @@ def fingerprint(settings: dict, files) -> str:
     return h.hexdigest()
 
 
+MODEL_KEYS = ("architecture", "in_shape", "normalisation", "state_dict", "classes")
+
+
 def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, history_tsv, checkpoint, *,
                 fold: int, seed: int, settings: dict, labels: dict, device: str = "auto",
                 threads: int = 1, best_yaml=None) -> None:
@@ -355,11 +410,12 @@ def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, histo
     # serialised in memory: torch.save names the zip archive's folder after the file it writes to,
     # which would put the temporary name into the model file (and make it differ between runs)
     buffer = io.BytesIO()
-    torch.save({"architecture": cfg.architecture, "in_shape": list(store.shape[1:]),
-                "normalisation": cfg.normalisation, "state_dict": best["state"],
-                "classes": [names[0], names[1]], "fold": fold, "seed": seed, "best_epoch": best["epoch"],
-                "validation_balanced_accuracy": best["balanced_accuracy"], "fingerprint": fp,
-                "torch": torch.__version__}, buffer)
+    # plain types only (torch.__version__ is a str subclass): load_trained reads with weights_only
+    torch.save(plain({"architecture": cfg.architecture, "in_shape": list(store.shape[1:]),
+                      "normalisation": cfg.normalisation, "state_dict": best["state"],
+                      "classes": [names[0], names[1]], "fold": fold, "seed": seed, "best_epoch": best["epoch"],
+                      "validation_balanced_accuracy": best["balanced_accuracy"], "fingerprint": fp,
+                      "torch": torch.__version__}), buffer)
     with atomic_path(model_pt) as tmp:
         Path(tmp).write_bytes(buffer.getvalue())
     write_tsv(hist, history_tsv)
@@ -368,14 +424,27 @@ def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, histo
 
 def load_trained(model_pt, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
     """A trained ``model.pt`` as an eval-mode :class:`Classifier` (raw GM maps in) and its
-    metadata (architecture, classes, fold, seed, best epoch ...)."""
+    metadata (architecture, classes, fold, seed, best epoch ...).
+
+    Read with ``weights_only=True``, so that a result file cannot run code (a pickle that would
+    import or call anything is refused before it does). Any file that is not a model of this
+    workflow (empty, text, another archive, a bare tensor, missing keys, weights that do not fit
+    the architecture ...) stops here as one :class:`InputError` naming it."""
     try:
-        meta = torch.load(model_pt, map_location="cpu", weights_only=False)
+        if Path(model_pt).stat().st_size == 0:
+            raise ValueError("empty file")
+        meta = torch.load(model_pt, map_location="cpu", weights_only=True)
+        if not isinstance(meta, dict):
+            raise ValueError(f"it holds a {type(meta).__name__}, not a dict")
+        missing = [k for k in MODEL_KEYS if k not in meta]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
         net = build_model(meta["architecture"], tuple(meta["in_shape"]))
         net.load_state_dict(meta.pop("state_dict"))
-    except (OSError, RuntimeError, KeyError, EOFError) as exc:
-        raise InputError(f"{model_pt}: not a readable trained model ({exc})") from None
-    model = Classifier(net, meta["normalisation"]).to(device).eval()
+        model = Classifier(net, meta["normalisation"])
+    except Exception as exc:  # torch.load and a foreign model's metadata fail with many types
+        raise InputError(f"{model_pt}: not a trained model of this workflow ({_short_reason(exc)})") from None
+    model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model, meta

@@ -8,6 +8,7 @@ rule roi_vectors:
     input:
         atlas="results/atlas/atlas.nii.gz",
         labels="results/atlas/labels.tsv",
+        index=f"results/cohort/{MAIN}/index.tsv",
         files=analysis_inputs(),
     output:
         "results/analysis/roi_vectors.tsv",

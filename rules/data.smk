@@ -43,7 +43,9 @@ rule qc:
         gm=lambda w: rmconfig.gm_settings(config, w.cohort),
         grid=NATIVE_GRID,
         labels=config["data"]["labels"],
+        table=table_settings,
         min_max_gm=config["qc"]["min_max_gm"],
+        value_tolerance=config["qc"]["value_tolerance"],
     threads: config["resources"]["data_threads"]
     resources:
         mem_mb=2000,

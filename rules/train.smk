@@ -48,6 +48,7 @@ rule evaluate:
         level=config["evaluation"]["level"],
         seed=config["evaluation"]["seed"],
         batch_size=config["evaluation"]["batch_size"],
+        positive=config["evaluation"]["positive_class"],
         device=config["train"]["device"],
         threads=config["train"]["threads"],
     threads: config["train"]["threads"]

@@ -13,6 +13,7 @@ with script(snakemake):
         level=snakemake.params.level,
         seed=snakemake.params.seed,
         batch_size=snakemake.params.batch_size,
+        positive=snakemake.params.positive,
         device=snakemake.params.device,
         threads=snakemake.params.threads,
     )

@@ -11,6 +11,8 @@ with script(snakemake):
         grid=snakemake.params.grid,
         labels=snakemake.params.labels,
         min_max_gm=snakemake.params.min_max_gm,
+        value_tolerance=snakemake.params.value_tolerance,
+        **snakemake.params.table,
         gm=snakemake.params.gm,
         threads=snakemake.threads,
     )

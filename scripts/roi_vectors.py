@@ -11,4 +11,5 @@ with script(snakemake):
         reduction=snakemake.params.reduction,
         group_class=snakemake.params.group_class,
         map_normalisation=snakemake.params.map_normalisation,
+        index_tsv=snakemake.input.index,
     )

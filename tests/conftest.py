@@ -230,3 +230,93 @@ def write_image(tmp_path):
 
 def copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+# ------------------------------------------------- a Clinica + ClinicaDL cohort as a user has it
+CLINICA_MISSING = 2  # sessions whose GM map Clinica "failed" to write (one absent, one dangling link)
+
+
+@pytest.fixture(scope="session")
+def clinica_cohort(smoke_run, tmp_path_factory):
+    """The smoke run's main cohort as Clinica and ClinicaDL leave it on a user's disk:
+    - the CAPS as the generator wrote it (x-flipped, as SPM writes it) with two sessions stored
+      axis-permuted (another tool's voxel order; the same images);
+    - ``labels.tsv`` as ClinicaDL's get-labels writes it (participant_id, session_id, age, sex,
+      diagnosis, with a UTF-8 byte-order mark and an extra column), diagnoses written ``Dementia``
+      and ``cn`` (mapped by data.diagnoses), plus MCI subjects (excluded);
+    - two QC-passed follow-up sessions of training subjects without a GM map: one absent, one a
+      dangling symlink;
+    - the smoke run's own split in ClinicaDL's layout (split/test_baseline.tsv, split/test.tsv,
+      split/2_fold/split-<k>/{train,train_baseline,validation_baseline}.tsv);
+    - the atlas given by path with a Clinica label table (roi_value, roi_name, background row 0).
+    Returns {"root", "config", "missing": [(participant, session, path)], "permuted": [...]}."""
+    import nibabel as nib
+
+    from robustmaps.atlas import aal2_files, load_labels
+    from robustmaps.grid import to_orientation
+    from robustmaps.io import load_nifti
+
+    root = tmp_path_factory.mktemp("clinica")
+    results = smoke_run / "results"
+    shutil.copytree(results / "cohort" / "main" / "caps", root / "caps")
+    sessions = pd.read_csv(results / "cohort" / "main" / "sessions.tsv", sep="\t", dtype=str)
+    qc = pd.read_csv(results / "cohort" / "main" / "qc.tsv", sep="\t", dtype=str)
+    test = set(pd.read_csv(results / "splits" / "test.tsv", sep="\t", dtype=str).participant_id)
+
+    def gm(pid, ses):
+        return next((root / "caps" / "subjects" / pid / ses).rglob("*.nii.gz"))
+
+    passed = qc[(qc.status == "pass") & ~qc.participant_id.isin(test)]
+    follow_up = passed[passed.session_id != "ses-M000"].sort_values(["participant_id", "session_id"])
+    missing = [(r.participant_id, r.session_id, gm(r.participant_id, r.session_id))
+               for r in follow_up.head(CLINICA_MISSING).itertuples()]
+    missing[0][2].unlink()
+    missing[1][2].unlink()
+    missing[1][2].symlink_to(root / "caps" / "no-such-file.nii.gz")
+    baseline = passed[passed.session_id == "ses-M000"].sort_values("participant_id")
+    permuted = []
+    for r, codes in zip(baseline.head(2).itertuples(), ("ASL", "PIR")):
+        path = gm(r.participant_id, r.session_id)
+        data, affine = load_nifti(path)
+        data, affine = to_orientation(data, affine, codes)
+        nib.save(nib.Nifti1Image(data, affine), path)
+        permuted.append((r.participant_id, r.session_id, codes))
+
+    labels = sessions.assign(diagnosis=sessions.diagnosis.map({"AD": "Dementia", "CN": "cn"}), site="site-1")
+    mci = sessions.head(3).assign(participant_id=["sub-MCI01", "sub-MCI02", "sub-MCI03"], session_id="ses-M000",
+                                  diagnosis="MCI", site="site-2")
+    table = pd.concat([labels, mci])[["participant_id", "session_id", "age", "sex", "diagnosis", "site"]]
+    (root / "labels.tsv").write_text(table.to_csv(sep="\t", index=False, lineterminator="\n"), encoding="utf-8-sig")
+
+    split = root / "split"
+    for name in ("test_baseline", "test"):
+        split.mkdir(exist_ok=True)
+        clinicadl_columns(results / "splits" / f"{name}.tsv", split / f"{name}.tsv")
+    for k in range(2):
+        for name in ("train", "train_baseline", "validation_baseline"):
+            (split / "2_fold" / f"split-{k}").mkdir(parents=True, exist_ok=True)
+            clinicadl_columns(results / "splits" / f"split-{k}" / f"{name}.tsv",
+                              split / "2_fold" / f"split-{k}" / f"{name}.tsv")
+
+    image, csv = aal2_files()
+    atlas = load_labels(csv)
+    clinica = pd.concat([pd.DataFrame({"roi_value": [0], "roi_name": ["Background"]}),
+                         atlas.rename(columns={"index": "roi_value", "name": "roi_name"})])
+    clinica.to_csv(root / "atlas-AAL2_dseg.tsv", sep="\t", index=False)
+
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["data"]["cohorts"] = {"main": {"name": "ADNI-like", "source": "caps",
+                                       "caps": {"caps_dir": str(root / "caps"), "tsv": str(root / "labels.tsv")}}}
+    cfg["data"]["diagnoses"] = {"Dementia": "AD"}
+    cfg["atlas"] = {"image": str(image), "labels": str(root / "atlas-AAL2_dseg.tsv")}
+    cfg["split"]["import_dir"] = str(split)
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return {"root": root, "config": root / "config.yaml", "missing": missing, "permuted": permuted,
+            "split": split}
+
+
+def clinicadl_columns(src: Path, dst: Path) -> None:
+    """A split table of this workflow as ClinicaDL writes one (its columns, the table's words)."""
+    df = pd.read_csv(src, sep="\t", dtype=str)
+    df["diagnosis"] = df.diagnosis.map({"AD": "Dementia", "CN": "cn"})
+    df[["participant_id", "session_id", "diagnosis", "age", "sex"]].to_csv(dst, sep="\t", index=False)

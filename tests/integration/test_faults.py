@@ -58,7 +58,7 @@ def rerun(workdir: Path, *args: str) -> None:
 
 
 def models_equal(a: Path, b: Path) -> bool:
-    ma, mb = (torch.load(p, weights_only=False) for p in (a, b))
+    ma, mb = (torch.load(p, weights_only=True) for p in (a, b))
     return ma["state_dict"].keys() == mb["state_dict"].keys() and all(
         torch.equal(ma["state_dict"][k], mb["state_dict"][k]) for k in ma["state_dict"])
 

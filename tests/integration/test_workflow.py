@@ -165,7 +165,7 @@ def test_hpo_trials_best_and_training_from_it(smoke_run, tmp_path):
     plan = job_counts(run_snakemake(copy, "-n", target, "--configfile", str(SMOKE), use).stdout)
     assert plan == {"train": 1}
     run_snakemake(copy, "--cores", "2", target, "--configfile", str(SMOKE), use)
-    meta = torch.load(copy / "results" / "models" / "fold-0" / "seed-0" / "model.pt", weights_only=False)
+    meta = torch.load(copy / "results" / "models" / "fold-0" / "seed-0" / "model.pt", weights_only=True)
     assert meta["architecture"] == load_best(results / "hpo" / "best.yaml")["architecture"]
 
 

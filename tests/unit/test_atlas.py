@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustmaps.atlas import aal2_files, atlas_on_grid, load_atlas, roi_index
+from robustmaps.atlas import aal2_files, atlas_on_grid, load_atlas, load_labels, roi_index
 from robustmaps.grid import CLINICA_GRID, Grid
 from robustmaps.io import InputError, save_nifti
 
@@ -33,3 +33,32 @@ def test_user_atlas_and_its_checks(tmp_path):
         load_atlas(str(tmp_path / "a.nii.gz"), str(tmp_path / "short.tsv"))
     with pytest.raises(InputError, match="given together"):
         load_atlas(str(tmp_path / "a.nii.gz"), None)
+
+
+def test_clinica_atlas_table_drops_its_background_row(tmp_path):
+    pd.DataFrame({"roi_value": [0, 1, 2], "roi_name": ["Background", "left", "right"],
+                  "extra": ["x", "y", "z"]}).to_csv(tmp_path / "atlas-X_dseg.tsv", sep="\t", index=False)
+    table = load_labels(tmp_path / "atlas-X_dseg.tsv")
+    assert list(table.columns) == ["index", "name"]
+    assert table["index"].tolist() == [1, 2] and table["name"].tolist() == ["left", "right"]
+    # usable as an atlas: the background row does not count as a missing or extra ROI
+    img = np.zeros((6, 6, 6))
+    img[1:3, 1:3, 1:3], img[3:5, 3:5, 3:5] = 1, 2
+    save_nifti(img, np.eye(4), tmp_path / "a.nii.gz", dtype=np.int16)
+    assert load_atlas(str(tmp_path / "a.nii.gz"), str(tmp_path / "atlas-X_dseg.tsv"))[1]["index"].tolist() == [1, 2]
+
+
+def test_bids_dseg_table_with_a_zero_row_and_bad_tables(tmp_path):
+    pd.DataFrame({"index": [0, 3, 7], "name": ["background", "a", "b"], "color": ["#000", "#f00", "#0f0"]}) \
+        .to_csv(tmp_path / "dseg.tsv", sep="\t", index=False)
+    table = load_labels(tmp_path / "dseg.tsv")
+    assert table["index"].tolist() == [3, 7] and table["name"].tolist() == ["a", "b"]
+    pd.DataFrame({"label": [1], "region": ["a"]}).to_csv(tmp_path / "wrong.tsv", sep="\t", index=False)
+    with pytest.raises(InputError, match=r"wrong.tsv: .*index and name.*roi_value and roi_name.*found label, region"):
+        load_labels(tmp_path / "wrong.tsv")
+    pd.DataFrame({"roi_value": [0, -1], "roi_name": ["Background", "neg"]}).to_csv(tmp_path / "neg.tsv", sep="\t", index=False)
+    with pytest.raises(InputError, match="positive integers"):
+        load_labels(tmp_path / "neg.tsv")
+    pd.DataFrame({"roi_value": [1, 1], "roi_name": ["a", "b"]}).to_csv(tmp_path / "dup.tsv", sep="\t", index=False)
+    with pytest.raises(InputError, match="duplicated atlas label index 1"):
+        load_labels(tmp_path / "dup.tsv")

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from robustmaps.io import InputError
+
 from robustmaps.similarity import parse_point, similarities, summary, sweep_neighbours
 
 ROIS = ["R1", "R2", "R3"]
@@ -88,15 +90,23 @@ def test_roi_table_reads_masks_maps_stacks_and_sobol(tmp_path):
                 "path": tmp_path / "maps.nii.gz", "index": tmp_path / "index.tsv"},
                {"kind": "sobol", "method": "sobol", "source": "sobol", "fold": 0, "seed": 0,
                 "path": tmp_path / "sobol.tsv"}]
-    raw = roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv", map_normalisation="none")
+    # the store index defines the baseline (here a caps.baseline_column made ses-M012 the baseline,
+    # not the earliest session id): the ROI table takes it from there, not from the session ids
+    store_index = pd.DataFrame({"participant_id": ["sub-1", "sub-1"], "session_id": ["ses-M000", "ses-M012"],
+                                "baseline": [False, True]})
+    raw = roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv", map_normalisation="none",
+                    store_index=store_index)
     np.testing.assert_allclose(raw[ROIS].to_numpy(), [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0.1, 0.2, 0.7]])
     # default: maps (not masks, not Sobol) minus their brain mean (16 / 32 and 8 / 32 of the voxels are 1),
     # clipped at 0
-    t = roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv")
+    t = roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv", store_index=store_index)
     np.testing.assert_allclose(t[ROIS].to_numpy(), [[0, 1, 0], [0.5, 0, 0], [0, 0, 0.75], [0.1, 0.2, 0.7]])
     with pytest.raises(ValueError, match="map_normalisation"):
-        roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv", map_normalisation="zscore")
-    assert list(t.session_id[1:3]) == ["ses-M012", "ses-M000"] and list(t.baseline[1:3]) == [False, True]
+        roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv", map_normalisation="zscore",
+                  store_index=store_index)
+    assert list(t.session_id[1:3]) == ["ses-M012", "ses-M000"] and list(t.baseline[1:3]) == [True, False]
+    with pytest.raises(InputError, match="sub-1/ses-M000 are not in the cohort's store index"):
+        roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv", store_index=store_index.iloc[1:])
 
 
 def test_top_rois_and_planted_roi_recovery():

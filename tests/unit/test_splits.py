@@ -1,9 +1,14 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from robustmaps.io import InputError
-from robustmaps.splits import import_splits, kfold, make_splits, p_counts, select_test, subjects_table, verify
+import shutil
+
+from robustmaps.splits import (import_splits, kfold, make_splits, p_counts, select_test, split_files,
+                               subjects_table, verify)
 
 
 def make_index(n_cn=40, n_ad=36, seed=0):
@@ -122,3 +127,85 @@ def test_verify_finds_leaks(split_dir):
 def test_chi_square_degenerate_tables():
     assert p_counts(["M", "M"], ["M"], ("M", "F")) == 1.0
     assert p_counts(["M"] * 30, ["F"] * 30, ("M", "F")) < 1e-6
+
+
+def clinicadl_layout(src, dst, n_folds=5):
+    """Copy a split folder of the project's layout into ClinicaDL's: <dst>/<n>_fold/split-<k>/."""
+    dst.mkdir()
+    for name in ("test_baseline.tsv", "test.tsv"):
+        shutil.copy(src / name, dst / name)
+    for k in range(n_folds):
+        shutil.copytree(src / f"split-{k}", dst / f"{n_folds}_fold" / f"split-{k}")
+    return dst
+
+
+def test_clinicadl_layout_gives_the_same_sets_as_the_own_layout(split_dir, tmp_path):
+    root, index = split_dir
+    cdl = clinicadl_layout(root / "splits", tmp_path / "split")
+    files = split_files(cdl, 5, need_test=True)
+    assert files["test_baseline"] == cdl / "test_baseline.tsv" and files["test"] == cdl / "test.tsv"
+    assert files["folds"][3] == {"train": cdl / "5_fold" / "split-3" / "train.tsv",
+                                 "validation_baseline": cdl / "5_fold" / "split-3" / "validation_baseline.tsv"}
+    own = split_files(root / "splits", 5)
+    assert own["folds"][0]["train"] == root / "splits" / "split-0" / "train.tsv"
+    assert import_splits(index, str(cdl), 5, need_test=True) == import_splits(index, str(root / "splits"), 5)
+    # ClinicaDL's fold folder given directly: the test set is found in its parent
+    direct = split_files(cdl / "5_fold", 5, need_test=True)
+    assert direct["test_baseline"] == cdl / "test_baseline.tsv"
+    # and make_splits writes the same files from either layout
+    a, b = tmp_path / "from_own", tmp_path / "from_cdl"
+    make_splits(str(root / "index.tsv"), str(a), **PARAMS, import_dir=str(root / "splits"), need_test=True)
+    make_splits(str(root / "index.tsv"), str(b), **PARAMS, import_dir=str(cdl), need_test=True)
+    for f in sorted(a.rglob("*.tsv")):
+        assert f.read_bytes() == (b / f.relative_to(a)).read_bytes(), f
+
+
+def test_clinicadl_layout_with_other_fold_count_is_named(split_dir, tmp_path):
+    root, index = split_dir
+    cdl = clinicadl_layout(root / "splits", tmp_path / "split")
+    with pytest.raises(InputError, match="holds 5_fold but split.n_folds is 2"):
+        split_files(cdl, 2, need_test=False)
+    with pytest.raises(InputError, match="5_fold.*holds split-4 but split.n_folds is 4"):
+        import_splits(index, str(cdl / "5_fold"), 4)
+
+
+def test_both_or_neither_layout_is_an_error_naming_the_paths(split_dir, tmp_path):
+    root, _ = split_dir
+    shutil.copytree(root / "splits" / "split-0", root / "splits" / "5_fold" / "split-0")
+    with pytest.raises(InputError, match="holds both split folders"):
+        split_files(root / "splits", 5, False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError) as err:
+        split_files(tmp_path / "empty", 3, False)
+    msg = str(err.value)
+    assert str(tmp_path / "empty" / "split-0" / "train.tsv") in msg
+    assert str(tmp_path / "empty" / "3_fold" / "split-0" / "train.tsv") in msg
+
+
+def test_need_test_without_test_file_names_where_it_looked(split_dir, tmp_path):
+    root, index = split_dir
+    cdl = clinicadl_layout(root / "splits", tmp_path / "split")
+    (cdl / "test_baseline.tsv").unlink()
+    files = split_files(cdl, 5, need_test=False)
+    assert files["test_baseline"] is None and files["test"] is None
+    assert import_splits(index, str(cdl), 5)[0] == []
+    with pytest.raises(InputError, match="no test set found: looked for " + re.escape(str(cdl / "test_baseline.tsv"))):
+        split_files(cdl, 5, need_test=True)
+    with pytest.raises(InputError) as err:
+        split_files(cdl / "5_fold", 5, need_test=True)
+    assert str(cdl / "5_fold" / "test_baseline.tsv") in str(err.value)
+    assert str(cdl / "test_baseline.tsv") in str(err.value)
+    with pytest.raises(InputError, match="no test set found"):
+        make_splits(str(root / "index.tsv"), str(tmp_path / "out"), **PARAMS, import_dir=str(cdl), need_test=True)
+
+
+def test_missing_fold_file_is_named(split_dir, tmp_path):
+    root, _ = split_dir
+    cdl = clinicadl_layout(root / "splits", tmp_path / "split")
+    missing = cdl / "5_fold" / "split-2" / "validation_baseline.tsv"
+    missing.unlink()
+    with pytest.raises(InputError, match=re.escape(str(missing)) + ": split table not found"):
+        split_files(cdl, 5, need_test=False)
+    (root / "splits" / "split-4" / "train.tsv").unlink()
+    with pytest.raises(InputError, match=re.escape(str(root / "splits" / "split-4" / "train.tsv"))):
+        split_files(root / "splits", 5, need_test=False)

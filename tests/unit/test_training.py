@@ -25,7 +25,7 @@ def run(tmp_path, name, cfg=CFG, **kw):
     rows = np.arange(len(labels))
     best, hist = train(store, rows[:24], labels[:24], rows[24:], labels[24:], cfg, seed=3,
                        checkpoint=tmp_path / f"{name}.ckpt", threads=1, **kw)
-    return best, hist, torch.load(tmp_path / f"{name}.ckpt", weights_only=False)
+    return best, hist, torch.load(tmp_path / f"{name}.ckpt", weights_only=True)
 
 
 def states_equal(a, b):
