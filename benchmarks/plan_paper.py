@@ -46,7 +46,7 @@ def stub_caps(root: Path, cohort: str, n: int, max_sessions: int) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
     pd.DataFrame(rows, columns=["participant_id", "session_id", "diagnosis", "age", "sex"]).to_csv(
-        root / cohort / "participants.tsv", sep="\t", index=False)
+        root / cohort / "labels.tsv", sep="\t", index=False)
     return len(rows)
 
 

@@ -228,8 +228,7 @@ def read_sessions(path: str | os.PathLike, labels: dict[str, int] | None = None,
                          "(rename or drop them; see config/README.md)")
     if df.empty:
         raise InputError(f"{path}: session table has no rows")
-    required = ["participant_id", "session_id", "diagnosis"] + (["sex"] if blank_demographics == "error" else [])
-    for col in required:
+    for col in ("participant_id", "session_id", "diagnosis"):
         bad = df[col].isna() | (df[col].astype(str).str.strip() == "")
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
@@ -249,14 +248,18 @@ def read_sessions(path: str | os.PathLike, labels: dict[str, int] | None = None,
         shown = ", ".join(f"{p}/{s}" for p, s in pairs[:5])
         raise InputError(f"{path}: duplicated session(s) {shown}" + (" ..." if len(pairs) > 5 else ""))
     blank_age = df["age"].isna() | (df["age"].astype(str).str.strip() == "")
+    blank_sex = df["sex"].isna() | (df["sex"].astype(str).str.strip() == "")
+    if blank_demographics == "error" and (blank_age | blank_sex).any():
+        row = int(np.flatnonzero((blank_age | blank_sex).to_numpy())[0])
+        raise InputError(f"{path}: blank {'age' if blank_age.iloc[row] else 'sex'} on line {row + 2} "
+                         "(caps.blank_demographics: exclude would exclude such sessions)")
     age = pd.to_numeric(df["age"].where(~blank_age), errors="coerce")
-    bad = age.isna() & (~blank_age if blank_demographics == "exclude" else True)
+    bad = age.isna() & ~blank_age
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         value = df["age"].iloc[row]
         raise InputError(f"{path}: age '{'' if pd.isna(value) else value}' on line {row + 2} is not a number")
     df["age"] = age.astype(float)
-    blank_sex = df["sex"].isna() | (df["sex"].astype(str).str.strip() == "")
     sex = df["sex"].astype(str).str.strip().str.lower().map(_SEX)
     bad = sex.isna() & ~blank_sex
     if bad.any():

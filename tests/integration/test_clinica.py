@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import CLINICA_MISSING, run_snakemake
+from conftest import CLINICA_MISSING, SMOKE, run_snakemake
 from robustmaps import config as rmconfig
 from robustmaps.io import load_nifti, read_tsv, save_nifti, write_tsv
-from robustmaps.preprocess import build_store
+from robustmaps.preprocess import build_store, open_store
+from robustmaps.splits import verify
 
 pytestmark = pytest.mark.workflow
 
@@ -67,10 +68,26 @@ def test_missing_maps_excluded_with_their_reason(clinica_run):
     assert f"QC: {CLINICA_MISSING} session(s) excluded because their GM map is missing" in log
 
 
-def test_flipped_and_permuted_storage_gives_the_canonical_store_byte_for_byte(clinica_run, tmp_path):
+def test_flipped_and_permuted_storage_gives_the_canonical_store_byte_for_byte(clinica_run, smoke_run, tmp_path):
     """The store of the x-flipped CAPS (two sessions axis-permuted) equals, byte for byte, the store
-    built from a canonical (RAS+) copy of the same sessions."""
+    built from a canonical (RAS+) copy of the same sessions; and its images are the synthetic
+    run's, session for session, with the same QC verdicts and splits that hold."""
     results = clinica_run["work"] / "results"
+    store, index = open_store(results / "cohort" / "main" / "store.npy", results / "cohort" / "main" / "index.tsv")
+    smoke, smoke_index = open_store(smoke_run / "results" / "cohort" / "main" / "store.npy",
+                                    smoke_run / "results" / "cohort" / "main" / "index.tsv")
+    where = {k: i for i, k in enumerate(zip(smoke_index.participant_id, smoke_index.session_id))}
+    rows = [where[k] for k in zip(index.participant_id, index.session_id)]
+    assert len(rows) == len(smoke) - CLINICA_MISSING
+    np.testing.assert_array_equal(store[list(range(len(store)))], smoke[rows])
+    smoke_qc = pd.read_csv(smoke_run / "results" / "cohort" / "main" / "qc.tsv", sep="\t", dtype=str)
+    qc_all = pd.read_csv(results / "cohort" / "main" / "qc.tsv", sep="\t", dtype=str)
+    verdicts = qc_all.set_index(["participant_id", "session_id"]).status
+    missing = {(p, s) for p, s, _ in clinica_run["missing"]}
+    for r in smoke_qc.itertuples():
+        assert verdicts[(r.participant_id, r.session_id)] == ("excluded" if (r.participant_id, r.session_id) in missing
+                                                              else r.status)
+    assert verify(results / "splits", 2, index) == []
     qc = read_tsv(results / "cohort" / "main" / "qc.tsv", dtype={"participant_id": str, "session_id": str})
     for pid, ses, codes in clinica_run["permuted"]:
         assert qc.set_index(["participant_id", "session_id"]).loc[(pid, ses)].status == "pass", codes
@@ -106,3 +123,18 @@ def test_imported_clinicadl_split_is_the_one_given(clinica_run):
     # the atlas came from Clinica's table: 120 AAL2 regions, no background
     labels = pd.read_csv(results / "atlas" / "labels.tsv", sep="\t")
     assert len(labels) == 120 and "Background" not in set(labels.name)
+
+
+def test_rules_resolve_classes_by_name(smoke_run, tmp_path):
+    """With labels {AD: 0, CN: 1} the smoke run's recorded params of the mean-CN reference change
+    (its CN label is now 1), while those of the evaluation (positive class AD, by name) do not;
+    the data stage's label map changes, as it must."""
+    swap = tmp_path / "swap.yaml"
+    swap.write_text(yaml.safe_dump({"data": {"labels": {"AD": 0, "CN": 1}}}))
+    proc = run_snakemake(smoke_run, "--list-changes", "params", "--configfile", str(SMOKE), str(swap))
+    changed = set(proc.stdout.split())
+    assert {f"results/masks/reference/fold-{k}/mean_cn.nii.gz" for k in range(2)} <= changed
+    assert "results/cohort/main/qc.tsv" in changed
+    assert not any(p.startswith("results/models/") and p.endswith("metrics.tsv") for p in changed)
+    same = run_snakemake(smoke_run, "--list-changes", "params", "--configfile", str(SMOKE)).stdout.split()
+    assert not [p for p in same if p.startswith("results/")]

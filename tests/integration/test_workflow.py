@@ -405,7 +405,7 @@ def stub_caps(root: Path, cohort: str, n: int, sessions=("ses-M000", "ses-M012")
             path.touch()
             rows.append((pid, s, ["CN", "AD", "MCI"][i % 3], 70 + i % 20, "MF"[i % 2]))
     pd.DataFrame(rows, columns=["participant_id", "session_id", "diagnosis", "age", "sex"]).to_csv(
-        root / cohort / "participants.tsv", sep="\t", index=False)
+        root / cohort / "labels.tsv", sep="\t", index=False)
 
 
 def test_paper_config_plans_against_a_stub_caps(tmp_path):
@@ -424,26 +424,7 @@ def test_paper_config_plans_against_a_stub_caps(tmp_path):
         assert f"results/splits/split-{k}/train.tsv" in out
 
 
-# ----------------------------------------------------------------------- a real CAPS cohort
-def test_caps_cohort_runs_to_the_splits(caps_cohort, smoke_run):
-    work = caps_cohort / "work"
-    run_snakemake(work, "results/splits/summary.tsv", "results/cohort/summary.tsv", "--cores", "2",
-                  "--configfile", str(caps_cohort / "config.yaml"))
-    qc = pd.read_csv(work / "results" / "cohort" / "main" / "qc.tsv", sep="\t")
-    excluded = qc[qc.status == "excluded"]
-    assert sorted(excluded.participant_id) == ["sub-MCI01", "sub-MCI02", "sub-MCI03"]
-    assert excluded.reason.str.contains("'MCI' not in data.labels").all()
-    # same images, same QC verdicts and same store as the synthetic run
-    smoke_qc = pd.read_csv(smoke_run / "results" / "cohort" / "main" / "qc.tsv", sep="\t")
-    kept = qc[qc.status != "excluded"].reset_index(drop=True)
-    assert kept.status.tolist() == smoke_qc.status.tolist()
-    a = np.load(work / "results" / "cohort" / "main" / "store.npy")
-    b = np.load(smoke_run / "results" / "cohort" / "main" / "store.npy")
-    np.testing.assert_array_equal(a, b)
-    index = pd.read_csv(work / "results" / "cohort" / "main" / "index.tsv", sep="\t")
-    assert verify(work / "results" / "splits", 2, index) == []
-    table = pd.read_csv(work / "results" / "cohort" / "summary.tsv", sep="\t")
-    assert table.excluded_sessions.sum() == 0 or "MCI" in set(table.diagnosis)
+# A real CAPS cohort (Clinica's and ClinicaDL's files) runs to the report: tests/integration/test_clinica.py.
 
 
 NEGATIVE = REPO / "tests" / "config" / "negative_control.yaml"
