@@ -294,9 +294,11 @@ def load_reference(reference_nii, shape, device) -> torch.Tensor | float:
     return torch.from_numpy(data)[None, None].to(device)
 
 
-def mean_reference(store_npy, index_tsv, train_tsv, out_nii, *, label: int, working_grid: dict) -> None:
-    """Rule entry: the mean image of a fold's training sessions of class ``label`` (the mean CN
-    map, a per-voxel mu for equation (1))."""
+def mean_reference(store_npy, index_tsv, train_tsv, out_nii, *, reference_class: str = "CN",
+                   working_grid: dict) -> None:
+    """Rule entry: the mean image of a fold's training sessions of the class named
+    ``reference_class`` (the mean CN map, a per-voxel mu for equation (1)). The class is chosen
+    by name (the store index's diagnosis), never by its label number."""
     from .grid import Grid
     from .io import InputError, save_nifti
     from .preprocess import open_store
@@ -304,14 +306,15 @@ def mean_reference(store_npy, index_tsv, train_tsv, out_nii, *, label: int, work
 
     store, index = open_store(store_npy, index_tsv)
     table = read_split_rows(train_tsv, index)
-    rows = table.row.to_numpy()[table.label.to_numpy() == label]
+    rows = table.row.to_numpy()
+    rows = rows[index.diagnosis.to_numpy()[rows] == reference_class]
     if len(rows) == 0:
-        raise InputError(f"{train_tsv}: no training session with label {label} for the reference map")
+        raise InputError(f"{train_tsv}: no training session of class {reference_class} for the reference map")
     total = np.zeros(store.shape[1:], np.float64)
     for i in range(0, len(rows), 32):
         total += np.asarray(store[list(rows[i:i + 32])], dtype=np.float64).sum(0)
     save_nifti((total / len(rows)).astype(np.float32), Grid.from_config(working_grid).affine, out_nii)
-    log.info("reference: mean of %d training sessions with label %d", len(rows), label)
+    log.info("reference: mean of %d training sessions of class %s", len(rows), reference_class)
 
 
 def to_native(volumes: np.ndarray, working: dict, native: dict, fill: float = 1.0) -> np.ndarray:

@@ -14,7 +14,7 @@ rule mask_reference:
     output:
         reference="results/masks/reference/fold-{fold}/mean_cn.nii.gz",
     params:
-        label=config["data"]["labels"]["CN"] if MASKS["reference"] == "mean_cn" else None,
+        reference_class="CN",
         working_grid=WORKING_GRID,
     log:
         "results/logs/masks/reference_fold-{fold}.log",

@@ -8,6 +8,6 @@ with script(snakemake):
         snakemake.input.index,
         snakemake.input.train,
         snakemake.output.reference,
-        label=snakemake.params.label,
+        reference_class=snakemake.params.reference_class,
         working_grid=snakemake.params.working_grid,
     )

@@ -303,22 +303,21 @@ def test_evaluation_resolves_the_positive_class_by_name(trained_model, tmp_path)
     assert out["original"]["sensitivity"] < out["original"]["specificity"]  # so that swapping them would show
 
 
-def test_mean_reference_takes_the_class_label_it_is_given(trained_model, tmp_path):
-    """rules/masks.smk passes data.labels["CN"]: with {AD: 0, CN: 1} that is 1, and the mean is
-    over the CN images, whatever their number."""
+def test_mean_reference_chooses_its_class_by_name(trained_model, tmp_path):
+    """With labels {AD: 0, CN: 1} (the index's label numbers swapped) the mean-CN reference is the
+    same map: the mean of the CN training images, chosen by name."""
     from robustmaps.grid import Grid
     from robustmaps.masks import mean_reference
 
     tm = trained_model
-    shape = tm["images"].shape[1:]
-    g = Grid(tuple(shape), 1.0, (0.0, 0.0, 0.0)).to_config()
+    g = Grid(tuple(tm["images"].shape[1:]), 1.0, (0.0, 0.0, 0.0)).to_config()
     index = pd.read_csv(tm["index"], sep="\t")
     index.assign(label=1 - index.label).to_csv(tmp_path / "index.tsv", sep="\t", index=False)
     train = pd.read_csv(tm["train"], sep="\t")
     train.assign(label=1 - train.label).to_csv(tmp_path / "train.tsv", sep="\t", index=False)
-    mean_reference(tm["store"], tm["index"], tm["train"], tmp_path / "a.nii.gz", label=LABELS["CN"], working_grid=g)
+    mean_reference(tm["store"], tm["index"], tm["train"], tmp_path / "a.nii.gz", reference_class="CN", working_grid=g)
     mean_reference(tm["store"], tmp_path / "index.tsv", tmp_path / "train.tsv", tmp_path / "b.nii.gz",
-                   label={"AD": 0, "CN": 1}["CN"], working_grid=g)
+                   reference_class="CN", working_grid=g)
     a, b = load_nifti(tmp_path / "a.nii.gz")[0], load_nifti(tmp_path / "b.nii.gz")[0]
     np.testing.assert_array_equal(a, b)
     cn = tm["images"][:36][tm["labels"][:36] == 0].astype(np.float64).mean(0)

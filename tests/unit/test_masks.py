@@ -321,7 +321,7 @@ def test_mean_reference_is_the_mean_cn_image(trained_model, tmp_path):
 
     t = trained_model
     grid = tiny_grids()["working"]
-    mean_reference(t["store"], t["index"], t["train"], tmp_path / "ref.nii.gz", label=0, working_grid=grid)
+    mean_reference(t["store"], t["index"], t["train"], tmp_path / "ref.nii.gz", reference_class="CN", working_grid=grid)
     ref, _ = load_nifti(tmp_path / "ref.nii.gz")
     cn = t["images"][:36][t["labels"][:36] == 0].astype(np.float64).mean(0)
     np.testing.assert_allclose(ref, cn, atol=1e-5)
