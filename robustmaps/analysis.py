@@ -2,9 +2,10 @@
 similarity families, and the regions the masks point at.
 
 ROI vectors (``results/analysis/roi_vectors.tsv``): one row per mask or map, id columns
-(robustmaps.similarity.ID_COLUMNS) and one column per atlas ROI (its name). Masks: the ROI
-reduction (``mean`` or ``sum`` over the ROI's voxels) of the perturbation 1 - m (the study's
-density); saliency maps: the same reduction of the map (each per-session map is min-max
+(robustmaps.similarity.ID_COLUMNS) and one column per atlas ROI (its name). Masks: the sum over
+the ROI's voxels of the perturbation 1 - m (``roi.masks.reduction: sum``, the study's "1 minus
+the sum of the values in the ROI"; ``mean`` weights small ROIs up); saliency maps: the
+``roi.maps.reduction`` of the map (each per-session map is min-max
 normalised to [0, 1] when it is written; a group map is the mean of those), then, with
 ``roi.map_normalisation: above_mean`` (default), the brain's mean subtracted and negative values
 set to 0 (robustmaps.roi.above_mean: a dense map's offset would otherwise make every pair of maps
@@ -24,10 +25,14 @@ log = logging.getLogger(__name__)
 
 
 def roi_table(entries: list[dict], atlas_nii, labels_tsv, reduction: str = "mean",
-              group_class: str = "AD", map_normalisation: str = "above_mean", store_index=None) -> pd.DataFrame:
+              group_class: str = "AD", map_normalisation: str = "above_mean", store_index=None,
+              mask_reduction: str = "sum") -> pd.DataFrame:
     """The tidy ROI-vector table of ``entries``: dicts with the id columns and ``path`` (a 3D or 4D
     NIfTI on the working grid; a Sobol ``indices.tsv``), ``source`` (``mask``, ``map`` or
-    ``sobol``) and, for 4D files, ``index`` (their index TSV). ``store_index``: the main cohort's
+    ``sobol``) and, for 4D files, ``index`` (their index TSV). Masks are reduced with
+    ``mask_reduction`` (``sum`` of 1 - m over each ROI: the study's "1 minus the sum of the values
+    in the ROI"; ``mean`` weights small ROIs up), maps with ``reduction`` and then
+    ``map_normalisation``. ``store_index``: the main cohort's
     store index (its ``baseline`` column marks each per-session row's baseline; needed when an
     entry has an index)."""
     from .preprocess import baseline_flags, read_index
@@ -42,7 +47,8 @@ def roi_table(entries: list[dict], atlas_nii, labels_tsv, reduction: str = "mean
     atlas, _ = load_nifti(atlas_nii)
     labels = load_labels(labels_tsv)
     names, ids = labels["name"].tolist(), labels["index"].tolist()
-    matrix = indicator(atlas, ids, reduction)
+    matrices = {"map": indicator(atlas, ids, reduction)}
+    matrices["mask"] = matrices["map"] if mask_reduction == reduction else indicator(atlas, ids, mask_reduction)
     rows = []
     for e in entries:
         base = {c: e.get(c, "") for c in ID_COLUMNS}
@@ -56,7 +62,8 @@ def roi_table(entries: list[dict], atlas_nii, labels_tsv, reduction: str = "mean
             raise InputError(f"{e['path']}: {data.shape[:3]} is not the atlas's grid {atlas.shape}")
         data = data.reshape(*atlas.shape, -1)
         values = 1.0 - data if e["source"] == "mask" else data
-        vectors = roi_vectors(values, atlas, ids, reduction, matrix=matrix)
+        matrix = matrices[e["source"]]
+        vectors = roi_vectors(values, atlas, ids, matrix=matrix)
         if e["source"] == "map" and map_normalisation == "above_mean":
             vectors = above_mean(vectors, matrix)
         if "index" in e:
@@ -76,12 +83,14 @@ def roi_table(entries: list[dict], atlas_nii, labels_tsv, reduction: str = "mean
     return pd.DataFrame(rows, columns=ID_COLUMNS + names)
 
 
-def roi_vectors_entry(entries: list[dict], atlas_nii, labels_tsv, out_tsv, *, reduction: str = "mean",
-                      group_class: str = "AD", map_normalisation: str = "above_mean", index_tsv=None) -> None:
-    """Rule entry: ``results/analysis/roi_vectors.tsv``."""
+def roi_vectors_entry(entries: list[dict], atlas_nii, labels_tsv, out_tsv, *, masks: dict, maps: dict,
+                      group_class: str = "AD", index_tsv=None) -> None:
+    """Rule entry: ``results/analysis/roi_vectors.tsv``. ``masks`` / ``maps``: the ROI settings of
+    each kind (``roi.masks``: reduction; ``roi.maps``: reduction, normalisation)."""
     from .io import write_tsv
 
-    table = roi_table(entries, atlas_nii, labels_tsv, reduction, group_class, map_normalisation, index_tsv)
+    table = roi_table(entries, atlas_nii, labels_tsv, maps["reduction"], group_class, maps["normalisation"],
+                      index_tsv, mask_reduction=masks["reduction"])
     write_tsv(table, out_tsv)
     log.info("ROI vectors: %d rows (%s)", len(table),
              ", ".join(f"{k} {v}" for k, v in table.kind.value_counts().sort_index().items()))
@@ -313,7 +322,8 @@ PROB_COLUMNS = ["family", "fold_a", "seed_a", "fold_b", "seed_b", "participant_a
 
 
 def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, target: str = "AD",
-                   sessions: dict | None = None, device: str = "auto", threads: int = 1, seed: int = 0) -> None:
+                   sessions: dict | None = None, other: dict | None = None, device: str = "auto",
+                   threads: int = 1, seed: int = 0) -> None:
     """Rule entry: prob_CNN (study 2.4), the mean probability of the true class of images masked
     with a mask optimised in another context, scored by this context's model.
 
@@ -322,8 +332,11 @@ def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, targe
     independent-cohort group mask, optional) and ``reference`` (mu of eq. (1), optional).
     Families: ``folds`` / ``seeds`` (model B's correctly classified validation ``target``
     images, masked with model A's group mask: other fold same seed / same fold other seed),
-    ``own`` (A = B), ``cohorts`` (a model's independent-cohort mask on its own main validation
-    images), ``intra_subject`` / ``inter_subject`` (``sessions``: one model's session masks,
+    ``own`` (A = B); between cohorts both ways, as the study compared them: ``cohorts_other_on_main``
+    (a model's independent-cohort mask on its own main validation images) and
+    ``cohorts_main_on_other`` (its main-cohort mask on its correctly classified ``target`` images
+    of the independent cohort: ``other`` = {"store", "index", "table"}, that cohort's store and
+    test table); ``intra_subject`` / ``inter_subject`` (``sessions``: one model's session masks,
     session A's mask on session B's image; sessions of one subject / baseline sessions of two)."""
     from .io import load_nifti, read_tsv, write_tsv
     from .masks import MaskSettings, correct_rows, load_reference, masked_scores
@@ -351,14 +364,26 @@ def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, targe
             p = masked_scores(model, store, val_rows, mask, MaskSettings(target=label), mu)
             rows.append({"family": family, "fold_a": fa, "seed_a": sa, "fold_b": fb, "seed_b": sb,
                          "probability": float(np.mean(p)) if len(p) else np.nan, "n_images": len(p)})
+    other_store = other_rows = None
+    if other:
+        other_store, other_index = open_for_model(other["store"], other["index"], meta, models[0]["model"])
+        other_rows = read_split_rows(other["table"], other_index)
     for m in models:
         if m.get("independent"):
             model, val_rows, label, mu = loaded[(m["fold"], m["seed"])]
+            ids = {"fold_a": m["fold"], "seed_a": m["seed"], "fold_b": m["fold"], "seed_b": m["seed"]}
             p = masked_scores(model, store, val_rows, torch_mask(load_nifti(m["independent"])[0], dev),
                               MaskSettings(target=label), mu)
-            rows.append({"family": "cohorts", "fold_a": m["fold"], "seed_a": m["seed"], "fold_b": m["fold"],
-                         "seed_b": m["seed"], "probability": float(np.mean(p)) if len(p) else np.nan,
-                         "n_images": len(p)})
+            rows.append({"family": "cohorts_other_on_main", **ids,
+                         "probability": float(np.mean(p)) if len(p) else np.nan, "n_images": len(p)})
+            if other_store is not None:
+                # mu: the reference of the model's fold (a main-cohort mean), as for the other cohort's
+                # own group masks (rules/masks.smk)
+                correct = correct_rows(model, other_store, other_rows, label)
+                p = masked_scores(model, other_store, correct, masks[(m["fold"], m["seed"])],
+                                  MaskSettings(target=label), mu)
+                rows.append({"family": "cohorts_main_on_other", **ids,
+                             "probability": float(np.mean(p)) if len(p) else np.nan, "n_images": len(p)})
     if sessions:
         model, _, label, mu = loaded[(sessions["fold"], sessions["seed"])]
         data, _ = load_nifti(sessions["masks"], squeeze=False)
@@ -388,8 +413,7 @@ def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, targe
                              "participant_b": idx.participant_id[b], "session_b": idx.session_id[b],
                              "probability": float(p[b]), "n_images": 1})
     pairs = pd.DataFrame(rows, columns=PROB_COLUMNS)
-    summary = pairs.groupby("family").probability.agg(["size", "mean", "std"]).reset_index()
-    summary.columns = ["family", "n_pairs", "mean", "sd"]
+    summary = prob_cnn_summary(pairs)
     write_tsv(pairs, out["pairs"])
     write_tsv(summary, out["summary"])
     from .plots import similarity_matrices_figure
@@ -397,6 +421,21 @@ def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, targe
     similarity_matrices_figure(prob_cnn_matrices(pairs), out["matrices"], label="prob_CNN (true class)")
     for r in summary.itertuples():
         log.info("prob_CNN %-14s %4d pairs  %.3f +- %.3f", r.family, r.n_pairs, r.mean, r.sd)
+
+
+def prob_cnn_summary(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per family (alphabetical): the number of pairs and the mean and SD of their prob_CNN. The
+    ``intra_subject`` family as the study defines it (2.3.4, as
+    robustmaps.similarity.PER_UNIT_FAMILIES): each subject's mean over its (ordered) session
+    pairs, then the mean and SD over subjects, so that a subject with more sessions does not
+    weigh more; every other family over its pairs."""
+    rows = []
+    for family, p in pairs.groupby("family"):
+        v = p.probability.astype(float)
+        if family == "intra_subject":
+            v = v.groupby(p.participant_a.astype(str).to_numpy()).mean()
+        rows.append({"family": family, "n_pairs": len(p), "mean": v.mean(), "sd": v.std()})
+    return pd.DataFrame(rows, columns=["family", "n_pairs", "mean", "sd"])
 
 
 def prob_cnn_matrices(pairs: pd.DataFrame) -> dict:

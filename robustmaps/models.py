@@ -6,11 +6,15 @@
   7 blocks valid on the 121x145x121 grid, where 7 plain pools would reach 0 voxels.
 - ``conv5fc3``: ClinicaDL's classic image-level CNN (5 conv blocks 8-128 filters, FC 1300-50-2).
 - any 3D classifier of ``monai.networks.nets`` by class name, with keyword arguments.
+
+``class_score`` is the package's one definition of a class's score from logits (probability or
+log-odds), used by the masks, occlusion and Sobol.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -128,3 +132,33 @@ def build_model(spec: dict, in_shape: tuple[int, int, int]) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ValueError(f"monai.networks.nets.{name} did not build a torch module")
     return model
+
+
+SCORE_KINDS = ("probability", "log_odds")
+
+
+def class_score(logits: torch.Tensor, target, kind: str = "probability") -> torch.Tensor:
+    """Per image, the score of class ``target`` (an int, or one per image) from (B, C) logits.
+
+    - ``probability``: the softmax probability of the target (the study's f of eq. 2). It
+      saturates: near 0 or 1 its gradient vanishes.
+    - ``log_odds``: log p / (1 - p) = the target's logit minus the logsumexp of the other
+      logits. It does not saturate, and unlike a raw logit it does not depend on the logits'
+      common offset (softmax ignores it; a single logit does not).
+
+    One definition for the package (masks, occlusion, Sobol), so that a score named in the
+    config means the same number everywhere.
+    """
+    if kind not in SCORE_KINDS:
+        raise ValueError(f"class score must be one of {', '.join(SCORE_KINDS)}, got {kind!r}")
+    if isinstance(target, numbers.Integral):  # one class for the batch: slicing, the others concatenated
+        target = int(target)
+        if kind == "probability":
+            return torch.softmax(logits, 1)[:, target]
+        others = torch.cat([logits[:, :target], logits[:, target + 1:]], 1)
+        return logits[:, target] - torch.logsumexp(others, 1)
+    idx = torch.as_tensor(target, device=logits.device).long().reshape(-1, 1).expand(logits.shape[0], 1)
+    if kind == "probability":
+        return torch.softmax(logits, 1).gather(1, idx)[:, 0]
+    others = logits.scatter(1, idx, float("-inf"))  # exp(-inf) = 0: the target drops out of the sum
+    return logits.gather(1, idx)[:, 0] - torch.logsumexp(others, 1)

@@ -125,22 +125,43 @@ def similarities(table: pd.DataFrame, roi_columns: list[str], group_class: str =
 
 
 SUMMARY_COLUMNS = ["family", "n_pairs", "n_units", "mean", "sd", "ci_low", "ci_high", "min", "max"]
+#: Families whose point estimate is a mean over units of each unit's mean pair value, not the
+#: mean over pairs (study 2.3.4: a subject's intra-subject similarity is the mean over its
+#: session pairs, the family's the mean over subjects; a subject with 3 sessions, 3 pairs, must
+#: not weigh 3 times one with 2 sessions). Their pairs lie within one unit.
+PER_UNIT_FAMILIES = ("intra_subject",)
+
+
+def per_unit_means(values, units) -> tuple[np.ndarray, np.ndarray]:
+    """(units, each unit's mean of ``values``), units in sorted order."""
+    frame = pd.DataFrame({"unit": np.asarray(units).astype(str), "value": np.asarray(values, dtype=float)})
+    means = frame.groupby("unit").value.mean()
+    return means.index.to_numpy(), means.to_numpy()
 
 
 def summary(pairs: pd.DataFrame, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Mean and SD of each family's cosines, in the study's order (families without pairs omitted),
     with a CI of the mean from a bootstrap over the family's units (models, points or subjects:
-    :func:`robustmaps.stats.cluster_bootstrap_ci`), not over its pairs, which share members."""
+    :func:`robustmaps.stats.cluster_bootstrap_ci`), not over its pairs, which share members.
+    ``intra_subject`` (:data:`PER_UNIT_FAMILIES`): mean, SD and CI are those of the per-subject
+    means (the study's definition, 2.3.4; the CI a bootstrap over subjects of the mean of their
+    means); ``min`` / ``max`` stay those of the pairs."""
     from .stats import cluster_bootstrap_ci
 
     rows = []
     for family in [f for f in FAMILIES if f in set(pairs.family)]:
         p = pairs[pairs.family == family]
         c = p.cosine.to_numpy(dtype=float)
-        lo, hi = cluster_bootstrap_ci(c, p.unit_a.astype(str).to_numpy(), p.unit_b.astype(str).to_numpy(),
-                                      n_boot=n_boot, level=level, seed=seed)
-        rows.append({"family": family, "n_pairs": len(c), "n_units": len(set(p.unit_a.astype(str)) |
-                                                                          set(p.unit_b.astype(str))),
-                     "mean": float(c.mean()), "sd": float(c.std(ddof=1)) if len(c) > 1 else 0.0,
+        ua, ub = p.unit_a.astype(str).to_numpy(), p.unit_b.astype(str).to_numpy()
+        if family in PER_UNIT_FAMILIES:
+            if (ua != ub).any():
+                raise ValueError(f"{family}: a pair spans two units; its mean per unit is undefined")
+            units, v = per_unit_means(c, ua)
+            lo, hi = cluster_bootstrap_ci(v, units, units, n_boot=n_boot, level=level, seed=seed)
+        else:
+            v = c
+            lo, hi = cluster_bootstrap_ci(c, ua, ub, n_boot=n_boot, level=level, seed=seed)
+        rows.append({"family": family, "n_pairs": len(c), "n_units": len(set(ua) | set(ub)),
+                     "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
                      "ci_low": lo, "ci_high": hi, "min": float(c.min()), "max": float(c.max())})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -1,6 +1,8 @@
 """Statistics of learning procedures (seed 004): where the variability comes from (folds vs
 seeds), whether two families of similarities differ (permutation tests that permute models, not
-pairs), and the comparison of two learning procedures (Nadeau-Bengio corrected resampled t-test).
+pairs), and the comparison of two learning procedures: over training sets, the Nadeau-Bengio
+corrected resampled t-test of held-out fold scores (:func:`corrected_resampled_ttest`); on one
+fixed test set, a paired sign-flip test over its subjects (:func:`paired_subject_test`).
 """
 
 from __future__ import annotations
@@ -74,23 +76,117 @@ def bootstrap_nested_variance(values: pd.DataFrame, value: str | list[str] = "va
     return pd.DataFrame(rows)
 
 
-def corrected_resampled_ttest(a: np.ndarray, b: np.ndarray, n_train: int, n_test: int) -> dict[str, float]:
-    """Nadeau & Bengio's corrected resampled t-test of paired scores of two procedures over the
-    same J resamples (folds x seeds): t = mean(d) / sqrt((1/J + n_test/n_train) var(d)), J - 1
-    degrees of freedom (var with ddof 1). Returns {mean_difference, t, df, p_value}."""
+def _scalar(x):
+    """0-d arrays -> Python floats (results of 1-D inputs); other arrays as they are."""
+    return float(x) if np.ndim(x) == 0 else x
+
+
+def corrected_resampled_ttest(a, b, n_train: float, n_test: float, *, groups=None,
+                              level: float = 0.95) -> dict:
+    """Nadeau & Bengio's (2003) corrected resampled t-test of paired scores of two procedures on
+    the same J resamples, scored on each resample's HELD-OUT part (the complement of its training
+    set: cross-validation folds): t = mean(d) / sqrt((1/J + n_test/n_train) var(d)), J - 1
+    degrees of freedom (var with ddof 1). The term n_test/n_train stands for the correlation of
+    the resamples' scores that their overlapping training sets cause; it does NOT apply to a
+    fixed test set shared by all models (see :func:`paired_subject_test` for that one).
+
+    ``groups``: a label per score (the fold of each (fold, seed) model); scores that share one
+    (seeds of one fold: the same training and held-out sets, not new resamples) are averaged
+    first, and J is the number of groups. Vectorised: ``a`` and ``b`` may be (..., n) arrays
+    (e.g. simulated repetitions x scores). Returns {mean_difference, t, df, p_value, ci_low,
+    ci_high} (the CI of the mean difference at ``level`` from the same t distribution)."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    j = len(d)
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != d.shape[-1:]:
+            raise ValueError(f"groups: {groups.shape[0] if groups.ndim else 0} labels for {d.shape[-1]} scores")
+        d = np.stack([d[..., groups == g].mean(-1) for g in dict.fromkeys(groups.tolist())], -1)
+    j = d.shape[-1]
     if j < 2:
-        raise ValueError("the corrected resampled t-test needs at least 2 paired resamples")
-    var = float(np.var(d, ddof=1))
-    denom = np.sqrt((1 / j + n_test / n_train) * var)
-    mean = float(d.mean())
-    if denom == 0:
-        t = 0.0 if mean == 0 else float(np.sign(mean) * np.inf)
+        what = "groups" if groups is not None else "paired resamples"
+        raise ValueError(f"the corrected resampled t-test needs at least 2 {what} (got {j})")
+    var = np.var(d, axis=-1, ddof=1)
+    se = np.sqrt((1 / j + n_test / n_train) * var)
+    mean = d.mean(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, mean / np.where(se > 0, se, 1.0), np.where(mean == 0, 0.0, np.sign(mean) * np.inf))
+    p = 2 * sps.t.sf(np.abs(t), j - 1)
+    half = sps.t.ppf((1 + level) / 2, j - 1) * se
+    return {"mean_difference": _scalar(mean), "t": _scalar(t), "df": j - 1, "p_value": _scalar(p),
+            "ci_low": _scalar(mean - half), "ci_high": _scalar(mean + half)}
+
+
+def class_weights(labels) -> np.ndarray:
+    """Weights 1 / (n_classes x n_class) per unit: their weighted mean of per-unit correctness is
+    the balanced accuracy (a plain mean when the classes are balanced)."""
+    labels = np.asarray(labels)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return 1.0 / (len(classes) * counts[inverse])
+
+
+def sign_flip_test(d, weights=None, *, n_perm: int = 9999, seed: int = 0) -> dict:
+    """Paired randomisation test: is the (weighted) mean of per-unit differences ``d`` zero? Under
+    the null the two members of each unit's pair are exchangeable, so each difference is as
+    likely with either sign; the statistic's null distribution flips the signs. Two-sided; exact
+    over all 2^n sign patterns when they are at most ``n_perm``, else ``n_perm`` Monte Carlo
+    patterns with the +1 correction (p = (1 + hits) / (1 + n_perm), valid at every level).
+    Vectorised: ``d`` may be (..., n) (the same patterns serve every row). Returns
+    {difference, p_value, n}."""
+    d = np.asarray(d, dtype=float)
+    n = d.shape[-1]
+    if n < 1:
+        raise ValueError("the sign-flip test needs at least 1 paired unit")
+    w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=float) / np.sum(weights)
+    wd = d * w
+    observed = wd.sum(-1)
+    if 2 ** n <= n_perm:
+        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1).astype(float)
+        extra = 0
     else:
-        t = mean / denom
-    p = float(2 * sps.t.sf(abs(t), j - 1))
-    return {"mean_difference": mean, "t": float(t), "df": j - 1, "p_value": p}
+        signs = np.where(np.random.default_rng(seed).random((n_perm, n)) < 0.5, -1.0, 1.0)
+        extra = 1
+    rows = int(np.prod(d.shape[:-1], dtype=int))
+    flat, obs = wd.reshape(rows, n), np.abs(observed).reshape(rows)
+    tol = 1e-12 * np.maximum(1.0, obs)
+    hits = np.zeros(rows)
+    step = max(1, 4_000_000 // max(rows, 1))  # (rows x patterns) statistics stay ~32 MB
+    for start in range(0, len(signs), step):
+        hits += (np.abs(flat @ signs[start:start + step].T) >= (obs - tol)[:, None]).sum(1)
+    p = ((hits + extra) / (len(signs) + extra)).reshape(d.shape[:-1])
+    return {"difference": _scalar(observed), "p_value": _scalar(p), "n": n}
+
+
+def paired_subject_test(a, b, labels=None, *, n_perm: int = 9999, n_boot: int = 10000, level: float = 0.95,
+                        seed: int = 0) -> dict:
+    """Two procedures on ONE fixed test set that every model of both scored: a paired test over
+    the test subjects, the models combined within each subject. Seed 004's "trained model" case:
+    the test set's sampling is the only variance left once the models are trained, assessed by
+    resampling the test set; the models' variability over training sets is not part of it (it
+    is what :func:`corrected_resampled_ttest` on held-out folds answers). ``a`` / ``b``:
+    per subject, the procedure's score averaged over its models (correctness: the fraction of
+    its models that classify the subject correctly; or the probability of the true class);
+    ``labels``: each subject's class, which weights subjects 1 / (n_classes x n_class) so that
+    the weighted mean correctness is the mean balanced accuracy of the models (None: equal
+    weights). The p-value is the sign-flip randomisation test of the per-subject differences
+    (:func:`sign_flip_test`, exact in finite samples under exchangeability of the two
+    procedures' models within each subject); the CI a percentile bootstrap of the test subjects
+    (stratified by class, seed 004's "bootstrapping on the testing set"). Returns {mean_a,
+    mean_b, difference, p_value, ci_low, ci_high, n}."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired per-subject scores of one shape are needed, got {a.shape} and {b.shape}")
+    if len(a) < 2:
+        raise ValueError(f"{len(a)} paired test subject(s): at least 2 are needed")
+    strata = np.zeros(len(a), int) if labels is None else np.unique(np.asarray(labels), return_inverse=True)[1]
+    w = np.full(len(a), 1.0 / len(a)) if labels is None else class_weights(labels)
+    res = sign_flip_test(a - b, w, n_perm=n_perm, seed=seed)
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([rng.choice(np.flatnonzero(strata == s), (n_boot, int((strata == s).sum())))
+                          for s in np.unique(strata)], 1)
+    boot = ((a - b)[idx] * w[idx]).sum(1) / w[idx].sum(1)
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return {"mean_a": float(w @ a), "mean_b": float(w @ b), "difference": res["difference"],
+            "p_value": res["p_value"], "ci_low": float(lo), "ci_high": float(hi), "n": len(a)}
 
 
 def permutation_test_models(sim: np.ndarray, labels_a: np.ndarray, labels_b: np.ndarray, *, n_perm: int = 2000,

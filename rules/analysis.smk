@@ -14,8 +14,8 @@ rule roi_vectors:
         "results/analysis/roi_vectors.tsv",
     params:
         entries=analysis_entries(),
-        reduction=config["roi"]["reduction"],
-        map_normalisation=config["roi"]["map_normalisation"],
+        masks=config["roi"]["masks"],
+        maps=config["roi"]["maps"],
         group_class=SALIENCY["group_class"],
     log:
         "results/logs/analysis/roi_vectors.log",
@@ -159,6 +159,7 @@ rule prob_cnn:
     input:
         store=f"results/cohort/{MAIN}/store.npy",
         index=f"results/cohort/{MAIN}/index.tsv",
+        **prob_cnn_other(),
         files=prob_cnn_inputs(),
     output:
         pairs="results/analysis/prob_cnn/pairs.tsv",

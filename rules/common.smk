@@ -148,7 +148,7 @@ GROUP_FILES = {
     "flagged": "flagged.tsv",
 }
 MASK_GPU = gpus_for(MASKS["device"])
-PENALTIES = ("l1", "l2", "b1", "b2", "lr", "score", "threshold", "eps", "batch_size", "seed")
+PENALTIES = ("l1", "l2", "b1", "b2", "lr", "score", "norm", "threshold", "eps", "batch_size", "seed")
 
 
 # Per-session stacks (session masks, saliency maps): 4D NIfTIs that only the ROI vectors and
@@ -278,7 +278,7 @@ def group_params(wildcards):
     p = {k: MASKS[k] for k in PENALTIES}
     group = MASKS["group"]
     if wildcards.get("cohort", MAIN) != MAIN:
-        p |= {"include_validation": group["include_validation"], "jump_factor": group["jump_factor"]}
+        p |= {k: group[k] for k in ("include_validation", "jump_factor", "jump_action")}
         return p | MASKS["independent"]
     p |= group | {"validation_fraction": None}
     if "point" in wildcards.keys():
@@ -368,6 +368,22 @@ def saliency_params(method):
     if method in SALIENCY and isinstance(SALIENCY[method], dict):
         p[method] = SALIENCY[method]
     return p
+
+
+def saliency_extra_inputs(method):
+    """Inputs a method's maps job reads beyond the model and the test set: the masks' mu (the
+    mean-CN reference) when faithfulness perturbs as the masks do, and the fold's training table
+    for LOTS targets made from training images (class, mean)."""
+
+    def inputs(wildcards):
+        files = {}
+        if SALIENCY["faithfulness"]["baseline"] == "mask":
+            files |= reference_input(wildcards)
+        if method == "lots" and SALIENCY["lots"]["target"] in ("class", "mean"):
+            files["train"] = f"results/splits/split-{wildcards.fold}/train.tsv"
+        return files
+
+    return inputs
 
 
 def map_files(method):
@@ -475,6 +491,16 @@ def prob_cnn_sessions():
     f, s = SESSION_MODELS[0]
     folder = SESSION_DIR.format(target=target, fold=f, seed=s)
     return {"fold": f, "seed": s, "masks": f"{folder}/masks.nii.gz", "index": f"{folder}/index.tsv"}
+
+
+def prob_cnn_other():
+    """The independent cohort's store, index and test table (its baselines), where the main
+    cohort's masks are scored on its images (prob_CNN between cohorts, the other way)."""
+    if not OTHER_COHORTS:
+        return {}
+    c = OTHER_COHORTS[0]
+    return {"other_store": f"results/cohort/{c}/store.npy", "other_index": f"results/cohort/{c}/index.tsv",
+            "other_table": f"results/splits/{c}/test_baseline.tsv"}
 
 
 def prob_cnn_inputs():

@@ -14,6 +14,7 @@ for _method in SAL_METHODS:
         name:
             _method
         input:
+            unpack(saliency_extra_inputs(_method)),
             model=f"{MODEL_DIR}/model.pt",
             store=f"results/cohort/{MAIN}/store.npy",
             index=f"results/cohort/{MAIN}/index.tsv",
@@ -99,6 +100,7 @@ rule saliency_summary:
         entries=faithfulness_entries(),
         group_maps=group_maps_by_method(),
         views={name: labels for name, (_, labels) in saliency_views().items()},
+        comparison=SALIENCY["comparison"],
     log:
         "results/logs/saliency/summary.log",
     conda:

@@ -10,6 +10,8 @@ with script(snakemake):
         dict(snakemake.output.items()),
         target=snakemake.params.target,
         sessions=snakemake.params.sessions,
+        other={k: snakemake.input[f"other_{k}"] for k in ("store", "index", "table")}
+        if "other_store" in snakemake.input.keys() else None,
         device=snakemake.params.device,
         threads=snakemake.params.threads,
         seed=snakemake.params.seed,

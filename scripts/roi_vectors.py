@@ -8,8 +8,8 @@ with script(snakemake):
         snakemake.input.atlas,
         snakemake.input.labels,
         snakemake.output[0],
-        reduction=snakemake.params.reduction,
+        masks=snakemake.params.masks,
+        maps=snakemake.params.maps,
         group_class=snakemake.params.group_class,
-        map_normalisation=snakemake.params.map_normalisation,
         index_tsv=snakemake.input.index,
     )

@@ -17,4 +17,6 @@ with script(snakemake):
         device=snakemake.params.device,
         threads=snakemake.params.threads,
         atlas_nii=snakemake.input.atlas,
+        reference_nii=snakemake.input.get("reference"),
+        train_tsv=snakemake.input.get("train"),
     )

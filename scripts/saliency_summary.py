@@ -10,4 +10,5 @@ with script(snakemake):
         dict(snakemake.output.items()),
         views=[(ids, snakemake.output[name]) for name, ids in snakemake.params.views.items()],
         background=snakemake.input.background,
+        comparison=snakemake.params.comparison,
     )

@@ -10,7 +10,7 @@ Grad-CAM and Grad-CAM++ are ``monai.visualize``'s, with two of its pitfalls hand
 Layer-CAM, HiRes-CAM and Random-CAM are written on the same hooks (``ModelWithHooks``).
 
 Every function: ``(model, x, target, layer=..., ...) -> (B, X, Y, Z)`` float maps on the input
-grid (upsampled trilinearly from the layer's grid), non-negative except Random-CAM's.
+grid (upsampled trilinearly from the layer's grid), non-negative.
 """
 
 from __future__ import annotations
@@ -102,11 +102,13 @@ class CAMs:
         return upsample(F.relu((g * a).sum(1, keepdim=True)), x)
 
     def random_cam(self, x, target, generator: torch.Generator):
-        """Random-CAM, the chance baseline: channel weights uniform in [-1, 1] (no ReLU, so that
-        the map is never all zeros; it only orders the voxels)."""
+        """Random-CAM, the chance baseline (pytorch-grad-cam's ``RandomCAM``, seed 002): channel
+        weights uniform in [-1, 1] per image, ReLU(sum_k w_k A_k), upsampled (the caller min-max
+        normalises). As in the reference implementation a map can be all zeros (every voxel's
+        weighted sum negative); faithfulness then orders its voxels at random (seeded ties)."""
         a, _ = self.activations_and_gradients(x, target)
         w = torch.rand(a.shape[:2], generator=generator).to(a.device) * 2 - 1
-        return upsample((w[..., None, None, None] * a).sum(1, keepdim=True), x)
+        return upsample(F.relu((w[..., None, None, None] * a).sum(1, keepdim=True)), x)
 
 
 def upsample(cam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

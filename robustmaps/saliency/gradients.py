@@ -10,6 +10,7 @@ import warnings
 import torch
 from torch import nn
 
+from ..models import class_score as target_score
 from .cam import class_score
 
 
@@ -46,13 +47,10 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, n_sam
 
 
 def log_odds(logits: torch.Tensor) -> torch.Tensor:
-    """(B, C) log-odds of every class against the others: unlike a probability, it does not
-    saturate at 1 for a confident model, so occluding a relevant patch always shows."""
-    out = torch.empty_like(logits)
-    for c in range(logits.shape[1]):
-        others = torch.cat([logits[:, :c], logits[:, c + 1:]], 1)
-        out[:, c] = logits[:, c] - torch.logsumexp(others, 1)
-    return out
+    """(B, C) log-odds of every class against the others (``models.class_score``): unlike a
+    probability, it does not saturate at 1 for a confident model, so occluding a relevant patch
+    always shows. Every class, not only the target: monai's occlusion activates all outputs."""
+    return torch.stack([target_score(logits, c, "log_odds") for c in range(logits.shape[1])], 1)
 
 
 def occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, patch: int = 8, stride: int = 4,

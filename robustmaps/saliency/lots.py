@@ -82,23 +82,45 @@ def lots_map(x: torch.Tensor, x_adv: torch.Tensor, sigma_voxels: float) -> torch
     return torch.from_numpy(minmax(diff).astype(np.float32))
 
 
-def target_features(kind: str, feats: torch.Tensor, labels: torch.Tensor):
-    """F_t as a callable (targets (B,)) -> (B, F) from the features ``feats`` (N, F) of some images
-    and their ``labels``: zeros (``zero``), the mean features of the images of the class other
-    than each image's target (``class``), or of all of them (``mean``)."""
+def target_sources(kind: str, labels, seed: int = 0) -> dict[int, np.ndarray]:
+    """Per class c of ``labels`` (the classes of the TRAINING images), the positions of the images
+    whose features make F_t^c (seed 002, 4.2): one random image of class c drawn with ``seed``
+    (``class``), every image of class c (``mean``); ``zero`` needs none."""
     if kind not in TARGETS:
         raise ValueError(f"lots target must be one of {TARGETS}, got {kind!r}")
+    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(np.int64)
     if kind == "zero":
-        zero = torch.zeros_like(feats[0])
+        return {}
+    rng = np.random.default_rng(seed)
+    out = {}
+    for c in np.unique(labels):  # sorted: the draws do not depend on the table's order of classes
+        pos = np.flatnonzero(labels == c)
+        out[int(c)] = pos[[rng.integers(len(pos))]] if kind == "class" else pos
+    return out
+
+
+def target_features(kind: str, feats, labels, *, seed: int = 0):
+    """F_t as a callable (targets (B,)) -> (B, F), each image's row being F_t of its target class c
+    (seed 002, 4.2): zeros (``zero``), the features of ONE random training image of class c drawn
+    with ``seed`` (``class``), or the mean features of the training images of class c (``mean``).
+
+    ``labels``: the classes of the training images (the split's train.tsv); ``feats``: their (N, F)
+    features, or a callable (positions) -> (n, F) features of the images at those positions, so
+    that only the images :func:`target_sources` needs are run through the model (one for
+    ``zero``: the feature size)."""
+    get = feats if callable(feats) else (lambda pos: feats[torch.as_tensor(np.asarray(pos), dtype=torch.long)])
+    sources = target_sources(kind, labels, seed)
+    if kind == "zero":
+        zero = torch.zeros_like(get(np.array([0]))[0])
         return lambda target: zero.expand(len(target), -1)
-    if kind == "mean":
-        mean = feats.mean(0)
-        return lambda target: mean.expand(len(target), -1)
-    means = {}
-    labels = labels.to(feats.device)
-    for c in (0, 1):
-        other = labels != c
-        if not bool(other.any()):
-            raise ValueError(f"lots target 'class': no image of a class other than {c} to average")
-        means[c] = feats[other].mean(0)
-    return lambda target: torch.stack([means[int(t)] for t in target])
+    if not sources:
+        raise ValueError(f"lots target {kind!r}: no training image to take the target features from")
+    by_class = {c: get(pos).mean(0) for c, pos in sources.items()}
+
+    def ft(target):
+        missing = sorted({int(t) for t in target} - set(by_class))
+        if missing:
+            raise ValueError(f"lots target {kind!r}: no training image of class(es) {missing}")
+        return torch.stack([by_class[int(t)] for t in target])
+
+    return ft

@@ -33,25 +33,29 @@ def _targets(target: str, meta: dict, predicted: np.ndarray, model_pt) -> np.nda
     return np.full(len(predicted), class_index(meta, target, model_pt))
 
 
-def _lots_target(model, method, params, store, table, dev):
-    """LOTS's F_t from the features of the table's sessions (read a batch at a time; one session
-    is enough for the zero target, which only needs the feature size)."""
+def _lots_target(model, method, params, store, train, dev):
+    """LOTS's F_t (seed 002, 4.2) from the features of the training sessions ``train`` (the split's
+    train.tsv rows): only those the target needs are run through the model, a batch at a time
+    (one for the zero target, which only needs the feature size; ``train`` may then be any table)."""
     if method != "lots":
         return None
     from .lots import features, target_features
 
     lp, bs = params["lots"], params["batch_size"]
-    rows = table.row.to_numpy()
-    rows = rows[:1] if lp["target"] == "zero" else rows
-    with torch.no_grad():
-        feats = torch.cat([features(model, _images(store, rows[i:i + bs], dev), lp.get("layer"))
-                           for i in range(0, len(rows), bs)])
-    return target_features(lp["target"], feats, torch.tensor(table.label.to_numpy()[:len(rows)]))
+    rows = train.row.to_numpy()
+
+    @torch.no_grad()
+    def feats(pos):
+        chosen = rows[np.asarray(pos)]
+        return torch.cat([features(model, _images(store, chosen[i:i + bs], dev), lp.get("layer"))
+                          for i in range(0, len(chosen), bs)])
+
+    return target_features(lp["target"], feats, train.label.to_numpy(), seed=int(params.get("seed", 0)))
 
 
 def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, method: str, params: dict, grids: dict,
                   faith: dict | None = None, group_class: str = "AD", device: str = "auto", threads: int = 1,
-                  atlas_nii=None) -> None:
+                  atlas_nii=None, train_tsv=None, reference_nii=None) -> None:
     """Rule entry: maps of ``method`` for every session of ``table_tsv`` (the test set's baseline
     sessions) and, with ``faith`` (the faithfulness settings), their faithfulness metrics.
     ``out``: maps, native (4D; optional), index, group, group_native[, faithfulness]. ``params``:
@@ -59,7 +63,10 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
     ``atlas_nii`` (the atlas on the working grid) the stack of per-session maps holds them inside
     the atlas only, which is all the analysis reads: zeros compress (0.44 instead of 1.57 bytes a
     voxel after gzip, measured on the demo: benchmarks/README.md). Faithfulness and the group map
-    use the whole maps."""
+    use the whole maps. ``train_tsv`` (the fold's train.tsv): the sessions LOTS's ``class`` and
+    ``mean`` targets take their features from (required for them). ``reference_nii``: the masks'
+    reference map (mu of equation (1), :func:`robustmaps.masks.load_reference`; none: mu = 1), the
+    faithfulness baseline when ``faith["baseline"]`` is ``mask`` (the default)."""
     from ..evaluation import predict
     from ..io import InputError, load_nifti, write_tsv
     from ..masks import write_volumes
@@ -73,8 +80,14 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
     probs = predict(model, store, rows, params["batch_size"])
     predicted = probs.argmax(1)
     targets = _targets(params["target"], meta, predicted, model_pt)
+    lots_train = table
+    if method == "lots" and params["lots"]["target"] != "zero":
+        if not train_tsv:
+            raise InputError(f"saliency.lots.target {params['lots']['target']!r} takes F_t from the training "
+                             "sessions: give the fold's train.tsv (train_tsv)")
+        lots_train = read_split_rows(train_tsv, index).reset_index(drop=True)
     explainer = Explainer(model, method, params, voxel_size=grids["working"]["voxel_size"],
-                          lots_target=_lots_target(model, method, params, store, table, dev))
+                          lots_target=_lots_target(model, method, params, store, lots_train, dev))
     log.info("%s maps (layer %s) of %d sessions, target %s, on %s", method, explainer.layer, len(rows),
              params["target"], dev)
     maps, runtimes = [], []
@@ -100,7 +113,11 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
     idx["runtime_ms"] = runtimes
     idx["layer"] = explainer.layer
     if faith is not None:
-        scores = score_maps(model, explainer, store, rows, volumes, targets, faith, grids, bs)
+        from ..masks import load_reference
+
+        mu = load_reference(reference_nii, store.shape[1:], dev) if faith.get("baseline", "mask") == "mask" else 1.0
+        scores = score_maps(model, explainer, store, rows, volumes, targets, faith, grids, bs, mu=mu,
+                            seed=int(params.get("seed", 0)))
         scores.insert(0, "participant_id", idx.participant_id.to_numpy()[:len(scores)])
         scores.insert(1, "session_id", idx.session_id.to_numpy()[:len(scores)])
         scores["runtime_ms"] = idx.runtime_ms.to_numpy()[:len(scores)]
@@ -131,9 +148,11 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
 
 
 def score_maps(model, explainer, store, rows, maps: np.ndarray, targets: np.ndarray, faith: dict, grids: dict,
-               batch_size: int) -> pd.DataFrame:
+               batch_size: int, *, mu=1.0, seed: int = 0) -> pd.DataFrame:
     """Faithfulness metrics (robustmaps.faithfulness) of the maps (N, X, Y, Z) of the sessions at
-    store ``rows``; the first ``faith["max_sessions"]`` only when it is set."""
+    store ``rows``; the first ``faith["max_sessions"]`` only when it is set. ``faith["baseline"]``
+    (default ``mask``: ``mu``, the masks' mu of equation (1)), ``zero`` or ``blur``; ``seed``: the
+    order of equal map values (per session position, the same for every method)."""
     from ..faithfulness import faithfulness
 
     n = len(rows) if faith["max_sessions"] is None else min(len(rows), faith["max_sessions"])
@@ -143,9 +162,9 @@ def score_maps(model, explainer, store, rows, maps: np.ndarray, targets: np.ndar
         j = min(i + batch_size, n)
         frames.append(faithfulness(model, explainer, _images(store, rows[i:j], dev),
                                    torch.from_numpy(maps[i:j]).to(dev), torch.as_tensor(targets[i:j], device=dev),
-                                   steps=faith["steps"],
+                                   steps=faith["steps"], baseline=faith.get("baseline", "mask"), mu=mu,
                                    blur_sigma_voxels=faith["blur_sigma_mm"] / grids["working"]["voxel_size"],
-                                   coherency=faith["coherency"], batch_size=2 * batch_size))
+                                   coherency=faith["coherency"], batch_size=2 * batch_size, seed=seed, start=i))
         log.info("faithfulness: %d/%d maps", j, n)
     return pd.concat(frames, ignore_index=True)
 
@@ -247,14 +266,24 @@ def sobol_entry(model_pt, store_npy, index_tsv, table_tsv, atlas_nii, labels_tsv
 
 FAITHFULNESS_TABLE = ["method", "n_models", "deletion_auc", "deletion_auc_sd", "insertion_auc", "insertion_auc_sd",
                       "average_drop", "average_drop_sd", "average_increase", "average_increase_sd", "coherency",
-                      "coherency_sd", "runtime_ms", "runtime_ms_sd", "beats_random"]
+                      "coherency_sd", "runtime_ms", "runtime_ms_sd", "n_pairs", "deletion_diff", "deletion_diff_lo",
+                      "deletion_diff_hi", "deletion_p", "insertion_diff", "insertion_diff_lo", "insertion_diff_hi",
+                      "insertion_p", "beats_random"]
+PAIR_KEYS = ["fold", "seed", "participant_id", "session_id"]
+COMPARISON = {"alpha": 0.05, "level": 0.95, "permutations": 10000, "bootstrap": 2000, "seed": 0}
 
 
-def faithfulness_table(per_map: pd.DataFrame) -> pd.DataFrame:
+def faithfulness_table(per_map: pd.DataFrame, comparison: dict | None = None) -> pd.DataFrame:
     """Tables 5.2-5.3 of seed 002: per method, the mean and SD over models of each model's mean
-    metric; ``beats_random``: lower deletion and higher insertion AUC than Random-CAM."""
-    from ..faithfulness import COLUMNS
+    metric, and the comparison with Random-CAM over (image, model) pairs (same session, same model;
+    ``PAIR_KEYS``): for deletion and insertion AUC the mean paired difference method - Random-CAM,
+    its bootstrap CI and sign-flip permutation p-value (robustmaps.faithfulness.paired_comparison).
+    ``beats_random``: deletion significantly lower AND insertion significantly higher (two-sided
+    p < alpha each, in the right direction; an intersection-union test, at level alpha without
+    correction). ``comparison``: alpha, level, permutations, bootstrap, seed (``COMPARISON``)."""
+    from ..faithfulness import COLUMNS, paired_comparison
 
+    cmp = {**COMPARISON, **(comparison or {})}
     metrics = [*COLUMNS, "runtime_ms"]
     per_model = per_map.groupby(["method", "fold", "seed"])[metrics].mean().reset_index()
     agg = per_model.groupby("method")[metrics].agg(["mean", "std"])
@@ -262,23 +291,43 @@ def faithfulness_table(per_map: pd.DataFrame) -> pd.DataFrame:
     for m in metrics:
         out[m] = agg[(m, "mean")].to_numpy()
         out[f"{m}_sd"] = agg[(m, "std")].fillna(0).to_numpy()
-    if BASELINE in set(out.method):
-        base = out.set_index("method").loc[BASELINE]
-        out["beats_random"] = ((out.deletion_auc < base.deletion_auc)
-                               & (out.insertion_auc > base.insertion_auc)).astype("boolean")
-        out.loc[out.method == BASELINE, "beats_random"] = pd.NA
-    else:
-        out["beats_random"] = pd.NA
+    for c in ["n_pairs", *FAITHFULNESS_TABLE[FAITHFULNESS_TABLE.index("deletion_diff"):-1]]:
+        out[c] = np.nan
+    out["beats_random"] = pd.array([pd.NA] * len(out), dtype="boolean")
+    if BASELINE not in set(out.method):
+        return out[FAITHFULNESS_TABLE]
+    missing = [k for k in PAIR_KEYS if k not in per_map.columns]
+    if missing:
+        raise ValueError(f"faithfulness table: per-map rows lack {missing}, needed to pair maps with Random-CAM's")
+    keyed = per_map.assign(**{k: per_map[k].astype(str) for k in PAIR_KEYS})
+    base = keyed[keyed.method == BASELINE].set_index(PAIR_KEYS)[["deletion_auc", "insertion_auc"]]
+    for i, method in zip(out.index, out.method):
+        if method == BASELINE:
+            continue
+        own = keyed[keyed.method == method].set_index(PAIR_KEYS)[["deletion_auc", "insertion_auc"]]
+        pairs = own.join(base, how="inner", rsuffix="_random")
+        res = {}
+        for metric, name in (("deletion_auc", "deletion"), ("insertion_auc", "insertion")):
+            r = paired_comparison(pairs[metric] - pairs[f"{metric}_random"], permutations=cmp["permutations"],
+                                  bootstrap=cmp["bootstrap"], level=cmp["level"], seed=cmp["seed"])
+            res[name] = r
+            out.loc[i, [f"{name}_diff", f"{name}_diff_lo", f"{name}_diff_hi", f"{name}_p"]] = \
+                [r["mean"], r["lo"], r["hi"], r["p"]]
+        out.loc[i, "n_pairs"] = res["deletion"]["n"]
+        out.loc[i, "beats_random"] = bool(res["deletion"]["n"] > 0
+                                          and res["deletion"]["mean"] < 0 and res["deletion"]["p"] < cmp["alpha"]
+                                          and res["insertion"]["mean"] > 0 and res["insertion"]["p"] < cmp["alpha"])
     return out[FAITHFULNESS_TABLE]
 
 
 def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps: dict, out: dict, *,
-                       views: list = (), background=None) -> None:
+                       views: list = (), background=None, comparison: dict | None = None) -> None:
     """Rule entry: every map's faithfulness in one tidy table (ids: method, fold, seed), the
     per-method table (mean, SD over models), and figures of the group maps and of the AUCs.
     ``group_maps``: method -> the group map of every model (NIfTI paths, in the order of
     ``views``' models); ``views``: [(ids: method, fold, seed; png)], one brain view per group map
-    over the cohort's mean GM map ``background``."""
+    over the cohort's mean GM map ``background``. ``comparison``: the paired test against Random-CAM
+    (see :func:`faithfulness_table`; None: ``COMPARISON``)."""
     from ..io import load_nifti, read_tsv, write_tsv
     from ..plots import brain_views, faithfulness_figure, saliency_maps_figure
 
@@ -288,7 +337,7 @@ def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps:
     per_map = pd.concat(frames, ignore_index=True)
     ids = ["method", "fold", "seed"]
     per_map = per_map[ids + [c for c in per_map.columns if c not in ids]]
-    table = faithfulness_table(per_map)
+    table = faithfulness_table(per_map, comparison)
     write_tsv(per_map, out["per_map"])
     write_tsv(table, out["table"])
     faithfulness_figure(per_map, out["figure"])
@@ -302,9 +351,11 @@ def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps:
             title = f"{ids['method']} group map, fold {ids['fold']} seed {ids['seed']}"
             brain_views(load_nifti(nii)[0], bg, png, title, "saliency")
     for r in table.itertuples():
-        log.info("%-10s deletion %.3f  insertion %.3f  drop %.3f  increase %.3f  %8.0f ms/map  beats random: %s",
+        log.info("%-10s deletion %.3f  insertion %.3f  drop %.3f  increase %.3f  %8.0f ms/map  vs Random-CAM "
+                 "(%s pairs): deletion %+.3f [%+.3f, %+.3f] p %.3g, insertion %+.3f [%+.3f, %+.3f] p %.3g; beats: %s",
                  r.method, r.deletion_auc, r.insertion_auc, r.average_drop, r.average_increase, r.runtime_ms,
-                 r.beats_random)
+                 r.n_pairs, r.deletion_diff, r.deletion_diff_lo, r.deletion_diff_hi, r.deletion_p, r.insertion_diff,
+                 r.insertion_diff_lo, r.insertion_diff_hi, r.insertion_p, r.beats_random)
 
 
 def summarise_sobol(entries: list[dict], indices_tsvs: list, convergence_tsvs: list, out: dict) -> None:

@@ -16,8 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..models import class_score
+
 log = logging.getLogger(__name__)
 OUTPUTS = ("probability", "logit")
+# the config's names -> models.class_score's kinds ("logit" here has always meant the log-odds)
+SCORE_KIND = {"probability": "probability", "logit": "log_odds"}
 
 
 def problem(names: list[str], bounds) -> dict:
@@ -47,12 +51,7 @@ def evaluate(model, images: torch.Tensor, positions: torch.Tensor, factors: np.n
         lut = torch.cat([torch.ones(len(f[i:i + per]), 1, device=dev), f[i:i + per]], 1)  # 0: outside
         scale = lut[:, pos]  # (s, X, Y, Z)
         x = (scale[:, None, None] * images[None]).flatten(0, 1)  # (s * K, 1, X, Y, Z)
-        logits = model(x).float()
-        if output == "probability":
-            y = torch.softmax(logits, 1)[:, target]
-        else:
-            y = logits[:, target] - torch.logsumexp(
-                torch.cat([logits[:, :target], logits[:, target + 1:]], 1), 1)
+        y = class_score(model(x).float(), target, SCORE_KIND[output])
         out[i:i + len(lut)] = y.view(len(lut), len(images)).mean(1).cpu().numpy()
     return out
 

@@ -212,7 +212,7 @@ def test_saliency_settings_rerun_exactly_the_methods_that_use_them(smoke_run, tm
     assert job_counts(plan({"sobol": {"n": 32}})) == {**FINAL, "sobol": 1, "sobol_summary": 1, **ANALYSIS}
     assert job_counts(plan({"saliency": {"methods": ["gradcam", "randomcam"]}})) == {
         **FINAL, "saliency_summary": 1, **ANALYSIS}
-    assert job_counts(plan({"roi": {"reduction": "sum"}})) == {**FINAL, **ANALYSIS}
+    assert job_counts(plan({"roi": {"maps": {"reduction": "sum"}}})) == {**FINAL, **ANALYSIS}
 
 
 def test_smoke_saliency_maps_sobol_and_faithfulness_tables(smoke_run, smoke_config):
@@ -267,7 +267,7 @@ def test_smoke_roi_vectors_and_similarity_families(smoke_run, smoke_config):
     assert (n["folds"], n["seeds"], n["cohorts"]) == (4, 4, 8)
     assert list(summary.family) == [f for f in FAMILIES if f in set(pairs.family)]
     assert ((pairs.cosine >= -1e-9) & (pairs.cosine <= 1 + 1e-9)).all()
-    # saliency group maps enter relative to their brain mean (roi.map_normalisation: above_mean)
+    # saliency group maps enter relative to their brain mean (roi.maps.normalisation: above_mean)
     from robustmaps.roi import above_mean, indicator
 
     gmap = np.asarray(nib.load(results / "saliency" / "vanilla" / "fold-0" / "seed-0" / "group.nii.gz").dataobj)
@@ -298,10 +298,13 @@ def test_smoke_roi_vectors_and_similarity_families(smoke_run, smoke_config):
 
     same = compare(results, results).iloc[0]
     assert same.mean_difference == 0 and same.n_models == 4
-    # prob_CNN: every ordered pair of the 4 models' AD group masks, each model's independent mask
+    # prob_CNN: every ordered pair of the 4 models' AD group masks, and between cohorts both ways
     prob = pd.read_csv(results / "analysis" / "prob_cnn" / "pairs.tsv", sep="\t")
     counts = prob.family.value_counts()
-    assert counts["own"] == 4 and counts["folds"] == 4 and counts["seeds"] == 4 and counts["cohorts"] == 4
+    assert counts["own"] == 4 and counts["folds"] == 4 and counts["seeds"] == 4
+    assert counts["cohorts_other_on_main"] == 4 and counts["cohorts_main_on_other"] == 4
+    other = prob[prob.family == "cohorts_main_on_other"]
+    assert (other.n_images > 0).all()  # the main masks were scored on independent images
     assert prob.probability.between(0, 1).all()
 
 
@@ -543,7 +546,7 @@ def test_session_stacks_are_temporary_unless_kept(smoke_run, smoke_config, tmp_p
     assert "Nothing to be done" in run_snakemake(copy, "-n", "--configfile", str(SMOKE), temp).stdout
     # the demo's acceptance check reads the ROI vectors of the deleted maps instead
     assert acceptance.check_saliency(copy / "results", {**smoke_config, "storage": {"keep_session_maps": False}}) == []
-    both = overlay(tmp_path, {"storage": {"keep_session_maps": False}, "roi": {"reduction": "sum"}})
+    both = overlay(tmp_path, {"storage": {"keep_session_maps": False}, "roi": {"masks": {"reduction": "mean"}}})
     plan = job_counts(run_snakemake(copy, "-n", "--configfile", str(SMOKE), both).stdout)
     assert plan["session_masks"] == 2 and all(plan[m] == 1 for m in METHODS) and plan["roi_vectors"] == 1
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from robustmaps.masks import (MaskSettings, RelativeTolerance, area_term, masked, optimise_group,
-                              optimise_independent, threshold, tv_term)
+                              optimise_independent, score_term, threshold, tv_term)
 
 
 def test_loss_terms_match_a_hand_computation():
@@ -47,6 +47,60 @@ def test_relative_tolerance_rule_on_a_synthetic_curve():
     assert vec.step([1.2, 1.05])[1].tolist() == [True, False]
 
 
+def test_relative_tolerance_handles_negative_losses_and_losses_at_zero():
+    """Log-odds losses are negative once the class flips and cross 0 on the way: the rule is
+    relative to |lowest| floored at LOSS_FLOOR, so (a) negative curves stop as positive ones do,
+    (b) a loss flat at 0 (float noise either side) never counts as worse (a division by the
+    lowest value called +2e-9 three times worse than -1e-9 and stopped), (c) no 0/0 warning."""
+    import warnings
+
+    stop = RelativeTolerance(1, patience=3, tol=0.05)
+    curve = [2.0, 0.5, -1.0, -3.0, -2.9, -2.0, -1.0, -0.5]  # best -3; above -2.85 is "worse"
+    assert [bool(stop.step(v)[1][0]) for v in curve] == [False] * 7 + [True]
+    flat = RelativeTolerance(1, patience=2, tol=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0/0 and inf - inf must not warn
+        decisions = [bool(flat.step(v)[1][0]) for v in (0.3, 1e-9, -1e-9, 2e-9, -2e-9, 1e-9, 3e-9, 0.0, 0.0)]
+        many = RelativeTolerance(2, patience=1, tol=0.05)
+        many.step([0.0, 1.0])
+        many.step([0.0, 2.0])  # the second stops
+        many.step([0.0, np.inf])  # a stopped mask's placeholder loss
+    assert not any(decisions)
+    assert many.stopped.tolist() == [False, True]
+    jump = RelativeTolerance(1, patience=1, tol=0.05)
+    jump.step(-1e-9)
+    assert jump.step(0.5)[1][0]  # a real rise from 0 still counts
+
+
+def test_mean_norm_divides_by_voxels_and_difference_terms():
+    """norm: mean averages the penalties (Fong & Vedaldi's implementations): the area over the
+    voxels, the TV over the forward differences; a tiled grid keeps its means (its sums double)."""
+    m = torch.tensor([1.0, 0.5, 0.0, 0.9995, 0.75, 1.0, 1.0, 1.0]).view(1, 1, 2, 2, 2)
+    assert float(area_term(m, 1.0, norm="mean")[0]) == pytest.approx((0.5 + 1.0 + 0.25) / 8)
+    v = m[0, 0].numpy()
+    by_hand = sum(np.abs(np.diff(v, axis=a)).sum() for a in range(3))
+    assert float(tv_term(m, 1.0, norm="mean")[0]) == pytest.approx(by_hand / 12)  # 3 axes x 4 pairs
+    big = torch.cat([m, m], dim=2)  # (4, 2, 2): 16 voxels, 3*4 + 8 + 8 = 28 differences
+    assert float(area_term(big, 1.0, norm="mean")[0]) == pytest.approx(float(area_term(m, 1.0, norm="mean")[0]))
+    assert float(tv_term(big, 1.0, norm="mean")[0]) == pytest.approx(float(tv_term(big, 1.0)[0]) / 28)
+    with pytest.raises(ValueError, match="sum, mean"):
+        MaskSettings(norm="max")
+
+
+def test_mean_norm_lets_the_score_win_where_sums_do_not():
+    """The norm decides what l1 and l2 mean: l1 = l2 = 1 summed over the 216 voxels of TinyNet's
+    grid outweighs the score (the mask cannot lower it), averaged it does not."""
+    images = torch.rand(2, 1, 6, 6, 6, generator=torch.Generator().manual_seed(0)) * 0.3
+    net = TinyNet().eval()
+    out = {}
+    for norm in ("sum", "mean"):
+        mask, _, _ = optimise_independent(net, images, MaskSettings(l1=1.0, l2=1.0, norm=norm), max_epochs=60,
+                                          patience=10, tol=0.01)
+        with torch.no_grad():
+            out[norm] = score_term(net, masked(images, mask), 1)
+    assert (out["mean"] < 0.5).all() and (out["sum"] > 0.5).all()
+
+
 class TinyNet(torch.nn.Module):
     """A fixed linear 'AD detector' on the mean of a box: enough to drive masks."""
 
@@ -74,6 +128,46 @@ def test_batched_masks_equal_masks_optimised_one_by_one():
     for row in hist:
         last[row["mask"]] = row
     assert all(r["score"] < 0.5 for r in last.values())
+
+
+def test_independent_masks_score_the_mask_after_each_update():
+    """Study 2.3.5: the loss is evaluated at the end of each epoch, so epoch e names the mask after
+    its e-th update and the all-ones start is never kept. With huge penalties the start has the
+    lowest loss (0 penalty): scoring before the step kept it (best epoch 0 = all ones)."""
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    images = torch.rand(2, 1, 6, 6, 6) * 0.3
+    settings = MaskSettings(l1=10.0, l2=10.0, threshold=1.0)  # threshold 1: the mask as optimised
+    mask, hist, stats = optimise_independent(net, images, settings, max_epochs=10, patience=3, tol=0.01)
+    with torch.no_grad():
+        start = score_term(net, images, settings.target).numpy()  # the all-ones mask's loss
+    for i in range(2):
+        rows = [h for h in hist if h["mask"] == i]
+        assert [h["epoch"] for h in rows] == list(range(stats[i]["epochs"]))  # one row per update
+        assert min(h["loss"] for h in rows) > start[i]  # the case: the start would have won
+        assert rows[0]["area"] > 0  # epoch 0 is the mask after one update
+        assert stats[i]["best_epoch"] >= 0
+        assert rows[stats[i]["best_epoch"]]["loss"] == min(h["loss"] for h in rows)
+        assert (mask[i] < 1).any()  # an optimised mask, not the start
+    # no epochs: nothing optimised, the start and no best epoch
+    ones, hist0, stats0 = optimise_independent(net, images, settings, max_epochs=0)
+    assert bool((ones == 1).all()) and hist0 == [] and stats0[0] == {"epochs": 0, "best_epoch": -1,
+                                                                      "stopped_early": False}
+
+
+def test_group_mask_scores_the_mask_after_each_epoch():
+    """Study 2.3.5 for group masks: epoch e's validation loss is that of the mask after epoch e's
+    updates, and the mask kept is one of those even where the unmasked start (history epoch -1)
+    has the lowest loss. (A guard: optimise_group already scored after its updates.)"""
+    store = np.random.default_rng(0).uniform(0, 0.3, (10, 12, 12, 12)).astype(np.float32)
+    settings = MaskSettings(l1=10.0, l2=10.0, threshold=1.0)
+    mask, hist, _ = optimise_group(BoxDetector().eval(), store, np.arange(8), np.arange(8, 10), settings,
+                                   batch_size=8, max_epochs=6, patience=2, tol=0.05)
+    run = [h for h in hist if h["epoch"] >= 0]
+    assert hist[0]["epoch"] == -1 and min(h["validation_loss"] for h in run) > hist[0]["validation_loss"]
+    assert run[0]["area"] > 0 and (mask < 1).any()
+    best = min(run, key=lambda h: h["validation_loss"])
+    assert float(area_term(mask, settings.b1, settings.eps)[0]) == pytest.approx(best["area"], rel=1e-5)
 
 
 def test_group_mask_finds_the_planted_region(trained_model):
@@ -117,6 +211,26 @@ def test_mask_summary_records_voxels_penalties_and_coverage():
     assert s["area"] == pytest.approx(1.5) and s["area_penalty"] == pytest.approx(1.5e-4)
     assert s["tv"] == pytest.approx(float(tv_term(torch.from_numpy(m)[None, None], 1.0)[0]))
     assert s["min"] == 0.5 and s["score_after"] == 0.1
+    assert s["norm"] == "sum" and s["score"] == "probability"
+    mean = mask_summary(m, MaskSettings(l1=1e-4, l2=1e-3, b1=1.0, b2=1.0, norm="mean"), score_before=0.9,
+                        score_after=0.1)
+    assert mean["norm"] == "mean" and mean["area"] == pytest.approx(1.5 / 120)
+    assert mean["area_penalty"] == pytest.approx(1e-4 * 1.5 / 120)
+
+
+def test_settings_from_reads_norm_and_the_score_names():
+    """Config values -> MaskSettings: norm defaults to sum where the params predate it; the
+    scores are probability | log_odds, and the old name 'logit' fails with the valid names
+    (it used to be taken silently: any name but 'logit' meant the probability)."""
+    from robustmaps.masks import settings_from
+
+    base = {k: MASK_PARAMS[k] for k in ("l1", "l2", "b1", "b2", "lr", "threshold", "eps")}
+    s = settings_from({**base, "score": "log_odds"}, 1, 100.0)
+    assert s.norm == "sum" and s.score == "log_odds" and s.l1 == pytest.approx(0.1)
+    assert settings_from({**base, "score": "probability", "norm": "mean"}, 1).norm == "mean"
+    for bad in ("logit", "prob"):
+        with pytest.raises(ValueError, match="probability, log_odds"):
+            settings_from({**base, "score": bad}, 1)
 
 
 class BoxDetector(torch.nn.Module):
@@ -176,17 +290,25 @@ def test_flagged_table_aggregates_events_per_image():
     assert t.iloc[0].times_flagged == 2 and t.iloc[0].first_epoch == 3 and t.iloc[0].max_score == 0.95
     assert t.iloc[0].max_loss_jump == 5.0
     assert flagged_table([], index).empty
+    # log-odds losses are negative: a rise from -4 to -1 is a jump of 1 + 3/4, not a ratio of 0.25
+    neg = [{"epoch": 1, "row": 1, "score": 2.0, "batch_median_score": -5.0, "loss": -1.0, "previous_loss": -4.0}]
+    assert flagged_table(neg, index).iloc[0].max_loss_jump == pytest.approx(1.75)
 
 
-def test_jump_qc_flags_the_image_that_the_mask_cannot_explain():
+@pytest.mark.parametrize("score", ["probability", "log_odds"])
+def test_jump_qc_flags_the_image_that_the_mask_cannot_explain(score):
     """Second QC step (2.3.1): an image whose AD evidence lies outside what a group mask can
-    remove (here: a much darker box) keeps a high masked score and makes its batches' loss jump."""
+    remove (here: a much darker box) keeps a high masked score and makes its batches' loss jump.
+    With log-odds (negative once the class flips) the jump is a relative change, not a ratio."""
     store = np.random.default_rng(1).uniform(0, 0.3, (9, 12, 12, 12)).astype(np.float32)
     store[4, 3:9, 3:9, 3:9] = -3.0  # a defect: masking to 1 cannot lift this box's mean enough
     net = BoxDetector().eval()
-    _, _, flagged = optimise_group(net, store, np.arange(8), np.array([8]), MaskSettings(l1=1e-4, l2=1e-3),
-                                   batch_size=2, max_epochs=15, patience=15, tol=0.05, jump_factor=5)
+    _, hist, flagged = optimise_group(net, store, np.arange(8), np.array([8]),
+                                      MaskSettings(l1=1e-4, l2=1e-3, score=score), batch_size=2, max_epochs=15,
+                                      patience=15, tol=0.05, jump_factor=5)
     assert flagged and {f["row"] for f in flagged} == {4}
+    if score == "log_odds":  # the score really is the log-odds (it used to fall back to the probability)
+        assert hist[-1]["validation_score"] < 0
     _, _, none = optimise_group(net, store, np.arange(8), np.array([8]), MaskSettings(l1=1e-4, l2=1e-3),
                                 batch_size=2, max_epochs=3, patience=15, tol=0.05, jump_factor=0)
     assert none == []
@@ -261,7 +383,7 @@ def test_group_mask_without_validation_table_holds_out_a_seeded_fraction(trained
     assert sums[0].equals(sums[1])  # seeded: the same split and the same mask
 
 
-@pytest.mark.parametrize("score", ["probability", "logit"])
+@pytest.mark.parametrize("score", ["probability", "log_odds"])
 def test_session_masks_entry_stacks_one_mask_per_target_session(trained_model, tmp_path, score):
     import nibabel as nib
 
@@ -287,7 +409,7 @@ def test_session_masks_entry_stacks_one_mask_per_target_session(trained_model, t
     assert index.probability_after.mean() < index.probability_before.mean()
     if score == "probability":  # the scores are the probabilities: not computed twice
         np.testing.assert_array_equal(index.probability_after, index.score_after)
-    else:  # logits: the probabilities come from their own pass
+    else:  # log-odds: the probabilities come from their own pass
         assert (index.score_before > 1).any() and not np.allclose(index.probability_before, index.score_before)
     assert nib.load(out["native"]).shape[-1] == len(index)
     hist = pd.read_csv(out["history"], sep="\t")
@@ -354,3 +476,36 @@ def test_two_byte_stacks_are_finer_than_float16(tmp_path):
     atlas = (np.arange(np.prod(shape)).reshape(shape) % 12 + 1).astype(np.int16)
     ref, got = roi_vectors(maps, atlas, range(1, 13)), roi_vectors(stored, atlas, range(1, 13))
     assert min(cosine(a, b) for a, b in zip(ref, got)) > 0.99999
+
+
+def test_second_qc_exclude_removes_the_flagged_image_and_optimises_again(trained_model, tmp_path, monkeypatch):
+    """masks.group.jump_action: exclude (study 2.3.1: the image that made the loss jump was removed
+    from the data and the mask optimised again): the second optimisation runs without it, and the
+    flagged table lists it as excluded. With report (the default) it runs once."""
+    import robustmaps.masks as masks
+
+    real, calls = masks.optimise_group, []
+
+    def spy(model, store, train, val, settings, **kw):
+        calls.append((np.array(train), np.array(val)))
+        mask, hist, _ = real(model, store, train, val, settings, **{**kw, "max_epochs": 2})
+        event = {"epoch": 0, "row": int(train[0]), "score": 0.9, "batch_median_score": 0.1, "loss": 0.9,
+                 "previous_loss": 0.1}
+        return mask, hist, ([event] if len(calls) == 1 else [])
+
+    monkeypatch.setattr(masks, "optimise_group", spy)
+    t = trained_model
+    out = group_outputs(tmp_path, "x")
+    masks.group_mask(t["model"], t["store"], t["index"], t["train"], t["validation"], out, target="AD",
+                     params={**MASK_PARAMS, "jump_action": "exclude"}, grids=tiny_grids(), device="cpu")
+    assert len(calls) == 2
+    flagged_row = int(calls[0][0][0])
+    assert flagged_row in calls[0][0] and flagged_row not in calls[1][0] and flagged_row not in calls[1][1]
+    assert len(calls[1][0]) == len(calls[0][0]) - 1
+    table = pd.read_csv(out["flagged"], sep="\t")
+    assert table.excluded.tolist() == [True]
+    assert pd.read_csv(out["summary"], sep="\t").excluded_images.iloc[0] == 1
+    calls.clear()
+    masks.group_mask(t["model"], t["store"], t["index"], t["train"], t["validation"], group_outputs(tmp_path, "y"),
+                     target="AD", params=MASK_PARAMS, grids=tiny_grids(), device="cpu")
+    assert len(calls) == 1

@@ -96,11 +96,15 @@ def test_roi_table_reads_masks_maps_stacks_and_sobol(tmp_path):
                                 "baseline": [False, True]})
     raw = roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv", map_normalisation="none",
                     store_index=store_index)
-    np.testing.assert_allclose(raw[ROIS].to_numpy(), [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0.1, 0.2, 0.7]])
+    # masks: the study's sum of 1 - m over the ROI (R2 has 8 voxels); maps: the mean
+    np.testing.assert_allclose(raw[ROIS].to_numpy(), [[0, 8, 0], [1, 0, 0], [0, 0, 1], [0.1, 0.2, 0.7]])
+    mean = roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv", map_normalisation="none",
+                     store_index=store_index, mask_reduction="mean")
+    np.testing.assert_allclose(mean[ROIS].to_numpy()[0], [0, 1, 0])
     # default: maps (not masks, not Sobol) minus their brain mean (16 / 32 and 8 / 32 of the voxels are 1),
     # clipped at 0
     t = roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv", store_index=store_index)
-    np.testing.assert_allclose(t[ROIS].to_numpy(), [[0, 1, 0], [0.5, 0, 0], [0, 0, 0.75], [0.1, 0.2, 0.7]])
+    np.testing.assert_allclose(t[ROIS].to_numpy(), [[0, 8, 0], [0.5, 0, 0], [0, 0, 0.75], [0.1, 0.2, 0.7]])
     with pytest.raises(ValueError, match="map_normalisation"):
         roi_table(entries, tmp_path / "atlas.nii.gz", tmp_path / "labels.tsv", map_normalisation="zscore",
                   store_index=store_index)
@@ -120,3 +124,50 @@ def test_top_rois_and_planted_roi_recovery():
     rec = recovery(table, rois, planted=["A", "C"])
     assert list(rec.roc_auc) == pytest.approx([1.0, 0.5, 0.0])  # row 3: A, C below both other ROIs
     assert list(rec.precision_at_k) == pytest.approx([1.0, 0.5, 0.0])
+
+
+def test_intra_subject_similarity_is_the_mean_over_subjects_of_their_mean_pair():
+    """Study 2.3.4: a subject's intra-subject similarity is the mean over its session pairs; the
+    family's is the mean over subjects. sub-1 has 3 sessions (3 pairs), sub-2 has 2 (1 pair): the
+    mean over pairs would weigh sub-1 three times."""
+    rows = [row("session", [1, 0, 0], pid="sub-1", ses="ses-M000", baseline=True),
+            row("session", [2, 0, 0], pid="sub-1", ses="ses-M006", baseline=False),
+            row("session", [1, 1, 0], pid="sub-1", ses="ses-M012", baseline=False),
+            row("session", [0, 1, 0], pid="sub-2", ses="ses-M000", baseline=True),
+            row("session", [0, 0, 1], pid="sub-2", ses="ses-M012", baseline=False)]
+    pairs = similarities(pd.DataFrame(rows), ROIS)
+    intra = pairs[pairs.family == "intra_subject"]
+    assert sorted(intra.cosine) == pytest.approx(sorted([1.0, 1 / np.sqrt(2), 1 / np.sqrt(2), 0.0]))
+    sub1, sub2 = (1 + 2 / np.sqrt(2)) / 3, 0.0
+    s = summary(pairs, n_boot=500).set_index("family")
+    assert s.loc["intra_subject", "mean"] == pytest.approx((sub1 + sub2) / 2)  # not (1 + 2 / sqrt 2) / 4
+    assert s.loc["intra_subject", "mean"] != pytest.approx(intra.cosine.mean())
+    assert s.loc["intra_subject", "sd"] == pytest.approx(np.std([sub1, sub2], ddof=1))
+    assert s.loc["intra_subject", ["n_pairs", "n_units"]].tolist() == [4, 2]
+    # the CI: a bootstrap over the 2 subjects of the mean of their means (draws: both sub-1, mixed, both sub-2)
+    assert s.loc["intra_subject", "ci_low"] == pytest.approx(sub2) and s.loc["intra_subject", "ci_high"] == \
+        pytest.approx(sub1)
+    # inter-subject stays the mean over its pairs (baseline sessions of two subjects: one pair here)
+    assert s.loc["inter_subject", "mean"] == pytest.approx(0.0)
+
+
+def test_prob_cnn_intra_subject_family_is_the_mean_over_subjects():
+    from robustmaps.analysis import PROB_COLUMNS, prob_cnn_summary
+
+    def pair(family, pa, sa, pb, sb, p):
+        return {"family": family, "fold_a": 0, "seed_a": 0, "fold_b": 0, "seed_b": 0, "participant_a": pa,
+                "session_a": sa, "participant_b": pb, "session_b": sb, "probability": p, "n_images": 1}
+
+    ses1 = ["ses-M000", "ses-M006", "ses-M012"]
+    rows = [pair("intra_subject", "sub-1", a, "sub-1", b, 0.1) for a in ses1 for b in ses1 if a != b]  # 6 pairs
+    rows += [pair("intra_subject", "sub-2", "ses-M000", "sub-2", "ses-M012", 0.7),
+             pair("intra_subject", "sub-2", "ses-M012", "sub-2", "ses-M000", 0.9)]
+    rows += [pair("inter_subject", "sub-1", "ses-M000", "sub-2", "ses-M000", 0.4),
+             pair("inter_subject", "sub-2", "ses-M000", "sub-1", "ses-M000", 0.6),
+             pair("own", "", "", "", "", 0.01)]
+    s = prob_cnn_summary(pd.DataFrame(rows, columns=PROB_COLUMNS)).set_index("family")
+    assert s.loc["intra_subject", "mean"] == pytest.approx((0.1 + 0.8) / 2)  # over pairs: (0.6 + 1.6) / 8
+    assert s.loc["intra_subject", "sd"] == pytest.approx(np.std([0.1, 0.8], ddof=1))
+    assert s.loc["intra_subject", "n_pairs"] == 8
+    assert s.loc["inter_subject", "mean"] == pytest.approx(0.5) and s.loc["own", "n_pairs"] == 1
+    assert list(s.index) == ["inter_subject", "intra_subject", "own"]

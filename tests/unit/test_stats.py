@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from robustmaps.stats import (bootstrap_nested_variance, cluster_bootstrap_ci, corrected_resampled_ttest,
-                              nested_variance, permutation_test_models, permutation_test_units, unit_means)
+from robustmaps.stats import (bootstrap_nested_variance, class_weights, cluster_bootstrap_ci,
+                              corrected_resampled_ttest, nested_variance, paired_subject_test, permutation_test_models,
+                              permutation_test_units, sign_flip_test, unit_means)
 
 
 def grid_values():
@@ -135,32 +136,120 @@ def test_permutation_test_permutes_models_and_finds_a_planted_structure():
     assert permutation_test_models(noise, folds, seeds, n_perm=500)["p_value"] > 0.05
 
 
-def fake_results(root, scores, n_train=30, n_test=20):
-    from robustmaps.io import write_tsv
+def test_corrected_ttest_averages_the_seeds_of_a_fold_and_is_vectorised():
+    a = np.array([0.9, 0.8, 0.85, 0.95, 0.7, 0.75])
+    b = np.array([0.85, 0.8, 0.8, 0.9, 0.7, 0.7])
+    folds = np.array([0, 0, 1, 1, 2, 2])  # two seeds per fold: J = 3 folds, not 6 resamples
+    r = corrected_resampled_ttest(a, b, n_train=80, n_test=20, groups=folds)
+    per_fold = np.array([0.025, 0.05, 0.025])
+    ref = corrected_resampled_ttest(per_fold, np.zeros(3), n_train=80, n_test=20)
+    assert r["df"] == 2 and r["t"] == pytest.approx(ref["t"]) and r["p_value"] == pytest.approx(ref["p_value"])
+    se = np.sqrt((1 / 3 + 0.25) * per_fold.var(ddof=1))
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((per_fold.mean() - sps.t.ppf(0.975, 2) * se,
+                                                        per_fold.mean() + sps.t.ppf(0.975, 2) * se))
+    # rows of a 2-D array are tested one by one
+    many = corrected_resampled_ttest(np.stack([a, b]), np.stack([b, a]), 80, 20, groups=folds)
+    assert many["t"] == pytest.approx([r["t"], -r["t"]]) and many["p_value"] == pytest.approx([r["p_value"]] * 2)
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        corrected_resampled_ttest(a, b, 80, 20, groups=np.zeros(6))
 
-    rows = [{"fold": f, "seed": s, "set": "test", "balanced_accuracy": v, "n": n_test} for (f, s), v in scores.items()]
-    rows += [{"fold": k, "seed": "all", "set": "test", "balanced_accuracy": 0.0, "n": n_test} for k in ("mean", "sd")]
-    (root / "training").mkdir(parents=True)
-    write_tsv(pd.DataFrame(rows), root / "training" / "summary.tsv")
-    for f in {f for f, _ in scores}:
-        (root / "splits" / f"split-{f}").mkdir(parents=True)
-        write_tsv(pd.DataFrame({"participant_id": [f"sub-{i}" for i in range(n_train)]}),
-                  root / "splits" / f"split-{f}" / "train_baseline.tsv")
+
+def test_sign_flip_test_exact_and_monte_carlo():
+    d = np.array([0.5, 0.2, 0.1, 0.3, -0.05])
+    r = sign_flip_test(d)  # 2^5 = 32 sign patterns <= n_perm: exact, every pattern counted
+    signs = 1 - 2 * ((np.arange(32)[:, None] >> np.arange(5)) & 1)
+    stats_ = np.abs(signs @ d) / 5
+    assert r["difference"] == pytest.approx(d.mean())
+    assert r["p_value"] == pytest.approx(np.mean(stats_ >= abs(d.mean()) - 1e-12))
+    ref = sps.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf,
+                               alternative="two-sided")
+    assert r["p_value"] == pytest.approx(ref.pvalue)
+    # weights: the class-balanced weighted mean
+    labels = np.array([0, 0, 0, 1, 1])
+    w = class_weights(labels)
+    assert w == pytest.approx([1 / 6] * 3 + [1 / 4] * 2) and w.sum() == pytest.approx(1.0)
+    assert sign_flip_test(d, w)["difference"] == pytest.approx(d[:3].mean() / 2 + d[3:].mean() / 2)
+    # Monte Carlo (2^20 patterns > n_perm): p = (1 + hits) / (1 + n_perm), never 0
+    big = np.full(20, 0.1)
+    assert sign_flip_test(big, n_perm=999)["p_value"] == pytest.approx(1 / 1000, abs=2 / 1000)
 
 
-def test_compare_two_result_folders(tmp_path, capsys):
-    from robustmaps.compare import compare, main
+def test_paired_subject_test_weights_classes_and_brackets_its_difference():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], [30, 10])
+    a = np.clip(rng.normal(0.8, 0.2, 40), 0, 1)
+    b = np.clip(a - 0.1 * labels + rng.normal(0, 0.05, 40), 0, 1)
+    r = paired_subject_test(a, b, labels, n_perm=999, n_boot=2000)
+    w = class_weights(labels)
+    assert r["mean_a"] == pytest.approx(w @ a) and r["difference"] == pytest.approx(w @ (a - b))
+    assert r["ci_low"] < r["difference"] < r["ci_high"] and r["n"] == 40 and r["p_value"] < 0.05
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_subject_test(a[:1], b[:1])
 
-    a = {(0, 0): 0.9, (0, 1): 0.8, (1, 0): 0.85, (1, 1): 0.95}
-    b = {(0, 0): 0.85, (0, 1): 0.8, (1, 0): 0.8, (1, 1): 0.9, (2, 0): 0.5}  # (2, 0) is not paired
-    fake_results(tmp_path / "A", a)
-    fake_results(tmp_path / "B", b)
-    t = compare(tmp_path / "A", tmp_path / "B").iloc[0]
-    ref = corrected_resampled_ttest(np.array(list(a.values())), np.array([0.85, 0.8, 0.8, 0.9]), 30, 20)
-    assert t.n_models == 4 and t.t == pytest.approx(ref["t"]) and t.p_value == pytest.approx(ref["p_value"])
-    assert t.ci_low <= t.mean_difference <= t.ci_high
-    assert main([str(tmp_path / "A"), str(tmp_path / "B"), "--out", str(tmp_path / "c.tsv")]) == 0
-    assert pd.read_csv(tmp_path / "c.tsv", sep="\t").p_value[0] == pytest.approx(ref["p_value"])
-    assert "p_value" in capsys.readouterr().out
-    assert main([str(tmp_path / "A"), str(tmp_path / "nowhere")]) == 1
-    assert "ERROR:" in capsys.readouterr().err
+
+N_REP = 2000  # seeded repetitions of each simulated comparison
+
+
+def simulate_folds(rng, delta, n_folds=5, n_seeds=3, n_train=160, n_val=40, sigma=0.02, tau=0.01):
+    """(N_REP, folds x seeds) validation scores of A and B, folds-major. Simulation model: the
+    difference of the two procedures' validation balanced accuracies, model (fold k, seed s) of
+    one repetition (one data set), is d_ks = delta + sigma (sqrt(rho) z + sqrt(1 - rho) z_k) +
+    tau e_ks with z, z_k, e_ks independent N(0, 1): z is what the data set shares over its folds,
+    rho = n_val / (n_train + n_val) the correlation of two folds' scores that Nadeau and Bengio
+    attribute to overlapping training sets (rho / (1 - rho) = n_val / n_train), z_k the fold's own
+    training / validation draw and tau e_ks the seed."""
+    rho = n_val / (n_train + n_val)
+    z = rng.standard_normal((N_REP, 1, 1))
+    zk = rng.standard_normal((N_REP, n_folds, 1))
+    e = rng.standard_normal((N_REP, n_folds, n_seeds))
+    d = delta + sigma * (np.sqrt(rho) * z + np.sqrt(1 - rho) * zk) + tau * e
+    b = 0.8 + 0.02 * rng.standard_normal(d.shape)
+    return (b + d).reshape(N_REP, -1), b.reshape(N_REP, -1), np.repeat(np.arange(n_folds), n_seeds)
+
+
+def test_corrected_ttest_on_held_out_folds_is_calibrated_and_finds_a_real_difference():
+    """Simulation model: :func:`simulate_folds` (5 folds x 3 seeds, 160 training and 40 validation
+    subjects per fold, fold-level SD of the difference 0.02, seed SD 0.01), 2,000 repetitions.
+    Equal procedures (delta 0): p < 0.05 in at most 6.5% of them. Treating the 15 models as 15
+    resamples (what the old command did) is anti-conservative: seeds of one fold are not new
+    resamples. A real difference of delta = 0.06 balanced accuracy (3 fold-level SDs) is found
+    (p < 0.05) in at least 80%."""
+    rng = np.random.default_rng(2024)
+    a, b, folds = simulate_folds(rng, 0.0)
+    p = corrected_resampled_ttest(a, b, n_train=160, n_test=40, groups=folds)["p_value"]
+    assert p.shape == (N_REP,) and np.mean(p < 0.05) <= 0.065
+    models_as_resamples = corrected_resampled_ttest(a, b, n_train=160, n_test=40)["p_value"]
+    assert np.mean(models_as_resamples < 0.05) > 0.065
+    a, b, folds = simulate_folds(rng, 0.06)
+    assert np.mean(corrected_resampled_ttest(a, b, n_train=160, n_test=40, groups=folds)["p_value"] < 0.05) >= 0.8
+
+
+def simulate_test_set(rng, delta, n_subjects=100, n_models=5):
+    """(N_REP, subjects) per-subject fraction of correct models of A and B on one fixed test set,
+    and the subjects' classes. Simulation model: 100 test subjects (50 per class); subject i of a
+    repetition is classified correctly by each model of B independently with probability
+    p_i ~ U(0.5, 0.85) (subjects differ in difficulty, shared by both procedures), by each model of
+    A with probability p_i + delta; 5 models per procedure."""
+    p = rng.uniform(0.5, 0.85, (N_REP, n_subjects))
+    a = rng.binomial(n_models, p + delta) / n_models
+    b = rng.binomial(n_models, p) / n_models
+    return a, b, np.repeat([0, 1], n_subjects // 2)
+
+
+def test_paired_subject_test_on_a_fixed_test_set_is_calibrated_and_finds_a_real_difference():
+    """Simulation model: :func:`simulate_test_set`, 2,000 repetitions; the sign-flip test of the
+    class-weighted per-subject differences (what :func:`paired_subject_test` runs; vectorised over
+    the repetitions). Equally good models (delta 0): p < 0.05 in at most 6.5% of them. A real
+    difference of delta = 0.1 in every subject's chance of being classified correctly (0.1
+    balanced accuracy) is found (p < 0.05) in at least 80%."""
+    rng = np.random.default_rng(7)
+    a, b, labels = simulate_test_set(rng, 0.0)
+    w = class_weights(labels)
+    p = sign_flip_test(a - b, w, n_perm=999, seed=1)["p_value"]
+    assert p.shape == (N_REP,) and np.mean(p < 0.05) <= 0.065
+    a, b, labels = simulate_test_set(rng, 0.1)
+    res = sign_flip_test(a - b, w, n_perm=999, seed=1)
+    assert np.mean(res["p_value"] < 0.05) >= 0.8 and np.mean(res["difference"]) == pytest.approx(0.1, abs=0.005)
+    # one repetition through the public function gives the same p-value
+    one = paired_subject_test(a[0], b[0], labels, n_perm=999, n_boot=200, seed=1)
+    assert one["p_value"] == pytest.approx(res["p_value"][0])
