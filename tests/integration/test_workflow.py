@@ -186,8 +186,10 @@ def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path
     smoke_points = rmconfig.load(SMOKE)["masks"]["sweep"]["points"]
     assert counts({"masks": {"sweep": {"points": smoke_points + [point]}}}) == {
         **FINAL, "sweep_mask": 2, "masks_summary": 1, **ANALYSIS}
-    # mu = 1 instead of the mean CN map: every mask, no reference map
-    assert counts({"masks": {"reference": "one"}}) == {**FINAL, **MASKS, **ANALYSIS, **PROB}
+    # mu = 1 instead of the mean CN map: every mask, no reference map, and every per-session
+    # saliency method, whose faithfulness perturbs as the masks do (saliency.faithfulness.baseline)
+    assert counts({"masks": {"reference": "one"}}) == {**FINAL, **MASKS, **ANALYSIS, **PROB,
+                                                       **{m: 1 for m in METHODS}, "saliency_summary": 1}
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, {"masks": {"l1": 3e-4}})).stdout
     jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith(("rule group_mask:", "rule session_masks:"))]
     assert len(jobs) == 18 and all(f"gpu={LOCAL_GPU}" in b for b in jobs)
@@ -250,7 +252,7 @@ def test_smoke_roi_vectors_and_similarity_families(smoke_run, smoke_config):
     counts = table.kind.value_counts().to_dict()
     assert counts == {"group": 16, "sweep": 4, "session": sessions, "saliency": 10,
                       "saliency_session": 9 * len(test), "sobol": 1}
-    # a group mask's vector is the ROI mean of its 1 - m
+    # a group mask's vector is the ROI sum of its 1 - m (roi.masks.reduction: the study's definition)
     from robustmaps.roi import roi_vectors
     from robustmaps.similarity import FAMILIES
 
@@ -259,7 +261,8 @@ def test_smoke_roi_vectors_and_similarity_families(smoke_run, smoke_config):
     row = table[(table.kind == "group") & (table.cohort == "main") & (table.target == "AD") & (table.fold == 0)
                 & (table.seed == 0)]
     np.testing.assert_allclose(row[list(labels.name)].to_numpy()[0],
-                               roi_vectors((1 - m)[..., None], atlas, labels["index"].tolist())[0], atol=1e-6)
+                               roi_vectors((1 - m)[..., None], atlas, labels["index"].tolist(), "sum")[0],
+                               rtol=1e-5, atol=1e-6)
     pairs = pd.read_csv(results / "analysis" / "similarity" / "pairs.tsv", sep="\t")
     summary = pd.read_csv(results / "analysis" / "similarity" / "summary.tsv", sep="\t")
     # 2 targets x 2 seeds fold pairs, as many seed pairs; 2 targets x 4 models cohort pairs
