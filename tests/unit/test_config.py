@@ -118,3 +118,19 @@ def test_schema_and_readme_document_the_same_keys():
             for k in leaves(schema, "")}
     missing = sorted(k for k in keys if f"`{k}`" not in readme)
     assert missing == [], f"undocumented config keys: {missing}"
+
+
+def test_defaults_are_the_values_the_study_chose():
+    """Study 3.1: l1 = 1e-4 and l2 = 0.01 (1e-3 was only held fixed during the b1 / b2 grid); the
+    sweep point {l1 1e-4, l2 0.1} needed lr 0.01; masks enter the ROI comparison by the sum of
+    1 - m over each ROI (2.4)."""
+    cfg = rmconfig.validate({"data": {"cohorts": {"main": {}}}})
+    masks = cfg["masks"]
+    assert (masks["l1"], masks["l2"], masks["b1"], masks["b2"], masks["lr"]) == (1e-4, 0.01, 0.1, 1, 0.1)
+    points = rmconfig.sweep_points(cfg)
+    assert len(points) == 12
+    assert [p["lr"] for p in points.values() if (p["l1"], p["l2"]) == (1e-4, 0.1)] == [0.01]
+    assert {p["lr"] for p in points.values() if (p["l1"], p["l2"]) != (1e-4, 0.1)} == {0.1}
+    assert [p["l2"] for p in points.values() if p["b1"] != 0.1 or p["b2"] != 1] == [1e-3] * 5
+    assert cfg["roi"]["masks"]["reduction"] == "sum" and cfg["masks"]["score"] == "probability"
+    assert cfg["masks"]["norm"] == "sum"
