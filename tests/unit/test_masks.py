@@ -509,3 +509,41 @@ def test_second_qc_exclude_removes_the_flagged_image_and_optimises_again(trained
     masks.group_mask(t["model"], t["store"], t["index"], t["train"], t["validation"], group_outputs(tmp_path, "y"),
                      target="AD", params=MASK_PARAMS, grids=tiny_grids(), device="cpu")
     assert len(calls) == 1
+
+
+def test_prob_cnn_scores_masks_between_cohorts_both_ways(trained_model, tmp_path):
+    """prob_CNN between cohorts (study 2.4), both ways: the other cohort's mask on the model's main
+    validation images, and the main mask on the model's correctly classified images of the other
+    cohort. An all-ones mask changes nothing, so both equal the unmasked mean AD probability of
+    those images; a mask that restores GM in the planted box lowers it."""
+    from conftest import TINY_BOX
+
+    from robustmaps.analysis import prob_cnn_entry
+    from robustmaps.evaluation import predict
+    from robustmaps.io import save_nifti
+    from robustmaps.training import load_trained, read_split_rows
+    from robustmaps.preprocess import open_store
+
+    t = trained_model
+    shape = t["images"].shape[1:]
+    ones, box = np.ones(shape, np.float32), np.ones(shape, np.float32)
+    box[TINY_BOX] = 0.0
+    save_nifti(ones, np.eye(4), tmp_path / "ones.nii.gz")
+    save_nifti(box, np.eye(4), tmp_path / "box.nii.gz")
+    models = [{"fold": 0, "seed": 0, "model": str(t["model"]), "validation": str(t["validation"]),
+               "mask": str(tmp_path / "box.nii.gz"), "independent": str(tmp_path / "ones.nii.gz")}]
+    out = {k: tmp_path / f"{k}.{e}" for k, e in (("pairs", "tsv"), ("summary", "tsv"), ("matrices", "png"))}
+    # the "other cohort": the training images of the tiny cohort (its train table)
+    prob_cnn_entry(models, t["store"], t["index"], out, target="AD", device="cpu",
+                   other={"store": t["store"], "index": t["index"], "table": t["train"]})
+    pairs = pd.read_csv(out["pairs"], sep="\t").set_index("family")
+    model, _ = load_trained(t["model"])
+    store, index = open_store(t["store"], t["index"])
+    val = read_split_rows(t["validation"], index)
+    rows = val.row.to_numpy()[val.label.to_numpy() == 1]
+    p = predict(model, store, rows)
+    correct = rows[p.argmax(1) == 1]
+    assert pairs.loc["cohorts_other_on_main"].probability == pytest.approx(float(predict(model, store, correct)[:, 1].mean()),
+                                                                           rel=1e-5)
+    assert pairs.loc["cohorts_main_on_other"].n_images > 0
+    assert pairs.loc["cohorts_main_on_other"].probability < 0.5  # the box mask removes the AD evidence
