@@ -43,6 +43,7 @@ not saturate, and it is negative once the class has flipped, so losses can have 
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from dataclasses import dataclass, replace
 
@@ -51,6 +52,7 @@ import pandas as pd
 import torch
 
 from .config import point_id  # noqa: F401  (sweep point ids: one formatting for config and rules)
+from .io import atomic_path, read_tsv, write_tsv
 from .models import SCORE_KINDS, class_score
 from .training import class_index, load_model, open_for_model
 
@@ -471,7 +473,8 @@ def probabilities(model, store, rows, m: torch.Tensor, settings: MaskSettings, m
 
 
 def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: dict, *, target: str, params: dict,
-               grids: dict, reference_nii=None, device: str = "auto", threads: int = 1) -> None:
+               grids: dict, reference_nii=None, excluded_tsv=None, screen: dict | None = None, device: str = "auto",
+               threads: int = 1) -> None:
     """Rule entry: one group mask (2.3.3) of one model.
 
     Main cohort (``validation_tsv`` given): trained over the correctly classified ``target``
@@ -481,10 +484,16 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
     sessions, a seeded ``validation_fraction`` of them as the validation set.
 
     ``params``: the penalties (l1, l2, b1, b2, lr, score, threshold, eps) and batch_size,
-    max_images, max_epochs, patience, tol, jump_factor, jump_action (``report``: list the images
-    that made the loss jump; ``exclude``: also remove them and optimise again, as the study did),
-    include_validation, validation_fraction, seed. ``out``: mask, native, history, summary,
-    flagged (paths)."""
+    max_images, max_epochs, patience, tol, jump_factor, include_validation, validation_fraction,
+    seed. ``out``: mask, native, history, summary, flagged (paths).
+
+    Second QC step (2.3.1), cohort-wide: ``excluded_tsv`` (``cohort_exclusions``) lists the
+    sessions that made some model's loss jump in the screening pass; they are removed from this
+    mask's training and validation images before it is optimised. ``screen`` (the screening pass's
+    files of this very model: mask, native, history, summary, flagged) makes that cheap and exact:
+    when none of this model's images is excluded, optimising again would give the screening mask
+    bit for bit (same images, seeds and settings), so its files are copied. The flagged table
+    lists the screening pass's flags (``excluded`` true) followed by the new pass's."""
     from .io import write_tsv
     from .training import read_split_rows
 
@@ -504,6 +513,22 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
     train = np.concatenate([rows, val]) if params["include_validation"] else rows
     if params["max_images"] and len(train) > params["max_images"]:
         train = np.sort(rng.choice(train, params["max_images"], replace=False))
+    removed = np.zeros(0, dtype=int)
+    if excluded_tsv is not None:
+        drop = excluded_rows(excluded_tsv, index)
+        removed = np.intersect1d(np.concatenate([train, val]), drop)
+        if screen is not None and not len(removed):
+            log.info("second QC step: none of this model's %d images is excluded from the cohort (%s); the mask is "
+                     "the screening pass's, copied", len(train), excluded_tsv)
+            for key in ("mask", "native", "history", "summary", "flagged"):
+                with atomic_path(out[key]) as tmp:
+                    shutil.copyfile(screen[key], tmp)
+            return
+        if len(removed):
+            log.info("second QC step: %d of this model's images made a loss jump in the cohort's screening pass and "
+                     "are removed before optimising: %s", len(removed),
+                     ", ".join(f"{index.participant_id.iloc[r]}/{index.session_id.iloc[r]}" for r in removed))
+        train, val = np.setdiff1d(train, drop), np.setdiff1d(val, drop)
     if len(train) == 0:  # a result, not bad input: an empty (all-ones) mask, flagged in the summary
         log.warning("WARNING: %s classifies no %s session of %s correctly: nothing to mask, the mask is all ones",
                     model_pt, target, images_tsv)
@@ -518,15 +543,6 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
             tol=params["tol"], seed=params["seed"], jump_factor=params["jump_factor"])
 
     mask, history, flagged = optimise(train, val)
-    excluded = np.array(sorted({f["row"] for f in flagged}), dtype=int)
-    if params.get("jump_action", "report") == "exclude" and len(excluded):
-        # the study's second QC step (2.3.1): the image that made the loss jump is removed from the
-        # data and the mask optimised again; the flagged table lists it (and the run it came from)
-        log.info("second QC step: %d image(s) made the loss jump; optimising again without them: %s", len(excluded),
-                 ", ".join(f"{index.participant_id.iloc[r]}/{index.session_id.iloc[r]}" for r in excluded))
-        train, val = np.setdiff1d(train, excluded), np.setdiff1d(val, excluded)
-        mask, history, again = optimise(train, val)
-        flagged = [dict(f, excluded=True) for f in flagged] + again
     watch = val if len(val) else train
     before = masked_scores(model, store, watch, torch.ones_like(mask), settings, mu, bs) if len(watch) else np.nan
     after = masked_scores(model, store, watch, mask, settings, mu, bs) if len(watch) else np.full(1, np.nan)
@@ -540,12 +556,15 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
                "max_score_after": float(np.max(after)), "probability_before": float(np.mean(p_before)),
                "probability_after": float(np.mean(p_after)), "max_probability_after": float(np.max(p_after)),
                "epochs": int(hist.epoch.max()) + 1, "best_epoch": best,
-               "flagged_images": len({f["row"] for f in flagged}),
-               "excluded_images": len({f["row"] for f in flagged if f.get("excluded")})}
+               "flagged_images": len({f["row"] for f in flagged}), "excluded_images": len(removed)}
     write_volumes(mask[0, 0].cpu().numpy(), grids, out["mask"], out["native"])
     write_tsv(hist, out["history"])
     write_tsv(pd.DataFrame([summary]), out["summary"])
-    write_tsv(flagged_table(flagged, index), out["flagged"])
+    table = flagged_table(flagged, index)
+    if screen is not None:  # the screening pass's flags, whose images this pass went without
+        before = read_tsv(screen["flagged"], FLAGGED_COLUMNS, what="screening pass's flagged table")
+        table = pd.concat([before.assign(excluded=True), table]) if len(table) else before.assign(excluded=True)
+    write_tsv(table, out["flagged"])
     log.info("mask: %.1f%% of voxels < %.2f, mean %s %s on masked validation images %.3g -> %.3g (probability "
              "%.3g -> %.3g)", 100 * summary["coverage"], settings.threshold, target, settings.score,
              summary["score_before"], summary["score_after"], summary["probability_before"],
@@ -554,6 +573,40 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
 
 FLAGGED_COLUMNS = ["participant_id", "session_id", "times_flagged", "first_epoch", "max_score",
                    "batch_median_score", "max_loss_jump", "excluded"]
+
+
+def excluded_rows(excluded_tsv, index: pd.DataFrame) -> np.ndarray:
+    """Rows of ``index`` (a cohort's store index) whose session ``excluded_tsv`` lists."""
+    drop = read_tsv(excluded_tsv, ("participant_id", "session_id"), what="second QC step's exclusion list")
+    keys = set(zip(drop.participant_id.astype(str), drop.session_id.astype(str)))
+    return np.flatnonzero([(p, s) in keys for p, s in zip(index.participant_id.astype(str),
+                                                           index.session_id.astype(str))])
+
+
+EXCLUDED_COLUMNS = ["participant_id", "session_id", "flagged_by", "models", "max_loss_jump"]
+
+
+def cohort_exclusions(flagged: dict[str, str], out_tsv) -> pd.DataFrame:
+    """Second QC step (2.3.1) for a whole cohort: the study removed the image that made the
+    group-mask loss jump "from the data" and optimised again. ``flagged`` maps a model's label
+    (``fold-0/seed-1``) to the flagged table of its screening group mask; every session any model
+    flagged is listed once, with how many models (and which) flagged it, and its largest jump.
+    Every group and sweep mask of the cohort is then optimised without them (``group_mask``)."""
+    tables = [read_tsv(path, FLAGGED_COLUMNS, what="screening pass's flagged table").assign(model=label)
+              for label, path in flagged.items()]
+    table = pd.concat(tables) if tables else pd.DataFrame(columns=FLAGGED_COLUMNS + ["model"])
+    if len(table):
+        table = (table.groupby(["participant_id", "session_id"], sort=False)
+                 .agg(flagged_by=("model", "nunique"), models=("model", lambda m: ";".join(sorted(set(m)))),
+                      max_loss_jump=("max_loss_jump", "max")).reset_index()
+                 .sort_values(["flagged_by", "max_loss_jump", "participant_id", "session_id"],
+                              ascending=[False, False, True, True]))
+    table = table.reindex(columns=EXCLUDED_COLUMNS)
+    write_tsv(table, out_tsv)
+    log.info("second QC step: %d session(s) made the loss jump in the screening pass of %d model(s) and are "
+             "excluded from every group mask of the cohort%s", len(table), len(flagged),
+             "".join(f"\n  {r.participant_id}/{r.session_id} (flagged by {r.models})" for r in table.itertuples()))
+    return table
 
 
 def flagged_table(events: list[dict], index: pd.DataFrame) -> pd.DataFrame:

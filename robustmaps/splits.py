@@ -229,17 +229,17 @@ def summarise(index: pd.DataFrame, sets: list[tuple[str, str, list[str], list[st
 
 def make_splits(index_tsv: str, out_dir: str, *, cohort: str, n_folds: int, seed: int,
                 test_per_class: int, p_age_threshold: float, p_sex_threshold: float,
-                max_tries: int, import_dir: str | None = None, need_test: bool = False) -> None:
+                max_tries: int, import_dir: str | None = None) -> None:
     """Rule entry point: write every split TSV of the main cohort and ``summary.tsv``.
 
-    With ``import_dir``, the splits are read from there (:func:`import_splits`); ``need_test``
-    (split.test_per_class > 0) then requires its test_baseline.tsv."""
+    With ``import_dir``, the splits are read from there (:func:`import_splits`); a test set
+    asked for (``test_per_class`` > 0) then requires its test_baseline.tsv."""
     from .preprocess import read_index
 
     index = read_index(index_tsv)
     subjects = subjects_table(index)
     if import_dir:
-        test, folds = import_splits(index, import_dir, n_folds, need_test=need_test)
+        test, folds = import_splits(index, import_dir, n_folds, need_test=test_per_class > 0)
     else:
         test = select_test(subjects, test_per_class, seed, p_age_threshold, p_sex_threshold,
                            max_tries, n_folds)

@@ -86,8 +86,9 @@ def kept_maps(name):
 
 # The maps that exist: a session whose map is missing (Clinica failed on it) is left out and QC
 # excludes it, saying why (caps.missing: exclude); too many missing maps stop the plan.
+KEPT_MAPS = {name: kept_maps(name) for name in SESSION_TABLES}
 PRESENT_MAPS = {
-    name: or_exit(rmconfig.present_maps, kept_maps(name), config["data"]["cohorts"][name]["caps"]["tsv"],
+    name: or_exit(rmconfig.present_maps, KEPT_MAPS[name], config["data"]["cohorts"][name]["caps"]["tsv"],
                   missing=config["data"]["cohorts"][name]["caps"]["missing"],
                   max_fraction=config["data"]["cohorts"][name]["caps"]["max_missing_fraction"],
                   key=f"data.cohorts.{name}.caps")
@@ -97,7 +98,7 @@ if workflow.is_main_process:
     for name, table in SESSION_TABLES.items():
         for line in rmconfig.excluded_diagnoses(table, config["data"]["labels"], config["data"]["cohorts"][name]["caps"]["tsv"]):
             print(f"NOTE: {line}", file=sys.stderr)
-        n_absent = len(kept_maps(name)) - len(PRESENT_MAPS[name])
+        n_absent = len(KEPT_MAPS[name]) - len(PRESENT_MAPS[name])
         if n_absent:
             print(f"NOTE: cohort '{name}': {n_absent} session(s) have no GM map and are excluded "
                   f"(listed in results/cohort/{name}/qc.tsv)", file=sys.stderr)
@@ -140,6 +141,11 @@ SWEEP_MODELS = rmconfig.mask_models(config, "sweep")
 GROUP_DIR = "results/masks/group/{cohort}/{target}/fold-{fold}/seed-{seed}"
 SESSION_DIR = "results/masks/session/{target}/fold-{fold}/seed-{seed}"
 SWEEP_DIR = "results/masks/sweep/{point}/{target}/fold-{fold}/seed-{seed}"
+# Second QC step (2.3.1) with masks.group.jump_action: exclude: a screening pass of every group
+# mask, the cohort's exclusion list, then the group and sweep masks without those sessions.
+EXCLUDE = MASKS["group"]["jump_action"] == "exclude"
+SCREEN_DIR = "results/masks/screen/{cohort}/{target}/fold-{fold}/seed-{seed}"
+EXCLUDED_TSV = "results/masks/qc/{cohort}/{target}/excluded.tsv"
 GROUP_FILES = {
     "mask": "mask.nii.gz",
     "native": "mask_native.nii.gz",
@@ -296,7 +302,9 @@ def reference_input(wildcards):
     return {"reference": f"results/masks/reference/fold-{wildcards.fold}/mean_cn.nii.gz"}
 
 
-def group_mask_inputs(wildcards):
+def group_mask_inputs(wildcards, screen=False):
+    """A group or sweep mask's inputs; with masks.group.jump_action: exclude, a group mask also reads
+    its cohort's exclusion list and its own screening pass (``screen``: the screening job itself)."""
     cohort = wildcards.get("cohort", MAIN)
     files = {
         "model": f"results/models/fold-{wildcards.fold}/seed-{wildcards.seed}/model.pt",
@@ -309,6 +317,11 @@ def group_mask_inputs(wildcards):
         files["validation"] = f"results/splits/split-{wildcards.fold}/validation_baseline.tsv"
     else:
         files["images"] = f"results/splits/{cohort}/test.tsv"
+    if EXCLUDE and not screen:
+        files["excluded"] = EXCLUDED_TSV.format(cohort=cohort, target=wildcards.target)
+        if "point" not in wildcards.keys():
+            folder = SCREEN_DIR.format(cohort=cohort, target=wildcards.target, fold=wildcards.fold, seed=wildcards.seed)
+            files |= {f"screen_{k}": f"{folder}/{v}" for k, v in GROUP_FILES.items()}
     return files
 
 

@@ -56,6 +56,36 @@ use rule group_mask as sweep_mask with:
         "results/logs/masks/sweep_{point}_{target}_fold-{fold}_seed-{seed}.log",
 
 
+if EXCLUDE:
+
+    # The second QC step's screening pass: every group mask as it is without exclusions.
+    use rule group_mask as screen_mask with:
+        input:
+            unpack(lambda w: group_mask_inputs(w, screen=True)),
+        output:
+            **{k: f"{SCREEN_DIR}/{v}" for k, v in GROUP_FILES.items()},
+        log:
+            "results/logs/masks/screen_{cohort}_{target}_fold-{fold}_seed-{seed}.log",
+
+    rule mask_exclusions:
+        """Second QC step (2.3.1), cohort-wide: every session that made the loss of some model's
+        screening group mask jump, excluded from every group and sweep mask of the cohort
+        (robustmaps.masks.cohort_exclusions)."""
+        input:
+            flagged=[f"{SCREEN_DIR}/{GROUP_FILES['flagged']}".format(cohort="{cohort}", target="{target}", fold=f,
+                                                                      seed=s) for f, s in MODELS],
+        output:
+            excluded=EXCLUDED_TSV,
+        params:
+            models=[f"fold-{f}/seed-{s}" for f, s in MODELS],
+        log:
+            "results/logs/masks/exclusions_{cohort}_{target}.log",
+        conda:
+            ENV
+        script:
+            "../scripts/mask_exclusions.py"
+
+
 rule session_masks:
     """One mask per session of the test set's target subjects (2.3.4), optimised as batches and
     stored stacked: a 4D NIfTI + an index TSV per model (robustmaps.masks.session_masks)."""

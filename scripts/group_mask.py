@@ -14,6 +14,8 @@ with script(snakemake):
         params=snakemake.params.masks,
         grids=snakemake.params.grids,
         reference_nii=snakemake.input.get("reference"),
+        excluded_tsv=snakemake.input.get("excluded"),
+        screen={k[len("screen_"):]: v for k, v in snakemake.input.items() if k.startswith("screen_")} or None,
         device=snakemake.params.device,
         threads=snakemake.params.threads,
     )

@@ -14,5 +14,4 @@ with script(snakemake):
         p_sex_threshold=snakemake.params.p_sex_threshold,
         max_tries=snakemake.params.max_tries,
         import_dir=snakemake.params.import_dir,
-        need_test=snakemake.params.test_per_class > 0,
     )

@@ -30,15 +30,15 @@ def tv_gradient(x: torch.Tensor) -> torch.Tensor:
 def activation_maximisation(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, *, iterations: int = 100,
                             e1: float = 0.1, e2: float = 0.1, clamp=(0.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 4 from ``x0`` (B, 1, X, Y, Z) for each image's ``target`` class. Returns (x_T, logit_T)."""
-    from .cam import class_score
+    from .cam import target_logit
 
     x = x0.detach().clone()
     for _ in range(iterations):
         x.requires_grad_(True)
-        a = class_score(model(x), target)
+        a = target_logit(model(x), target)
         (da,) = torch.autograd.grad(a.sum(), x)
         with torch.no_grad():
             x = x + e1 * da - e2 * tv_gradient(x)
             x = x.clamp(*clamp) if clamp is not None else x
     with torch.no_grad():
-        return x.detach(), class_score(model(x), target)
+        return x.detach(), target_logit(model(x), target)

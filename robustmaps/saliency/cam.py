@@ -47,8 +47,10 @@ def resolve_layer(model: nn.Module, layer: str | None) -> str:
     return layer
 
 
-def class_score(logits: torch.Tensor, class_idx) -> torch.Tensor:
-    """Per image, its own target's logit (monai's ``class_score`` mixes classes across a batch)."""
+def target_logit(logits: torch.Tensor, class_idx) -> torch.Tensor:
+    """Per image, its own target's raw logit: what the CAM family and plain gradients
+    differentiate, as their sources do (monai's ``class_score`` mixes classes across a batch).
+    Not a class score in the sense of ``robustmaps.models.class_score`` (probability or log-odds)."""
     idx = torch.as_tensor(class_idx, device=logits.device).long().reshape(-1)
     if idx.numel() == 1:
         idx = idx.expand(logits.shape[0])
@@ -57,7 +59,7 @@ def class_score(logits: torch.Tensor, class_idx) -> torch.Tensor:
 
 def _score_per_image(logits: torch.Tensor, class_idx) -> torch.Tensor:
     """(B, 1, 1, 1, 1): Grad-CAM++ multiplies exp(score) with the (B, C, X, Y, Z) gradients."""
-    return class_score(logits, class_idx).view(-1, 1, 1, 1, 1)
+    return target_logit(logits, class_idx).view(-1, 1, 1, 1, 1)
 
 
 def _identity(x):

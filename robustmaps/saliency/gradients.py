@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 from ..models import class_score as target_score
-from .cam import class_score
+from .cam import target_logit
 
 
 def _hooked(model: nn.Module):
     from monai.visualize.class_activation_maps import ModelWithHooks
 
     hooks = ModelWithHooks(model, target_layer_names=(), register_backward=True)
-    hooks.class_score = class_score
+    hooks.class_score = target_logit
     return hooks
 
 

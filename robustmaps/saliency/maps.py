@@ -178,7 +178,7 @@ def actmax_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, params:
     from ..masks import write_volumes
     from ..training import class_index, load_model, open_for_model, read_split_rows
     from .actmax import activation_maximisation
-    from .cam import class_score
+    from .cam import target_logit
     from .lots import minmax
 
     model, meta = load_model(model_pt, device, threads, params["seed"])
@@ -203,7 +203,7 @@ def actmax_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, params:
             xb = x0[i:i + params["batch_size"]].to(dev, memory_format=torch.channels_last_3d)
             t = torch.full((len(xb),), c, device=dev)
             with torch.no_grad():
-                before = class_score(model(xb), t)
+                before = target_logit(model(xb), t)
             start = time.perf_counter()
             xt, after = activation_maximisation(model, xb, t, iterations=am["iterations"], e1=am["e1"], e2=am["e2"])
             ms = 1000 * (time.perf_counter() - start) / len(xb)

@@ -16,12 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..models import class_score
+from ..models import SCORE_KINDS, class_score
 
 log = logging.getLogger(__name__)
-OUTPUTS = ("probability", "logit")
-# the config's names -> models.class_score's kinds ("logit" here has always meant the log-odds)
-SCORE_KIND = {"probability": "probability", "logit": "log_odds"}
+OUTPUTS = SCORE_KINDS  # the target's probability or log-odds: the same names as masks.score
 
 
 def problem(names: list[str], bounds) -> dict:
@@ -51,7 +49,7 @@ def evaluate(model, images: torch.Tensor, positions: torch.Tensor, factors: np.n
         lut = torch.cat([torch.ones(len(f[i:i + per]), 1, device=dev), f[i:i + per]], 1)  # 0: outside
         scale = lut[:, pos]  # (s, X, Y, Z)
         x = (scale[:, None, None] * images[None]).flatten(0, 1)  # (s * K, 1, X, Y, Z)
-        y = class_score(model(x).float(), target, SCORE_KIND[output])
+        y = class_score(model(x).float(), target, output)
         out[i:i + len(lut)] = y.view(len(lut), len(images)).mean(1).cpu().numpy()
     return out
 

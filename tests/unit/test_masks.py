@@ -478,37 +478,69 @@ def test_two_byte_stacks_are_finer_than_float16(tmp_path):
     assert min(cosine(a, b) for a, b in zip(ref, got)) > 0.99999
 
 
-def test_second_qc_exclude_removes_the_flagged_image_and_optimises_again(trained_model, tmp_path, monkeypatch):
+def test_second_qc_exclusion_is_cohort_wide(trained_model, tmp_path, monkeypatch):
     """masks.group.jump_action: exclude (study 2.3.1: the image that made the loss jump was removed
-    from the data and the mask optimised again): the second optimisation runs without it, and the
-    flagged table lists it as excluded. With report (the default) it runs once."""
+    from the data and the mask optimised again). A screening pass flags images per model; the
+    cohort's list (cohort_exclusions) holds every flagged session once, and every group mask of the
+    cohort is then optimised without them, also a model that never flagged them. A model none of
+    whose images is excluded keeps its screening mask, copied bit for bit."""
     import robustmaps.masks as masks
 
-    real, calls = masks.optimise_group, []
+    t = trained_model
+    index = pd.read_csv(t["index"], sep="\t")
+    calls, done = [], []
+    real = masks.optimise_group
 
     def spy(model, store, train, val, settings, **kw):
         calls.append((np.array(train), np.array(val)))
         mask, hist, _ = real(model, store, train, val, settings, **{**kw, "max_epochs": 2})
         event = {"epoch": 0, "row": int(train[0]), "score": 0.9, "batch_median_score": 0.1, "loss": 0.9,
                  "previous_loss": 0.1}
-        return mask, hist, ([event] if len(calls) == 1 else [])
+        return mask, hist, ([event] if len(calls) == 1 and not done else [])  # only the first screening flags
 
     monkeypatch.setattr(masks, "optimise_group", spy)
-    t = trained_model
-    out = group_outputs(tmp_path, "x")
-    masks.group_mask(t["model"], t["store"], t["index"], t["train"], t["validation"], out, target="AD",
-                     params={**MASK_PARAMS, "jump_action": "exclude"}, grids=tiny_grids(), device="cpu")
-    assert len(calls) == 2
+    params = {**MASK_PARAMS, "jump_action": "exclude"}
+    run = dict(target="AD", params=params, grids=tiny_grids(), device="cpu")
+    screen_a, screen_b = group_outputs(tmp_path, "screen-a"), group_outputs(tmp_path, "screen-b")
+    masks.group_mask(t["model"], t["store"], t["index"], t["train"], t["validation"], screen_a, **run)
     flagged_row = int(calls[0][0][0])
-    assert flagged_row in calls[0][0] and flagged_row not in calls[1][0] and flagged_row not in calls[1][1]
-    assert len(calls[1][0]) == len(calls[0][0]) - 1
-    table = pd.read_csv(out["flagged"], sep="\t")
-    assert table.excluded.tolist() == [True]
-    assert pd.read_csv(out["summary"], sep="\t").excluded_images.iloc[0] == 1
+    done.append(True)
+    masks.group_mask(t["model"], t["store"], t["index"], t["train"], t["validation"], screen_b, **run)
+    # a second model that flagged nothing (here: the same images, another screening job)
+    table = masks.cohort_exclusions({"fold-0/seed-0": screen_a["flagged"], "fold-1/seed-0": screen_b["flagged"]},
+                                    tmp_path / "excluded.tsv")
+    session = (index.participant_id.iloc[flagged_row], index.session_id.iloc[flagged_row])
+    assert list(zip(table.participant_id, table.session_id)) == [session]
+    assert table.flagged_by.tolist() == [1] and table.models.tolist() == ["fold-0/seed-0"]
+    # model b never flagged it, yet its mask is optimised again without it (cohort-wide)
     calls.clear()
-    masks.group_mask(t["model"], t["store"], t["index"], t["train"], t["validation"], group_outputs(tmp_path, "y"),
-                     target="AD", params=MASK_PARAMS, grids=tiny_grids(), device="cpu")
-    assert len(calls) == 1
+    final_b = group_outputs(tmp_path, "final-b")
+    masks.group_mask(t["model"], t["store"], t["index"], t["train"], t["validation"], final_b,
+                     excluded_tsv=tmp_path / "excluded.tsv", screen=screen_b, **run)
+    assert len(calls) == 1 and flagged_row not in calls[0][0] and flagged_row not in calls[0][1]
+    summary = pd.read_csv(final_b["summary"], sep="\t")
+    assert summary.excluded_images.iloc[0] == 1 and summary.n_images.iloc[0] + summary.n_validation.iloc[0] == (
+        pd.read_csv(screen_b["summary"], sep="\t")[["n_images", "n_validation"]].sum(axis=1).iloc[0] - 1)
+    # model a's flagged table keeps its screening flag, marked excluded
+    final_a = group_outputs(tmp_path, "final-a")
+    masks.group_mask(t["model"], t["store"], t["index"], t["train"], t["validation"], final_a,
+                     excluded_tsv=tmp_path / "excluded.tsv", screen=screen_a, **run)
+    flagged = pd.read_csv(final_a["flagged"], sep="\t")
+    assert list(zip(flagged.participant_id, flagged.session_id)) == [session] and flagged.excluded.tolist() == [True]
+    # nothing of this model excluded: no optimisation, the screening files copied as they are
+    calls.clear()
+    other = index.drop(index.index[[flagged_row]]).iloc[:0]  # an empty list: nothing excluded
+    masks.write_tsv(other[["participant_id", "session_id"]], tmp_path / "none.tsv")
+    final_c = group_outputs(tmp_path, "final-c")
+    masks.group_mask(t["model"], t["store"], t["index"], t["train"], t["validation"], final_c,
+                     excluded_tsv=tmp_path / "none.tsv", screen=screen_b, **run)
+    assert calls == []
+    assert all(final_c[k].read_bytes() == screen_b[k].read_bytes() for k in final_c)
+    # ... which is what optimising again would give (on CPU, bit for bit)
+    again = group_outputs(tmp_path, "again")
+    masks.group_mask(t["model"], t["store"], t["index"], t["train"], t["validation"], again,
+                     excluded_tsv=tmp_path / "none.tsv", **run)
+    assert len(calls) == 1 and [k for k in again if again[k].read_bytes() != screen_b[k].read_bytes()] == []
 
 
 def test_prob_cnn_scores_masks_between_cohorts_both_ways(trained_model, tmp_path):

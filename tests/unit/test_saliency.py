@@ -267,7 +267,7 @@ def test_sobol_path_recovers_the_closed_form_indices_of_a_model_linear_in_roi_me
     images = torch.ones(2, 1, *SHAPE)
     names = ["A", "B", "C", "D"]
     indices, conv, _ = sobol_analysis(model, images, roi_lookup(atlas, [1, 2, 3, 4]), names, target=1, n=1024,
-                                      bounds=(0.5, 1.5), output="logit", resamples=200, seed=0,
+                                      bounds=(0.5, 1.5), output="log_odds", resamples=200, seed=0,
                                       convergence_min=64)
     expected = np.square(a) / np.square(a).sum()  # independent uniform factors, linear output
     for row, s in zip(indices.itertuples(), expected):

@@ -76,7 +76,7 @@ class RoiLinear(nn.Module):
         return torch.einsum("bxyz,cxyz->bc", x[:, 0], self.w) * 20 + torch.tensor([0.5, -0.2, 0.1])
 
 
-@pytest.mark.parametrize("output", ["probability", "logit"])
+@pytest.mark.parametrize("output", ["probability", "log_odds"])
 def test_sobol_outputs_are_unchanged(output):
     """Sobol's Y (mean target score over images) now reads models.class_score: the same numbers as
     the inline formulas (up to float32 rounding: the reference runs one factor row at a time)."""

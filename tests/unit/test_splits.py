@@ -154,8 +154,8 @@ def test_clinicadl_layout_gives_the_same_sets_as_the_own_layout(split_dir, tmp_p
     assert direct["test_baseline"] == cdl / "test_baseline.tsv"
     # and make_splits writes the same files from either layout
     a, b = tmp_path / "from_own", tmp_path / "from_cdl"
-    make_splits(str(root / "index.tsv"), str(a), **PARAMS, import_dir=str(root / "splits"), need_test=True)
-    make_splits(str(root / "index.tsv"), str(b), **PARAMS, import_dir=str(cdl), need_test=True)
+    make_splits(str(root / "index.tsv"), str(a), **PARAMS, import_dir=str(root / "splits"))
+    make_splits(str(root / "index.tsv"), str(b), **PARAMS, import_dir=str(cdl))
     for f in sorted(a.rglob("*.tsv")):
         assert f.read_bytes() == (b / f.relative_to(a)).read_bytes(), f
 
@@ -196,7 +196,7 @@ def test_need_test_without_test_file_names_where_it_looked(split_dir, tmp_path):
     assert str(cdl / "5_fold" / "test_baseline.tsv") in str(err.value)
     assert str(cdl / "test_baseline.tsv") in str(err.value)
     with pytest.raises(InputError, match="no test set found"):
-        make_splits(str(root / "index.tsv"), str(tmp_path / "out"), **PARAMS, import_dir=str(cdl), need_test=True)
+        make_splits(str(root / "index.tsv"), str(tmp_path / "out"), **PARAMS, import_dir=str(cdl))
 
 
 def test_missing_fold_file_is_named(split_dir, tmp_path):

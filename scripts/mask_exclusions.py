@@ -1,0 +1,6 @@
+"""Rule mask_exclusions: see robustmaps.masks.cohort_exclusions."""
+from robustmaps.masks import cohort_exclusions
+from robustmaps.runner import script
+
+with script(snakemake):
+    cohort_exclusions(dict(zip(snakemake.params.models, snakemake.input.flagged)), snakemake.output.excluded)
