@@ -525,8 +525,8 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
                     shutil.copyfile(screen[key], tmp)
             return
         if len(removed):
-            log.info("second QC step: %d of this model's images made a loss jump in the cohort's screening pass and "
-                     "are removed before optimising: %s", len(removed),
+            log.info("second QC step: %d of this model's images made some model's loss jump in the cohort's screening "
+                     "pass and are removed before optimising: %s", len(removed),
                      ", ".join(f"{index.participant_id.iloc[r]}/{index.session_id.iloc[r]}" for r in removed))
         train, val = np.setdiff1d(train, drop), np.setdiff1d(val, drop)
     if len(train) == 0:  # a result, not bad input: an empty (all-ones) mask, flagged in the summary

@@ -31,7 +31,10 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """The smoke config run once through every implemented stage; tests only read its results."""
+    """The smoke config run once through every implemented stage; tests only read its results.
+    For development, ROBUSTMAPS_SMOKE_DIR names a finished smoke run of the same code to reuse."""
+    if os.environ.get("ROBUSTMAPS_SMOKE_DIR"):
+        return Path(os.environ["ROBUSTMAPS_SMOKE_DIR"])
     workdir = tmp_path_factory.mktemp("smoke")
     run_snakemake(workdir, "--cores", "2", "--configfile", str(SMOKE))
     return workdir

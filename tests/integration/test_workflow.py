@@ -96,6 +96,7 @@ SALIENCY = {**{m: 1 for m in METHODS}, "actmax": 1, "saliency_summary": 1, "sobo
 ANALYSIS = {"roi_vectors": 1, "similarity": 1, "regions": 1, "stats": 1}  # everything above feeds them
 PROB = {"prob_cnn": 1}  # masks and models feed it
 HPO = {"hpo_worker": 2, "hpo_summary": 1}  # the search runs on split 0 (training does not use it here)
+JUMP_FACTOR = 1.05  # low enough that the smoke run's probability masks flag some images (the default 10 flags none)
 
 
 def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run, tmp_path):
@@ -193,6 +194,61 @@ def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, {"masks": {"l1": 3e-4}})).stdout
     jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith(("rule group_mask:", "rule session_masks:"))]
     assert len(jobs) == 18 and all(f"gpu={LOCAL_GPU}" in b for b in jobs)
+
+
+def test_second_qc_exclusion_is_cohort_wide(smoke_run, smoke_config, tmp_path):
+    """masks.group.jump_action: exclude (study 2.3.1) plans a screening pass of every group mask,
+    one exclusion list per cohort and target, then every group mask reading its screening pass and
+    its cohort's list, and every sweep mask reading the main cohort's list; models are not
+    retrained. Run for real on a copy, for the main cohort's AD masks: the screening masks are
+    the report-mode masks bit for bit, the list is the union of their flags, and each final mask
+    either went without the excluded sessions or, having none of them, is its screening mask."""
+    exclude = overlay(tmp_path, {"masks": {"group": {"jump_action": "exclude", "jump_factor": JUMP_FACTOR}}})
+    out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), exclude).stdout
+    counts = job_counts(out)
+    assert counts["screen_mask"] == counts["group_mask"] == 16 and counts["mask_exclusions"] == 4
+    assert counts["sweep_mask"] == 4 and "train" not in counts
+    for block in re.split(r"\n\[[^\n]*\d\]\n", out):
+        inputs = next((line for line in block.splitlines() if line.strip().startswith("input:")), "")
+        if block.startswith("rule group_mask:"):
+            assert "results/masks/screen/" in inputs and re.search(r"results/masks/qc/\w+/\w+/excluded.tsv", inputs)
+        elif block.startswith("rule sweep_mask:"):
+            assert "results/masks/qc/main/" in inputs and "results/masks/screen/" not in inputs
+    # a real run on a copy: main cohort, AD
+    copy = tmp_path / "copy"
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("saliency", "sobol", "analysis", "report*"))
+    models = rmconfig.trained_models(smoke_config)
+    targets = [f"results/masks/group/main/AD/fold-{f}/seed-{s}/summary.tsv" for f, s in models]
+    run_snakemake(copy, "--cores", "2", *targets, "--configfile", str(SMOKE), exclude)
+    masks = copy / "results" / "masks"
+    flagged = set()
+    for f, s in models:
+        screen = masks / "screen" / "main" / "AD" / f"fold-{f}" / f"seed-{s}"
+        report_mode = smoke_run / "results" / "masks" / "group" / "main" / "AD" / f"fold-{f}" / f"seed-{s}"
+        assert (screen / "mask.nii.gz").read_bytes() == (report_mode / "mask.nii.gz").read_bytes()
+        table = pd.read_csv(screen / "flagged.tsv", sep="\t")
+        flagged |= set(zip(table.participant_id, table.session_id))
+    excluded = pd.read_csv(masks / "qc" / "main" / "AD" / "excluded.tsv", sep="\t")
+    assert set(zip(excluded.participant_id, excluded.session_id)) == flagged and flagged, "nothing flagged"
+    removed = others = 0
+    for f, s in models:
+        screen, final = masks / "screen" / "main" / "AD" / f"fold-{f}" / f"seed-{s}", \
+            masks / "group" / "main" / "AD" / f"fold-{f}" / f"seed-{s}"
+        before, after = (pd.read_csv(d / "summary.tsv", sep="\t").iloc[0] for d in (screen, final))
+        if after.excluded_images == 0:
+            assert all((final / n).read_bytes() == (screen / n).read_bytes() for n in ("mask.nii.gz", "summary.tsv"))
+        else:
+            # the training images include the validation images (include_validation): each removed once
+            assert after.n_images == before.n_images - after.excluded_images
+            assert after.n_validation <= before.n_validation
+            assert (final / "mask.nii.gz").read_bytes() != (screen / "mask.nii.gz").read_bytes()
+            log = (copy / "results" / "logs" / "masks" / f"group_main_AD_fold-{f}_seed-{s}.log").read_text()
+            assert f"{after.excluded_images} of this model's images made some model's loss jump" in log
+        own = pd.read_csv(screen / "flagged.tsv", sep="\t")
+        others += after.excluded_images - len(own)
+        removed += after.excluded_images
+    assert removed >= len(flagged)  # every flagged session left at least the mask that flagged it
+    assert others > 0  # and some left masks of models that never flagged them: the exclusion is cohort-wide
 
 
 def test_saliency_settings_rerun_exactly_the_methods_that_use_them(smoke_run, tmp_path):
