@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import glob
 import gzip
 import os
 import re
@@ -27,6 +29,16 @@ class InputError(Exception):
     """Bad input (file, table or config value): the message names the culprit and the problem."""
 
 
+class StorageError(Exception):
+    """An output could not be written (disk full, quota, read-only file system): the message names
+    the file and the reason; nothing was left at the output's name."""
+
+
+# errors of the file system, not of the code: reported as one line naming the file
+STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
+
+
 # --------------------------------------------------------------------------------------- atomic
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -34,24 +46,68 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary name keeps the file's suffixes (``.nii.gz``, ``.tsv``) so that libraries that
     choose a format from the extension behave the same. Works for files and folders.
+
+    Temporaries of ``path`` left by a killed job (``.tmp-<name>-*``) are removed first: only the
+    job that makes ``path`` writes them. A file is fsync'ed before the rename and the folder after
+    it, so that after a crash or on another node the name holds either the old or the whole new
+    content. A full disk, a quota or a read-only file system raises :class:`StorageError` naming
+    ``path``, with the temporary removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", suffix="".join(path.suffixes) or None,
-                               dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".tmp-{glob.escape(path.name)}-*"):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", suffix="".join(path.suffixes) or None,
+                                   dir=path.parent)
+    except OSError as exc:
+        raise storage_error(exc, path) from None
     os.close(fd)
     os.unlink(tmp)
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.is_file():
+            _fsync(tmp)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp, path)
+        _fsync(path.parent)
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise storage_error(exc, path) from None
+        raise
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def storage_error(exc: OSError, path: Path) -> Exception:
+    """``exc`` as one line naming ``path`` when the file system refused it (StorageError), else as is."""
+    if exc.errno not in STORAGE_ERRNOS:
+        return exc
+    try:
+        usage = shutil.disk_usage(path.parent if path.parent.exists() else Path(path.anchor or "."))
+        free = f" ({usage.free / 2**20:.0f} MiB free of {usage.total / 2**20:.0f} MiB)"
+    except OSError:
+        free = ""
+    return StorageError(f"{path}: could not be written: {STORAGE_ERRNOS[exc.errno]}{free}; nothing was left at "
+                        "this name. Free space (or fix the folder's permissions) and run again")
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to the disk; file systems that cannot sync a
+    folder (some network ones) are skipped."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
 
 
 def write_tsv(df: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -90,17 +90,20 @@ def build_store(qc_tsv: str, atlas_nii: str, store_npy: str, index_tsv: str, mea
 
     _W.update(source=source, target=target, dtype=np.dtype(dtype))
     total = np.zeros(target.shape, dtype=np.float64)
-    with atomic_path(store_npy) as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype),
-                                        shape=(len(passed),) + target.shape)
+    # Written as a stream (the .npy header, then one volume after another), never through a
+    # memory map: on a full disk a write fails with an error (StorageError, naming the store)
+    # instead of a SIGBUS when a page of a sparse map is touched. The bytes are those of np.save.
+    dt = np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dt), "fortran_order": False,
+              "shape": (len(passed),) + target.shape}
+    with atomic_path(store_npy) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
         paths = passed["path"].tolist()
         for i, vol in enumerate(pmap(_load, paths, threads, chunksize=2)):
-            arr[i] = vol
+            f.write(np.ascontiguousarray(vol, dtype=dt).tobytes())
             total += vol
             if (i + 1) % 50 == 0 or i + 1 == len(paths):
                 log.info("store: %d/%d sessions", i + 1, len(paths))
-        arr.flush()
-        del arr
     _W.clear()
     save_nifti(total / max(len(passed), 1), target.affine, mean_nii)
     write_tsv(passed[INDEX_COLUMNS], index_tsv)

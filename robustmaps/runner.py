@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from .io import InputError
+from .io import InputError, StorageError
 
 
 @contextlib.contextmanager
 def script(smk) -> Iterator[logging.Logger]:
     """Context for a Snakemake ``script:``: log to ``log[0]`` (and stderr), cap threads, and turn
-    an :class:`InputError` into one ``ERROR:`` line and exit status 1 instead of a traceback."""
+    an :class:`InputError` (bad input) or a :class:`StorageError` (disk full, quota, read-only) into
+    one ``ERROR:`` line and exit status 1 instead of a traceback."""
     threads = str(max(1, int(getattr(smk, "threads", 1))))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = threads
@@ -31,7 +32,7 @@ def script(smk) -> Iterator[logging.Logger]:
         sys.modules["torch"].set_num_threads(int(threads))
     try:
         yield logger
-    except InputError as exc:
+    except (InputError, StorageError) as exc:
         logger.error("ERROR: %s", exc)
         logging.shutdown()
         sys.exit(1)

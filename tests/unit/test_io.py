@@ -72,6 +72,47 @@ def test_atomic_path_replaces_a_folder(tmp_path):
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["new"]
 
 
+def test_atomic_path_removes_stale_temporaries_of_its_own_output_only(tmp_path):
+    """A job killed mid-write leaves .tmp-<name>-*: the next write of that output removes them,
+    and leaves other outputs' temporaries alone (their jobs may be running)."""
+    (tmp_path / ".tmp-out.tsv-dead1.tsv").write_text("half")
+    (tmp_path / ".tmp-out.tsv-dead2").mkdir()
+    (tmp_path / ".tmp-other.tsv-live.tsv").write_text("someone else's")
+    with atomic_path(tmp_path / "out.tsv") as tmp:
+        tmp.write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-other.tsv-live.tsv", "out.tsv"]
+
+
+def test_atomic_path_syncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    import os
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b)))
+    with atomic_path(tmp_path / "out.tsv") as tmp:
+        tmp.write_text("x")
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"]
+    assert ".tmp-out.tsv-" in events[0][1] and events[2][1] == str(tmp_path)
+
+
+def test_a_full_disk_is_one_message_naming_the_output(tmp_path):
+    import errno
+
+    from robustmaps.io import StorageError
+
+    target = tmp_path / "store.npy"
+    with pytest.raises(StorageError, match=r"store.npy: could not be written: no space left on the device \(\d+ MiB"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError, match="Is a directory"):  # other errors stay what they are
+        with atomic_path(target):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+
+
 def _sessions(tmp_path, rows, header="participant_id\tsession_id\tdiagnosis\tage\tsex"):
     path = tmp_path / "s.tsv"
     path.write_text(header + "\n" + "\n".join(rows) + "\n")

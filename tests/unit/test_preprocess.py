@@ -70,6 +70,9 @@ def test_build_store_round_trip(tmp_path):
     np.testing.assert_allclose(store[[0, 1, 2]][:, 3, 3, 3].astype(float), [0.2, 0.1, 0.3], atol=1e-3)
     mean = nib.load(tmp_path / "mean.nii.gz")
     assert dst.matches(mean.shape, mean.affine)
+    # streamed, not memory-mapped, yet the bytes of np.save of the same array
+    np.save(tmp_path / "same.npy", np.asarray(store))
+    assert (tmp_path / "store.npy").read_bytes() == (tmp_path / "same.npy").read_bytes()
 
 
 def test_build_store_refuses_an_atlas_on_another_grid(tmp_path):
@@ -109,3 +112,75 @@ def test_store_reader_names_a_truncated_store(tmp_path):
     (tmp_path / "store.npy").write_bytes(raw[: len(raw) - 100])
     with pytest.raises(InputError, match="store.npy: not a readable .npy store"):
         StoreReader(tmp_path / "store.npy")
+
+
+FULL_DISK = r"""
+set -e
+mount -t tmpfs -o size=64k tmpfs "$DISK"
+trap 'umount "$DISK"' EXIT
+"$PY" - <<'PY'
+import json, os, sys
+from pathlib import Path
+from robustmaps.io import StorageError
+from robustmaps.preprocess import build_store
+a = json.loads(os.environ["ARGS"])
+disk = Path(os.environ["DISK"])
+out = {}
+try:
+    build_store(*[str(disk / n) if n.endswith(("npy", "tsv", "gz")) and "/" not in n else n for n in a["paths"]], **a["kw"])
+except StorageError as exc:
+    out["error"] = str(exc)
+out["left"] = sorted(p.name for p in disk.iterdir())
+print(json.dumps(out))
+PY
+mount -o remount,size=4m tmpfs "$DISK"
+"$PY" - <<'PY'
+import json, os
+from pathlib import Path
+from robustmaps.preprocess import build_store
+a = json.loads(os.environ["ARGS"])
+disk = Path(os.environ["DISK"])
+build_store(*[str(disk / n) if "/" not in n else n for n in a["paths"]], **a["kw"])
+print(json.dumps({"freed": sorted(p.name for p in disk.iterdir()), "bytes": (disk / "store.npy").read_bytes().hex()}))
+PY
+"""
+
+
+def test_store_on_a_full_disk_stops_with_one_message_and_completes_once_freed(tmp_path):
+    """Issue 'long jobs': the store is written as a stream, so a full disk is an error naming the
+    store (no SIGBUS from a sparse memory map), nothing is left at its name or as a temporary, and
+    the same call completes once space is freed. A real full file system: a 64 KiB tmpfs in a
+    private mount namespace (root only; skipped where mounting is refused), grown to 4 MiB."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) to mount a small tmpfs in a private mount namespace")
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare -m refused: {probe.stderr.decode().strip()}")
+    src = Grid((24, 24, 24), 2.0, (0.0, 0.0, 0.0))
+    dst = src.coarsened(2.0)  # 12 x 12 x 12 float32 = 6.9 KiB a session: 3 sessions fit in 64 KiB only ...
+    save_nifti(np.ones(dst.shape), dst.affine, tmp_path / "atlas.nii.gz", dtype=np.int16)
+    qc = _qc_table(tmp_path, src, n=16)
+    qc_table = pd.read_csv(qc, sep="\t").assign(status="pass")  # ... of 16
+    qc_table.to_csv(qc, sep="\t", index=False)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    args = {"paths": [str(qc), str(tmp_path / "atlas.nii.gz"), "store.npy", "index.tsv", "mean.nii.gz"],
+            "kw": {"native": src.to_config(), "working": dst.to_config(), "dtype": "float32"}}
+    env = {**os.environ, "DISK": str(disk), "PY": sys.executable, "ARGS": json.dumps(args)}
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", FULL_DISK], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    full, freed = (json.loads(line) for line in proc.stdout.strip().splitlines()[-2:])
+    assert full["error"].startswith(f"{disk / 'store.npy'}: could not be written: no space left on the device")
+    assert full["left"] == []  # no store, no temporary, no index or mean (they come after the store)
+    assert freed["freed"] == ["index.tsv", "mean.nii.gz", "store.npy"]
+    build_store(str(qc), str(tmp_path / "atlas.nii.gz"), str(tmp_path / "store.npy"), str(tmp_path / "index.tsv"),
+                str(tmp_path / "mean.nii.gz"), native=src.to_config(), working=dst.to_config(), dtype="float32")
+    assert bytes.fromhex(freed["bytes"]) == (tmp_path / "store.npy").read_bytes()
+    assert not disk.exists() or list(disk.iterdir()) == []  # the tmpfs lived in the namespace only
