@@ -223,13 +223,17 @@ def _trial_main(spec_json) -> None:
 
     try:
         from .preprocess import open_store
-        from .training import TrainConfig, read_split_rows, train
+        from .training import TrainConfig, fingerprint, read_split_rows, train
 
         store, index = open_store(spec["store"], spec["index"])
         tr, va = read_split_rows(spec["train"], index), read_split_rows(spec["validation"], index)
+        # a checkpoint at this path is resumed only if it trained this very point on these inputs
+        fp = fingerprint({"settings": spec["settings"], "seed": spec["seed"]},
+                         [spec[k] for k in ("store", "index", "train", "validation")])
         best, _ = train(store, tr.row.to_numpy(), tr.label.to_numpy(), va.row.to_numpy(), va.label.to_numpy(),
                         TrainConfig(**spec["settings"]), seed=spec["seed"], checkpoint=spec["checkpoint"],
-                        device=spec["device"], threads=spec["threads"],
+                        device=spec["device"], threads=spec["threads"], fingerprint=fp,
+                        checkpoint_every=spec.get("checkpoint_every", 0.0),
                         on_epoch=lambda row: send("epoch", int(row["epoch"]),
                                                   float(row["validation_balanced_accuracy"]),
                                                   float(row["train_loss"]), float(row["validation_loss"])))
@@ -239,7 +243,7 @@ def _trial_main(spec_json) -> None:
 
 
 def run_trial(trial, paths: dict, settings: dict, *, seed: int, device: str, threads: int,
-              checkpoint: str) -> tuple[str, float | None, str]:
+              checkpoint: str, checkpoint_every: float = 0.0) -> tuple[str, float | None, str]:
     """Train ``settings`` in a child process (its own interpreter: a crash or an out-of-memory
     kill ends it, not the worker), feeding the pruner. Returns (state, value, error) with state
     ``COMPLETE``, ``PRUNED`` or ``FAIL``."""
@@ -248,7 +252,8 @@ def run_trial(trial, paths: dict, settings: dict, *, seed: int, device: str, thr
 
     spec = Path(f"{checkpoint}.json")
     spec.write_text(json.dumps({**{k: str(v) for k, v in paths.items()}, "settings": settings, "seed": seed,
-                                "checkpoint": checkpoint, "device": device, "threads": threads}))
+                                "checkpoint": checkpoint, "device": device, "threads": threads,
+                                "checkpoint_every": checkpoint_every}))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "robustmaps.hpo", str(spec)], stdout=subprocess.PIPE, text=True,
                             env=env)
@@ -306,7 +311,7 @@ def trials_table(study, worker: int | None = None) -> pd.DataFrame:
 
 
 def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv, *, worker: int, params: dict,
-               device: str = "auto", threads: int = 1) -> None:
+               device: str = "auto", threads: int = 1, checkpoint_minutes: float = 0.0) -> None:
     """Rule entry: one worker of the shared study. ``params``: the ``hpo`` config section (n_trials,
     sampler, pruner, hyperband, seed, space, baseline, max_parameters) and ``train`` (the
     TrainConfig values not searched: epochs, patience, ...). Writes the trials this worker ran."""
@@ -356,7 +361,8 @@ def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv
             trial.set_user_attr("n_parameters", check_feasible(point, in_shape, params["max_parameters"]))
             state, value, error = run_trial(trial, paths, settings_for(point, params["train"]), seed=params["seed"],
                                             device=device, threads=threads,
-                                            checkpoint=str(ckdir / f"{name}-trial-{trial.number}.pt"))
+                                            checkpoint=str(ckdir / f"{name}-trial-{trial.number}.pt"),
+                                            checkpoint_every=60 * checkpoint_minutes)
         except InfeasibleTrial as exc:
             state, value, error = "FAIL", None, f"infeasible: {exc}"
         except Exception as exc:  # noqa: BLE001 - a point the network refuses is the trial's result

@@ -13,8 +13,11 @@ best epoch by validation balanced accuracy; deterministic and resumable.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -255,14 +258,68 @@ def _load_checkpoint(checkpoint: Path, dev: torch.device) -> dict | None:
     return ck
 
 
+def device_description(dev: torch.device) -> str:
+    """The device a run actually used, GPU model included (``cpu``, ``cuda (NVIDIA H100 80GB HBM3)``)."""
+    return f"cuda ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else dev.type
+
+
+def _cpu_copy(obj):
+    """``obj`` (a state dict, possibly nested) with every tensor cloned to the CPU: a snapshot that
+    later training steps do not change."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+class Terminated(SystemExit):
+    """SIGTERM (Slurm's warning before a time-limit or preemption kill): the run saved its state
+    and exits with status 143 (128 + SIGTERM); a re-run resumes it."""
+
+    def __init__(self):
+        super().__init__(128 + signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def on_sigterm(save):
+    """While the block runs, SIGTERM calls ``save()`` at once and ends the process with
+    :class:`Terminated` (the job layer's callback: the loop only says what its state is). Outside
+    the main thread, where Python cannot take signals, nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM is not caught again
+        save()
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def train(store, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfig, *,
           seed: int, checkpoint: str | Path, device: str = "auto", threads: int | None = None,
-          stop_after: int | None = None, fingerprint: str = "", on_epoch=None) -> tuple[dict, list[dict]]:
+          stop_after: int | None = None, fingerprint: str = "", on_epoch=None,
+          checkpoint_every: float = 0.0) -> tuple[dict, list[dict]]:
     """Train one model; returns (best state dict, history rows). ``stop_after`` ends the call
     after that many epochs of this call (to simulate a killed job in tests). ``on_epoch(row)`` is
     called with each epoch's history row (the hyperparameter search reports to its pruner). A checkpoint is
     resumed only if it was written with the same ``fingerprint`` (a hash of everything the
-    training depends on), so a changed config never continues a stale run."""
+    training depends on), so a changed config never continues a stale run, and on the same kind
+    of device with the same torch version (another GPU model or torch may compute other numbers).
+
+    Checkpoints (one file, replaced atomically: model, optimiser, AMP scaler, stopping rule,
+    history, best epoch) are written when ``checkpoint_every`` seconds have passed since the
+    last one (0: after every epoch), after the last epoch, and at once on SIGTERM, which then
+    ends the process (:class:`Terminated`). Every epoch reseeds from (seed, epoch), so resuming
+    from any epoch gives the weights of an uninterrupted run."""
     from monai.data import DataLoader
 
     seed_everything(seed, threads)
@@ -275,13 +332,20 @@ def train(store, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfi
     stopper, history, best = EarlyStopping(cfg.patience), [], {"balanced_accuracy": -1.0, "epoch": -1, "state": None}
     start = 0
     checkpoint = Path(checkpoint)
+    here = {"device": device_description(dev), "torch": str(torch.__version__)}
     ck = _load_checkpoint(checkpoint, dev) if checkpoint.exists() else None
     if ck is not None and ck.get("fingerprint") != fingerprint:
         log.info("ignoring checkpoint %s: written for another configuration", checkpoint)
         ck = None
+    if ck is not None and {k: ck.get(k) for k in here} != here:
+        log.info("ignoring checkpoint %s: written on %s with torch %s, this job runs on %s with torch %s", checkpoint,
+                 ck.get("device"), ck.get("torch"), here["device"], here["torch"])
+        ck = None
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
         stopper, history, best, start = EarlyStopping(**ck["stopper"]), ck["history"], ck["best"], ck["epoch"] + 1
         log.info("resuming from %s after epoch %d", checkpoint, ck["epoch"])
     log.info("training on %s (%s), %d train / %d validation images, in shape %s", dev,
@@ -293,38 +357,61 @@ def train(store, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfi
                  "persistent_workers": False}
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, **loader_kw)
     done = bool(history) and history[-1].get("stop", False)
-    epoch = start
-    for epoch in range(start, cfg.max_epochs):
-        if done or (stop_after is not None and epoch - start >= stop_after):
-            break
-        torch.manual_seed(seed * 100003 + epoch)
-        gen = torch.Generator().manual_seed(seed * 100003 + epoch)
-        loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen, **loader_kw)
-        t0 = time.perf_counter()
-        tr_loss, tr_y, tr_p = _epoch(model, loader, dev, opt, scaler, cfg.amp)
-        va_loss, va_y, va_p = _epoch(model, val_loader, dev)
-        tr_m, va_m = binary_metrics(tr_y, tr_p), binary_metrics(va_y, va_p)
-        # best validation balanced accuracy; on ties the lower validation loss (a tie with an
-        # untrained epoch whose probabilities all sit near 0.5 would otherwise keep that epoch)
-        if (va_m["balanced_accuracy"], -va_loss) > (best["balanced_accuracy"], -best.get("loss", np.inf)):
-            best = {"balanced_accuracy": va_m["balanced_accuracy"], "loss": va_loss, "epoch": epoch,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        # the stopping rule counts from epoch 0, but stops no run before min_epochs (a run whose
-        # validation loss rises while it starts to learn would otherwise stop before it learns)
-        done = stopper.step(va_loss) and epoch + 1 >= cfg.min_epochs
-        row = {"epoch": epoch, "train_loss": tr_loss, "train_balanced_accuracy": tr_m["balanced_accuracy"],
-               "validation_loss": va_loss, "validation_balanced_accuracy": va_m["balanced_accuracy"],
-               "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0, "stop": done}
-        history.append(row)
-        log.info("epoch %d: train loss %.4f bacc %.3f | validation loss %.4f bacc %.3f | %.1f s%s", epoch,
-                 tr_loss, tr_m["balanced_accuracy"], va_loss, va_m["balanced_accuracy"], row["seconds"],
-                 " | early stop" if done else "")
+    state = {"snapshot": None, "saved": True, "at": time.monotonic()}
+
+    def snapshot(epoch):  # the state after ``epoch``, copied: what a checkpoint holds
+        state["snapshot"] = _cpu_copy({
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {}, "stopper": plain(asdict(stopper)),
+            "history": plain(history), "best": best, "epoch": epoch, "fingerprint": fingerprint, **here})
+        state["saved"] = False
+
+    def save():
+        if state["saved"] or state["snapshot"] is None:
+            return
         with atomic_path(checkpoint) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "stopper": plain(asdict(stopper)),
-                        "history": plain(history), "best": plain(best), "epoch": epoch, "fingerprint": fingerprint},
-                       tmp)
-        if on_epoch is not None:
-            on_epoch(row)
+            torch.save(plain(state["snapshot"]), tmp)
+        state["saved"], state["at"] = True, time.monotonic()
+        log.info("checkpoint after epoch %d: %s", state["snapshot"]["epoch"], checkpoint)
+
+    def on_term():
+        if not state["saved"]:
+            save()
+        log.warning("SIGTERM: the state after epoch %s is in %s; exiting (a re-run resumes from it)",
+                    state["snapshot"]["epoch"] if state["snapshot"] else "-", checkpoint)
+
+    with on_sigterm(on_term):
+        for epoch in range(start, cfg.max_epochs):
+            if done or (stop_after is not None and epoch - start >= stop_after):
+                break
+            torch.manual_seed(seed * 100003 + epoch)
+            gen = torch.Generator().manual_seed(seed * 100003 + epoch)
+            loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen, **loader_kw)
+            t0 = time.perf_counter()
+            tr_loss, tr_y, tr_p = _epoch(model, loader, dev, opt, scaler, cfg.amp)
+            va_loss, va_y, va_p = _epoch(model, val_loader, dev)
+            tr_m, va_m = binary_metrics(tr_y, tr_p), binary_metrics(va_y, va_p)
+            # best validation balanced accuracy; on ties the lower validation loss (a tie with an
+            # untrained epoch whose probabilities all sit near 0.5 would otherwise keep that epoch)
+            if (va_m["balanced_accuracy"], -va_loss) > (best["balanced_accuracy"], -best.get("loss", np.inf)):
+                best = {"balanced_accuracy": va_m["balanced_accuracy"], "loss": va_loss, "epoch": epoch,
+                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            # the stopping rule counts from epoch 0, but stops no run before min_epochs (a run whose
+            # validation loss rises while it starts to learn would otherwise stop before it learns)
+            done = stopper.step(va_loss) and epoch + 1 >= cfg.min_epochs
+            row = {"epoch": epoch, "train_loss": tr_loss, "train_balanced_accuracy": tr_m["balanced_accuracy"],
+                   "validation_loss": va_loss, "validation_balanced_accuracy": va_m["balanced_accuracy"],
+                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0, "stop": done}
+            history.append(row)
+            log.info("epoch %d: train loss %.4f bacc %.3f | validation loss %.4f bacc %.3f | %.1f s%s", epoch,
+                     tr_loss, tr_m["balanced_accuracy"], va_loss, va_m["balanced_accuracy"], row["seconds"],
+                     " | early stop" if done else "")
+            snapshot(epoch)
+            if checkpoint_every <= 0 or time.monotonic() - state["at"] >= checkpoint_every:
+                save()
+            if on_epoch is not None:
+                on_epoch(row)
+        save()  # the last epoch's state (a killed job's next call finds the run complete)
     return best, history
 
 
@@ -380,10 +467,11 @@ MODEL_KEYS = ("architecture", "in_shape", "normalisation", "state_dict", "classe
 
 def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, history_tsv, checkpoint, *,
                 fold: int, seed: int, settings: dict, labels: dict, device: str = "auto",
-                threads: int = 1, best_yaml=None) -> None:
+                threads: int = 1, best_yaml=None, checkpoint_minutes: float = 0.0) -> None:
     """Rule entry point: train the model of (fold, seed) and write ``model.pt`` (best-epoch
-    weights + everything needed to rebuild it) and ``history.tsv``. The per-epoch checkpoint
-    lives outside the outputs and is removed once the outputs are in place. ``best_yaml``: the
+    weights + everything needed to rebuild it) and ``history.tsv``. The checkpoint (every
+    ``checkpoint_minutes``, 0: every epoch; and on SIGTERM) lives outside the outputs and is
+    removed once the outputs are in place. ``best_yaml``: the
     hyperparameter search's result (``train.architecture_from_hpo``), whose architecture and
     training values replace those of ``settings``."""
     import pandas as pd
@@ -402,7 +490,8 @@ def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, histo
                      [store_npy, index_tsv, train_tsv, validation_tsv])
     log.info("fold %d, seed %d: %s", fold, seed, settings)
     best, history = train(store, tr.row.to_numpy(), tr.label.to_numpy(), va.row.to_numpy(), va.label.to_numpy(),
-                          cfg, seed=seed, checkpoint=checkpoint, device=device, threads=threads, fingerprint=fp)
+                          cfg, seed=seed, checkpoint=checkpoint, device=device, threads=threads, fingerprint=fp,
+                          checkpoint_every=60 * checkpoint_minutes)
     log.info("best epoch %d: validation balanced accuracy %.3f", best["epoch"], best["balanced_accuracy"])
     hist = pd.DataFrame(history).drop(columns="stop")
     hist["best"] = hist.epoch == best["epoch"]

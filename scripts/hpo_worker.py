@@ -14,4 +14,5 @@ with script(snakemake):
         params=snakemake.params.settings,
         device=snakemake.params.device,
         threads=snakemake.params.threads,
+        checkpoint_minutes=snakemake.config["resources"]["checkpoint_minutes"],  # a pure resource: not params
     )

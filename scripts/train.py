@@ -18,4 +18,6 @@ with script(snakemake):
         labels=snakemake.params.labels,
         device=snakemake.params.device,
         threads=snakemake.params.threads,
+        # a pure resource, read from the config (not params: changing it re-runs nothing)
+        checkpoint_minutes=snakemake.config["resources"]["checkpoint_minutes"],
     )

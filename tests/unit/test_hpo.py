@@ -182,3 +182,38 @@ def test_every_sampler_draws_points_inside_the_default_space(sampler):
         assert 3 <= p["n_blocks"] <= 7 and p["filters"] in (4, 8, 16, 32) and p["downsampling"] in ("maxpool", "stride")
         assert 1e-5 <= p["lr"] <= 1e-2 and 0 <= p["dropout"] <= 0.7 and isinstance(p["n_blocks"], int)
     assert len({p["lr"] for p in points}) > 1
+
+
+def test_a_trial_resumes_only_a_checkpoint_of_its_own_point(trained_model, tmp_path):
+    """A trial's child process trains with the fingerprint of its point and inputs: a checkpoint
+    left at its path by another point (here: another lr, the empty fingerprint trials used to
+    write) is ignored and the trial trains from epoch 0; its own checkpoint is resumed."""
+    import json
+
+    import numpy as np
+
+    from robustmaps.preprocess import open_store
+    from robustmaps.training import TrainConfig, read_split_rows, train
+
+    data = trained_model
+    settings = hpo.settings_for(BASELINE, params(max_epochs=3)["train"])
+    ck = tmp_path / "trial-0.pt"
+    store, index = open_store(data["store"], data["index"])
+    tr, va = read_split_rows(data["train"], index), read_split_rows(data["validation"], index)
+    args = (store, tr.row.to_numpy(), tr.label.to_numpy(), va.row.to_numpy(), va.label.to_numpy())
+    train(*args, TrainConfig(**{**settings, "lr": 1e-2}), seed=0, checkpoint=ck, threads=1, stop_after=2)
+
+    def trial_epochs():
+        spec = tmp_path / "trial-0.pt.json"
+        spec.write_text(json.dumps({**{k: str(data[k]) for k in ("store", "index", "train", "validation")},
+                                    "settings": settings, "seed": 0, "checkpoint": str(ck), "device": "cpu",
+                                    "threads": 1}))
+        out = subprocess.run([sys.executable, "-m", "robustmaps.hpo", str(spec)], capture_output=True, text=True,
+                             timeout=600).stdout
+        msgs = [json.loads(line) for line in out.splitlines() if line.startswith("[")]
+        assert msgs[-1][0] == "done", out
+        return [m[1] for m in msgs if m[0] == "epoch"]
+
+    assert trial_epochs() == [0, 1, 2]  # the foreign checkpoint was not resumed
+    # its own checkpoint (the run above left it complete) is: nothing is trained again
+    assert np.array_equal(trial_epochs(), [])

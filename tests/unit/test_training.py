@@ -73,6 +73,87 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
     assert states_equal(ck["model"], ck_full["model"]) and ck["fingerprint"] == "config-b"
 
 
+def test_checkpoints_follow_the_time_interval(tmp_path, monkeypatch):
+    """checkpoint_every (resources.checkpoint_minutes): 0 writes after every epoch; a long interval
+    writes only after the last epoch (one file per job either way); the weights do not change."""
+    saved = []
+    real = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: (saved.append(obj["epoch"]), real(obj, f, *a, **k)))
+    _, _, every = run(tmp_path, "every")
+    assert saved == [0, 1, 2, 3, 4]
+    saved.clear()
+    _, _, rare = run(tmp_path, "rare", checkpoint_every=3600)
+    assert saved == [4] and states_equal(every["model"], rare["model"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["every.ckpt", "rare.ckpt"]
+
+
+SIGTERM_CHILD = """
+import os, signal, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from test_training import CFG, easy_store
+from robustmaps.training import train
+
+store, labels = easy_store()
+rows = np.arange(len(labels))
+
+def on_epoch(row):
+    if row["epoch"] == 1:  # as Slurm does before a time limit: SIGTERM to the job
+        os.kill(os.getpid(), signal.SIGTERM)
+
+train(store, rows[:24], labels[:24], rows[24:], labels[24:], CFG, seed=3, checkpoint=sys.argv[1], threads=1,
+      on_epoch=on_epoch, checkpoint_every=3600)
+print("not reached")
+"""
+
+
+def test_sigterm_checkpoints_at_once_and_the_rerun_ends_with_the_same_weights(tmp_path):
+    """A real SIGTERM in a training process whose interval has not come yet: the state after the
+    last finished epoch is written at once, the process exits with 143 (128 + SIGTERM), and a
+    re-run resumes from it to the weights of an uninterrupted run."""
+    import subprocess
+    import sys
+
+    ck_path = tmp_path / "term.ckpt"
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_CHILD, str(ck_path), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert "not reached" not in proc.stdout
+    assert torch.load(ck_path, weights_only=True)["epoch"] == 1
+    _, hist_full, ck_full = run(tmp_path, "full")
+    _, hist, ck = run(tmp_path, "term")
+    assert states_equal(ck["model"], ck_full["model"])
+    assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in hist_full]
+
+
+def test_a_checkpoint_from_another_device_or_torch_is_not_resumed(tmp_path, caplog):
+    """The checkpoint records the device actually used (GPU model included) and the torch
+    version; another GPU model or torch may compute other numbers, so it is ignored, saying why."""
+    import logging
+
+    run(tmp_path, "moved", stop_after=2)
+    ck = torch.load(tmp_path / "moved.ckpt", weights_only=True)
+    assert ck["device"] == "cpu" and ck["torch"] == str(torch.__version__)
+    torch.save({**ck, "device": "cuda (NVIDIA H100 80GB HBM3)"}, tmp_path / "moved.ckpt")
+    with caplog.at_level(logging.INFO, logger="robustmaps.training"):
+        _, hist, _ = run(tmp_path, "moved")
+    assert "written on cuda (NVIDIA H100 80GB HBM3) with torch" in caplog.text
+    assert [h["epoch"] for h in hist] == list(range(len(hist)))  # from scratch
+
+
+@pytest.mark.gpu
+def test_amp_resume_restores_the_grad_scaler(tmp_path):
+    """On CUDA with AMP: a resumed run continues with the GradScaler's scale and growth tracker,
+    as an uninterrupted run has them (the scaler's state is in the checkpoint)."""
+    from dataclasses import replace
+
+    cfg = replace(CFG, amp=True)
+    _, _, full = run(tmp_path, "full", cfg=cfg, device="cuda")
+    run(tmp_path, "resumed", cfg=cfg, device="cuda", stop_after=2)
+    _, _, resumed = run(tmp_path, "resumed", cfg=cfg, device="cuda")
+    assert full["scaler"] and full["scaler"] == resumed["scaler"]
+
+
 def test_early_stopping_on_a_synthetic_loss_curve():
     stop = EarlyStopping(patience=3)
     curve = [1.0, 0.8, 0.7, 0.75, 0.72, 0.69, 0.7, 0.71, 0.7]
