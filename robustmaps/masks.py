@@ -42,6 +42,7 @@ not saturate, and it is negative once the class has flipped, so losses can have 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import warnings
@@ -170,7 +171,7 @@ class RelativeTolerance:
 
 def optimise_independent(model, images: torch.Tensor, settings: MaskSettings, *, mu=1.0, max_epochs: int = 5000,
                          patience: int = 200, tol: float = 0.01, log_every: int = 0,
-                         what: str = "masks") -> tuple[torch.Tensor, list[dict], list[dict]]:
+                         what: str = "masks", checkpoint=None) -> tuple[torch.Tensor, list[dict], list[dict]]:
     """One mask per image, optimised as a batch (session masks, 2.3.4: no validation set; the
     stopping rule watches each mask's own loss). Returns the best masks (thresholded), shape of
     ``images``; a history (one row per epoch and active mask: loss terms of the mask after that
@@ -179,7 +180,11 @@ def optimise_independent(model, images: torch.Tensor, settings: MaskSettings, *,
 
     Pass e + 1's forward pass scores the mask after update e (epoch e) and gives update e + 1's
     gradient; a mask that stops on epoch e's loss takes no update e + 1. One last pass, without
-    gradients, scores the masks after update ``max_epochs - 1``."""
+    gradients, scores the masks after update ``max_epochs - 1``.
+
+    ``checkpoint`` (a :class:`robustmaps.checkpoints.Checkpoint`, given by the job): the state
+    after each update (masks, Adam, stopping rule, best masks and epochs, history) is offered to
+    it, and a saved state is resumed to the same bytes as an uninterrupted run (on CPU)."""
     device = images.device
     k = images.shape[0]
     m = torch.ones_like(images, requires_grad=True)
@@ -190,7 +195,17 @@ def optimise_independent(model, images: torch.Tensor, settings: MaskSettings, *,
     epochs = np.zeros(k, dtype=int)
     history: list[dict] = []
     mu_t = mu if not isinstance(mu, torch.Tensor) else mu.to(device)
-    for step in range(max_epochs + 1 if max_epochs > 0 else 0):
+    first = 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        with torch.no_grad():
+            m.copy_(saved["masks"].to(device))
+        opt.load_state_dict(saved["optimizer"])
+        stop.best, stop.bad, stop.stopped = (np.asarray(saved["stopper"][k]) for k in ("best", "bad", "stopped"))
+        best = saved["best"].to(device)
+        best_epoch, epochs = np.asarray(saved["best_epoch"]), np.asarray(saved["epochs"])
+        history, first = saved["history"], saved["epoch"] + 1
+    for step in range(first, max_epochs + 1 if max_epochs > 0 else 0):
         idx = torch.nonzero(torch.as_tensor(~stop.stopped, device=device)).flatten()
         if len(idx) == 0:
             break
@@ -232,6 +247,11 @@ def optimise_independent(model, images: torch.Tensor, settings: MaskSettings, *,
             m.clamp_(0, 1)
             m[held] = frozen
         epochs[going] += 1
+        if checkpoint is not None:
+            checkpoint.step(lambda: {
+                "epoch": step, "masks": m.detach().cpu(), "optimizer": opt.state_dict(), "best": best.cpu(),
+                "stopper": {"best": stop.best, "bad": stop.bad, "stopped": stop.stopped},
+                "best_epoch": best_epoch, "epochs": epochs, "history": history})
     stats = [{"epochs": int(epochs[i]), "best_epoch": int(best_epoch[i]), "stopped_early": bool(stop.stopped[i])}
              for i in range(k)]
     return threshold(best, settings.threshold), history, stats
@@ -258,7 +278,7 @@ def group_loss(model, m: torch.Tensor, store, rows: np.ndarray, settings: MaskSe
 
 def optimise_group(model, store, train_rows, val_rows, settings: MaskSettings, *, mu=1.0, batch_size: int = 8,
                    max_epochs: int = 150, patience: int = 5, tol: float = 0.05, seed: int = 0,
-                   jump_factor: float = 0.0) -> tuple[torch.Tensor, list[dict], list[dict]]:
+                   jump_factor: float = 0.0, checkpoint=None) -> tuple[torch.Tensor, list[dict], list[dict]]:
     """One mask for a group of images (2.3.3): Adam steps over batches of the training images
     (shuffled per epoch with ``seed``), a validation masking loss per epoch (the stopping rule
     watches it), the best mask kept and thresholded.
@@ -273,7 +293,12 @@ def optimise_group(model, store, train_rows, val_rows, settings: MaskSettings, *
     ``jump_factor`` times it; log-odds are negative once the class flips, where a ratio would
     mean nothing), the images of the batch whose masked score stands as far above the batch's
     median, and that the mask leaves classified as the target (probability > 0.5, log-odds > 0),
-    are flagged. Returns (mask (1, 1, X, Y, Z), history rows per epoch, flagged rows)."""
+    are flagged. Returns (mask (1, 1, X, Y, Z), history rows per epoch, flagged rows).
+
+    ``checkpoint`` (a :class:`robustmaps.checkpoints.Checkpoint`, given by the job): the state
+    at the end of each epoch (mask, Adam, stopping rule, shuffling generator, best mask, history,
+    flags) is offered to it, and a saved state is resumed: the result is the same bytes as an
+    uninterrupted run's (on CPU)."""
     device = next(model.parameters()).device
     shape = tuple(store.shape[1:]) if hasattr(store, "shape") else tuple(np.asarray(store[0]).shape)
     m = torch.ones((1, 1, *shape), device=device, requires_grad=True)
@@ -285,10 +310,21 @@ def optimise_group(model, store, train_rows, val_rows, settings: MaskSettings, *
     best = m.detach().clone()
     history, flagged = [], []
     flipped = 0.5 if settings.score == "probability" else 0.0  # above: still classified as the target
-    loss0, area0, tv0, score0 = group_loss(model, m.detach(), store, watch, settings, mu, batch_size)
-    history.append({"epoch": -1, "train_loss": np.nan, "validation_loss": loss0, "area": area0, "tv": tv0,
-                    "validation_score": score0})
-    for epoch in range(max_epochs):
+    start = 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        with torch.no_grad():
+            m.copy_(saved["mask"].to(device))
+        opt.load_state_dict(saved["optimizer"])
+        stop.best, stop.bad, stop.stopped = (np.asarray(saved["stopper"][k]) for k in ("best", "bad", "stopped"))
+        rng.bit_generator.state = saved["rng"]
+        best = saved["best"].to(device)
+        history, flagged, start = saved["history"], saved["flagged"], saved["epoch"] + 1
+    else:
+        loss0, area0, tv0, score0 = group_loss(model, m.detach(), store, watch, settings, mu, batch_size)
+        history.append({"epoch": -1, "train_loss": np.nan, "validation_loss": loss0, "area": area0, "tv": tv0,
+                        "validation_score": score0})
+    for epoch in range(start, max_epochs):
         order = rng.permutation(len(train_rows))
         batch_rows = train_rows[order]
         train_losses, prev = [], None
@@ -322,6 +358,11 @@ def optimise_group(model, store, train_rows, val_rows, settings: MaskSettings, *
                  epoch, history[-1]["train_loss"], val_loss, area, tv, score, " | stop" if stopped[0] else "")
         if stopped[0]:
             break
+        if checkpoint is not None:
+            checkpoint.step(lambda: {
+                "epoch": epoch, "mask": m.detach().cpu(), "optimizer": opt.state_dict(), "best": best.cpu(),
+                "stopper": {"best": stop.best, "bad": stop.bad, "stopped": stop.stopped},
+                "rng": rng.bit_generator.state, "history": history, "flagged": flagged})
     return threshold(best, settings.threshold), history, flagged
 
 
@@ -340,6 +381,18 @@ def mask_summary(mask: torch.Tensor | np.ndarray, settings: MaskSettings, *, sco
 
 
 # ------------------------------------------------------------------------------- rule entries
+def job_checkpoint(path, minutes: float, settings: dict, inputs, device):
+    """A rule entry's :class:`~robustmaps.checkpoints.Checkpoint` at ``path`` (None: none),
+    valid for exactly these settings and input files."""
+    if not path:
+        return None
+    from .checkpoints import Checkpoint
+    from .training import fingerprint
+
+    return Checkpoint(path, fingerprint(settings, [f for f in inputs if f]), device=device,
+                      every_seconds=60 * minutes)
+
+
 # Every entry loads a trained model (frozen, eval mode, channels-last), selects its images from
 # the split tables, optimises, and writes NIfTI masks on the working grid (the store's, where the
 # atlas was checked) and on the native grid (for display), plus history and summary tables.
@@ -474,7 +527,7 @@ def probabilities(model, store, rows, m: torch.Tensor, settings: MaskSettings, m
 
 def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: dict, *, target: str, params: dict,
                grids: dict, reference_nii=None, excluded_tsv=None, screen: dict | None = None, device: str = "auto",
-               threads: int = 1) -> None:
+               threads: int = 1, checkpoint: str | None = None, checkpoint_minutes: float = 0.0) -> None:
     """Rule entry: one group mask (2.3.3) of one model.
 
     Main cohort (``validation_tsv`` given): trained over the correctly classified ``target``
@@ -493,7 +546,11 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
     files of this very model: mask, native, history, summary, flagged) makes that cheap and exact:
     when none of this model's images is excluded, optimising again would give the screening mask
     bit for bit (same images, seeds and settings), so its files are copied. The flagged table
-    lists the screening pass's flags (``excluded`` true) followed by the new pass's."""
+    lists the screening pass's flags (``excluded`` true) followed by the new pass's.
+
+    ``checkpoint``: a path outside the outputs for the optimisation's state (every
+    ``checkpoint_minutes``, 0: every epoch; at once on SIGTERM), resumed by a re-run and removed
+    once the outputs are written."""
     from .io import write_tsv
     from .training import read_split_rows
 
@@ -536,13 +593,14 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
              len(train), len(val), int(np.prod(store.shape[1:])))
     mu = load_reference(reference_nii, store.shape[1:], next(model.parameters()).device)
 
-    def optimise(train_rows, val_rows):
-        return optimise_group(
-            model, store, train_rows, val_rows, settings, mu=mu, batch_size=bs,
-            max_epochs=params["max_epochs"] if len(train_rows) else 0, patience=params["patience"],
-            tol=params["tol"], seed=params["seed"], jump_factor=params["jump_factor"])
-
-    mask, history, flagged = optimise(train, val)
+    ck = job_checkpoint(checkpoint, checkpoint_minutes, {"target": target, "params": params, "grids": grids},
+                        [model_pt, store_npy, index_tsv, images_tsv, validation_tsv, reference_nii, excluded_tsv],
+                        next(model.parameters()).device)
+    with ck or contextlib.nullcontext():
+        mask, history, flagged = optimise_group(
+            model, store, train, val, settings, mu=mu, batch_size=bs,
+            max_epochs=params["max_epochs"] if len(train) else 0, patience=params["patience"],
+            tol=params["tol"], seed=params["seed"], jump_factor=params["jump_factor"], checkpoint=ck)
     watch = val if len(val) else train
     before = masked_scores(model, store, watch, torch.ones_like(mask), settings, mu, bs) if len(watch) else np.nan
     after = masked_scores(model, store, watch, mask, settings, mu, bs) if len(watch) else np.full(1, np.nan)
@@ -565,6 +623,8 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
         before = read_tsv(screen["flagged"], FLAGGED_COLUMNS, what="screening pass's flagged table")
         table = pd.concat([before.assign(excluded=True), table]) if len(table) else before.assign(excluded=True)
     write_tsv(table, out["flagged"])
+    if ck is not None:
+        ck.remove()
     log.info("mask: %.1f%% of voxels < %.2f, mean %s %s on masked validation images %.3g -> %.3g (probability "
              "%.3g -> %.3g)", 100 * summary["coverage"], settings.threshold, target, settings.score,
              summary["score_before"], summary["score_after"], summary["probability_before"],
@@ -628,10 +688,14 @@ def flagged_table(events: list[dict], index: pd.DataFrame) -> pd.DataFrame:
 
 
 def session_masks(model_pt, store_npy, index_tsv, test_tsv, out: dict, *, target: str, params: dict, grids: dict,
-                  reference_nii=None, device: str = "auto", threads: int = 1) -> None:
+                  reference_nii=None, device: str = "auto", threads: int = 1, checkpoint: str | None = None,
+                  checkpoint_minutes: float = 0.0) -> None:
     """Rule entry: one mask per session of ``test_tsv``'s ``target`` subjects (every session, 2.3.4),
     optimised ``max_batch`` at a time as one batch; l1 and l2 multiplied by ``penalty_scale``.
-    ``out``: masks (4D, working grid), native (4D), index (one row per volume), history."""
+    ``out``: masks (4D, working grid), native (4D), index (one row per volume), history.
+    ``checkpoint``: a path outside the outputs; each batch of masks checkpoints its optimisation
+    there (``<checkpoint>-<first row>.pt``) and keeps its result once done (``...-done.pt``), so
+    that a re-run resumes the batch in flight and skips the finished ones; removed at the end."""
     from .io import InputError, write_tsv
     from .training import read_split_rows
 
@@ -649,13 +713,29 @@ def session_masks(model_pt, store_npy, index_tsv, test_tsv, out: dict, *, target
     log.info("%d session masks for %s of %s (%d subjects), %d per batch, %d voxels each", len(rows), target,
              model_pt, table.participant_id.nunique(), params["max_batch"], int(np.prod(store.shape[1:])))
     volumes, stats, history = [], [], []
+    files = []
     for start in range(0, len(rows), params["max_batch"]):
         chunk = rows[start:start + params["max_batch"]]
         x = next(_batches(store, chunk, len(chunk), dev))
-        masks_k, hist, st = optimise_independent(
-            model, x, settings, mu=mu, max_epochs=params["max_epochs"], patience=params["patience"],
-            tol=params["tol"], log_every=max(1, params["max_epochs"] // 50),
-            what=f"session masks {start + 1}-{start + len(chunk)}/{len(rows)}")
+        inputs = [model_pt, store_npy, index_tsv, test_tsv, reference_nii]
+        settings_key = {"target": target, "params": params, "rows": chunk.tolist()}
+        ck = job_checkpoint(f"{checkpoint}-{start:05d}.pt" if checkpoint else None, checkpoint_minutes,
+                            settings_key, inputs, dev)
+        done = job_checkpoint(f"{checkpoint}-{start:05d}-done.pt" if checkpoint else None, 0, settings_key, inputs,
+                              dev)
+        files += [c for c in (ck, done) if c is not None]
+        result = done.load() if done is not None else None
+        if result is not None:
+            masks_k, hist, st = result["masks"].to(dev), result["history"], result["stats"]
+        else:
+            with ck or contextlib.nullcontext():
+                masks_k, hist, st = optimise_independent(
+                    model, x, settings, mu=mu, max_epochs=params["max_epochs"], patience=params["patience"],
+                    tol=params["tol"], log_every=max(1, params["max_epochs"] // 50),
+                    what=f"session masks {start + 1}-{start + len(chunk)}/{len(rows)}", checkpoint=ck)
+            if done is not None:
+                done.save({"epoch": "done", "masks": masks_k.cpu(), "history": hist, "stats": st})
+                ck.remove()
         before = masked_scores(model, store, chunk, torch.ones_like(masks_k), settings, mu, len(chunk))
         after = masked_scores(model, store, chunk, masks_k, settings, mu, len(chunk))
         p_before, p_after = probabilities(model, store, chunk, masks_k, settings, mu, len(chunk), before, after)
@@ -671,6 +751,8 @@ def session_masks(model_pt, store_npy, index_tsv, test_tsv, out: dict, *, target
     write_volumes(np.stack(volumes, -1), grids, out["masks"], out.get("native"), dtype=np.int16)
     write_tsv(idx, out["index"])
     write_tsv(pd.DataFrame(history)[["volume", "epoch", "loss", "area", "tv", "score"]], out["history"])
+    for c in files:
+        c.remove()
     log.info("session masks: coverage %.3f-%.3f, %s %s %.3g -> %.3g, probability %.3g -> %.3g (means)",
              idx.coverage.min(), idx.coverage.max(), target, settings.score, idx.score_before.mean(),
              idx.score_after.mean(), idx.probability_before.mean(), idx.probability_after.mean())

@@ -85,3 +85,13 @@ def gpu_request(device: str, local: bool, gpus: int | None = None) -> int:
     if local:
         return 1 if (visible_gpus() if gpus is None else gpus) > 0 else 0
     return 1
+
+
+def checkpoint_for(output) -> str:
+    """Where the job that writes ``output`` (a path under ``results/``) keeps its checkpoint:
+    the same path under ``results/checkpoints/``, outside every rule's outputs."""
+    parts = Path(output).parts
+    if "results" not in parts:
+        raise ValueError(f"{output}: not under results/")
+    i = parts.index("results")
+    return str(Path(*parts[:i + 1], "checkpoints", *parts[i + 1:])) + ".ckpt"

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoints import Terminated, device_description, plain  # noqa: F401  (plain: training.plain)
 from .io import InputError, atomic_path, read_tsv, write_tsv
 from .metrics import binary_metrics
 from .models import build_model
@@ -207,28 +208,6 @@ def _epoch(model, loader, device, optimizer=None, scaler=None, amp=False):
     return sum(losses) / max(n, 1), np.concatenate(ys), np.concatenate(ps)
 
 
-def plain(obj):
-    """``obj`` with numpy scalars and arrays and subclasses of str, int, float (such as
-    ``torch.__version__``) turned into plain Python values, through dicts, lists and tuples;
-    tensors and torch's own state dicts are kept. Result files are read with
-    ``torch.load(weights_only=True)``, which refuses every other type (it imports no code), so
-    what they hold must be plain; anything else is refused here, when the file is written."""
-    if obj is None or isinstance(obj, torch.Tensor) or type(obj) in (bool, int, float, str):
-        return obj
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    for kind in (bool, int, float, str):
-        if isinstance(obj, kind):
-            return kind(obj)
-    if type(obj) is dict:
-        return {k: plain(v) for k, v in obj.items()}
-    if type(obj) in (list, tuple):
-        return type(obj)(plain(v) for v in obj)
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj  # a module's state dict (an OrderedDict with its version metadata)
-    raise TypeError(f"cannot store a {type(obj).__name__} in a result file: not a plain type")
 
 
 def _short_reason(exc: BaseException, limit: int = 160) -> str:
@@ -258,11 +237,6 @@ def _load_checkpoint(checkpoint: Path, dev: torch.device) -> dict | None:
     return ck
 
 
-def device_description(dev: torch.device) -> str:
-    """The device a run actually used, GPU model included (``cpu``, ``cuda (NVIDIA H100 80GB HBM3)``)."""
-    return f"cuda ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else dev.type
-
-
 def _cpu_copy(obj):
     """``obj`` (a state dict, possibly nested) with every tensor cloned to the CPU: a snapshot that
     later training steps do not change."""
@@ -273,14 +247,6 @@ def _cpu_copy(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_cpu_copy(v) for v in obj)
     return obj
-
-
-class Terminated(SystemExit):
-    """SIGTERM (Slurm's warning before a time-limit or preemption kill): the run saved its state
-    and exits with status 143 (128 + SIGTERM); a re-run resumes it."""
-
-    def __init__(self):
-        super().__init__(128 + signal.SIGTERM)
 
 
 @contextlib.contextmanager

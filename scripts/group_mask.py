@@ -1,6 +1,6 @@
 """Rules group_mask and sweep_mask: see robustmaps.masks.group_mask."""
 from robustmaps.masks import group_mask
-from robustmaps.runner import script
+from robustmaps.runner import checkpoint_for, script
 
 with script(snakemake):
     group_mask(
@@ -18,4 +18,6 @@ with script(snakemake):
         screen={k[len("screen_"):]: v for k, v in snakemake.input.items() if k.startswith("screen_")} or None,
         device=snakemake.params.device,
         threads=snakemake.params.threads,
+        checkpoint=checkpoint_for(snakemake.output.mask),
+        checkpoint_minutes=snakemake.config["resources"]["checkpoint_minutes"],  # a pure resource: not params
     )

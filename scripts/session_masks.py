@@ -1,6 +1,6 @@
 """Rule session_masks: see robustmaps.masks.session_masks."""
 from robustmaps.masks import session_masks
-from robustmaps.runner import script
+from robustmaps.runner import checkpoint_for, script
 
 with script(snakemake):
     session_masks(
@@ -15,4 +15,6 @@ with script(snakemake):
         reference_nii=snakemake.input.get("reference"),
         device=snakemake.params.device,
         threads=snakemake.params.threads,
+        checkpoint=checkpoint_for(snakemake.output.index),
+        checkpoint_minutes=snakemake.config["resources"]["checkpoint_minutes"],  # a pure resource: not params
     )

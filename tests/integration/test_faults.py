@@ -86,6 +86,9 @@ def test_killed_mask_optimisation_reruns_to_the_same_mask(smoke_run, tmp_path):
                      "--configfile", str(SMOKE)], log, r"mask epoch 1:")
     assert not (work / folder / "mask.nii.gz").exists()
     rerun(work, "--cores", "1", f"{folder}/mask.nii.gz")
+    assert "resuming from results/checkpoints/masks/group/main/AD/fold-0/seed-0/mask.nii.gz.ckpt" in log.read_text()
+    assert not (work / "results" / "checkpoints" / "masks" / "group" / "main" / "AD" / "fold-0" / "seed-0").exists() \
+        or not any((work / "results" / "checkpoints" / "masks" / "group" / "main" / "AD" / "fold-0" / "seed-0").iterdir())
     for name in ("mask.nii.gz", "summary.tsv", "history.tsv"):
         assert (work / folder / name).read_bytes() == (smoke_run / folder / name).read_bytes(), name
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -579,3 +581,100 @@ def test_prob_cnn_scores_masks_between_cohorts_both_ways(trained_model, tmp_path
                                                                            rel=1e-5)
     assert pairs.loc["cohorts_main_on_other"].n_images > 0
     assert pairs.loc["cohorts_main_on_other"].probability < 0.5  # the box mask removes the AD evidence
+
+
+KILL_CHILD = """
+import json, os, signal, sys
+from pathlib import Path
+sys.path[:0] = [sys.argv[2], str(Path(sys.argv[2]).parent)]  # test_masks and conftest
+from robustmaps import checkpoints, masks
+
+a = json.loads(Path(sys.argv[1]).read_text())
+real = checkpoints.Checkpoint.step
+calls = []
+
+def step(self, state_fn):
+    real(self, state_fn)
+    calls.append(1)
+    if len(calls) == a["after"]:  # the cluster kills the job here
+        os.kill(os.getpid(), getattr(signal, a["signal"]))
+
+checkpoints.Checkpoint.step = step
+from test_masks import tiny_grids
+entry = getattr(masks, a["entry"])
+entry(*a["args"], {k: Path(v) for k, v in a["out"].items()}, target="AD", params=a["params"], grids=tiny_grids(),
+      device="cpu", checkpoint=a["checkpoint"], checkpoint_minutes=a["minutes"])
+print("finished")
+"""
+
+
+def killed_then_rerun(tmp_path, entry, args, out, params, *, after, sig, minutes=0.0):
+    """Run ``masks.<entry>`` in a process that a signal ends after its ``after``-th epoch offered
+    to the checkpoint; returns (process, the re-run's log text)."""
+    import json
+    import logging
+    import subprocess
+    import sys
+
+    spec = tmp_path / f"{entry}-{sig}.json"
+    ck = str(tmp_path / "checkpoints" / f"{entry}.ckpt")
+    spec.write_text(json.dumps({"entry": entry, "args": [str(a) if a else None for a in args],
+                                "out": {k: str(v) for k, v in out.items()}, "params": params, "checkpoint": ck,
+                                "minutes": minutes, "after": after, "signal": sig}))
+    proc = subprocess.run([sys.executable, "-c", KILL_CHILD, str(spec), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=600)
+    assert "finished" not in proc.stdout and not any(Path(v).exists() for v in out.values())
+    handler = logging.StreamHandler(stream := __import__("io").StringIO())
+    logging.getLogger("robustmaps").addHandler(handler)
+    logging.getLogger("robustmaps").setLevel(logging.INFO)
+    try:
+        import robustmaps.masks as masks
+
+        getattr(masks, entry)(*args, out, target="AD", params=params, grids=tiny_grids(), device="cpu",
+                              checkpoint=ck, checkpoint_minutes=minutes)
+    finally:
+        logging.getLogger("robustmaps").removeHandler(handler)
+    assert not list((tmp_path / "checkpoints").glob("*"))  # removed once the outputs are written
+    return proc, stream.getvalue()
+
+
+@pytest.mark.parametrize("sig,minutes,resumed_after", [("SIGKILL", 0.0, 1), ("SIGTERM", 60.0, 2)])
+def test_killed_group_mask_resumes_to_the_same_bytes(trained_model, tmp_path, sig, minutes, resumed_after):
+    """A group mask killed mid-optimisation (SIGKILL after epoch 1's checkpoint, written every
+    epoch; or SIGTERM during epoch 2 with an interval that has not come, so that only SIGTERM
+    writes one, at the end of the epoch in flight, and the job exits with 143) resumes from its
+    checkpoint to the bytes of an uninterrupted run."""
+    from robustmaps.masks import group_mask
+
+    t = trained_model
+    params = {**MASK_PARAMS, "max_epochs": 6, "patience": 6, "jump_action": "report"}
+    args = (t["model"], t["store"], t["index"], t["train"], t["validation"])
+    ref = group_outputs(tmp_path, "ref")
+    group_mask(*args, ref, target="AD", params=params, grids=tiny_grids(), device="cpu")
+    out = group_outputs(tmp_path, "resumed")
+    proc, log = killed_then_rerun(tmp_path, "group_mask", args, out, params, after=2, sig=sig, minutes=minutes)
+    assert proc.returncode == (-9 if sig == "SIGKILL" else 143), proc.stderr[-2000:]
+    assert f"resuming from {tmp_path / 'checkpoints' / 'group_mask.ckpt'} after epoch {resumed_after}\n" in log
+    assert [k for k in out if out[k].read_bytes() != ref[k].read_bytes()] == []
+
+
+def test_killed_session_masks_resume_the_batch_in_flight_and_keep_the_finished_ones(trained_model, tmp_path):
+    """Session masks optimised in batches: killed (SIGKILL) in the second batch, the re-run takes
+    the first batch's result from its checkpoint, resumes the second, and writes the bytes of an
+    uninterrupted run."""
+    from robustmaps.masks import session_masks
+
+    t = trained_model
+    params = {**MASK_PARAMS, "l1": 1e-4, "l2": 1e-3, "penalty_scale": 1.0, "max_epochs": 8, "patience": 8,
+              "tol": 0.01, "max_batch": 4}
+    args = (t["model"], t["store"], t["index"], t["validation"])
+    n_ad = int((pd.read_csv(t["validation"], sep="\t").label == 1).sum())
+    assert n_ad > 4  # two batches at least
+    files = (("masks", "nii.gz"), ("index", "tsv"), ("history", "tsv"))
+    ref = {k: tmp_path / f"ref-{k}.{e}" for k, e in files}
+    session_masks(*args, ref, target="AD", params=params, grids=tiny_grids(), device="cpu")
+    out = {k: tmp_path / f"out-{k}.{e}" for k, e in files}
+    proc, log = killed_then_rerun(tmp_path, "session_masks", args, out, params, after=8 + 3, sig="SIGKILL")
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert "after epoch done" in log and "after epoch 2" in log  # batch 1 kept, batch 2 resumed
+    assert [k for k in out if out[k].read_bytes() != ref[k].read_bytes()] == []
