@@ -59,11 +59,31 @@ ACCURACY = 0.9            # ASSUMED fraction of AD images correctly classified (
 GOAL_GPU_HOURS = 24.0
 
 
+def schema_defaults(config: dict, schema: dict, node: dict | None = None) -> dict:
+    """The schema's defaults filled into ``config`` (objects and $refs followed), without
+    validating: for machines without jsonschema (the lent GPU machine)."""
+    node = schema if node is None else node
+    if "$ref" in node:
+        node = schema["$defs"][node["$ref"].split("/")[-1]]
+    for key, sub in node.get("properties", {}).items():
+        if key not in config and "default" in sub:
+            config[key] = copy.deepcopy(sub["default"])
+        if isinstance(config.get(key), dict) and ("properties" in sub or "$ref" in sub):
+            schema_defaults(config[key], schema, sub)
+    return config
+
+
 def load_config(path: Path) -> dict:
-    """paper.yaml with the schema's defaults (robustmaps.config)."""
+    """paper.yaml with the schema's defaults (robustmaps.config.validate; without jsonschema,
+    :func:`schema_defaults`)."""
+    config = yaml.safe_load(Path(path).read_text())
+    try:
+        import jsonschema  # noqa: F401
+    except ImportError:
+        return schema_defaults(config, yaml.safe_load((REPO / "config" / "schema.yaml").read_text()))
     from robustmaps.config import validate
 
-    return validate(yaml.safe_load(path.read_text()), deep=False)
+    return validate(config, deep=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -447,7 +467,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true",
-                    help="1 repeat, a 24x29x24 grid and batches of 2 (checks the script, not the paper's costs)")
+                    help="1 repeat, a 16x20x16 grid and batches of 2 (checks the script, not the paper's costs)")
     ap.add_argument("--plan", action="store_true", help="job counts from snakemake -n (else from the config)")
     ap.add_argument("--units", help="predict from units measured before (a --json file) instead of measuring")
     ap.add_argument("--gpu-tflops", type=float, default=10.0,
@@ -456,6 +476,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-batch", type=int, default=None,
                     help="cap every measured batch (default: 8 on CPU, for the shared host's memory; none on CUDA)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--units-only", action="store_true", help="measure and write the units, predict nothing")
     ap.add_argument("--json", help="write units, rows and totals here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -470,7 +491,7 @@ def main(argv=None) -> dict:
     if cap:
         sizes = {k: min(v, cap) for k, v in sizes.items()}
     if args.quick:
-        measure_shape, repeats = (24, 29, 24), 1
+        measure_shape, repeats = (16, 20, 16), 1
         sizes = {k: 2 for k in sizes}
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -478,6 +499,8 @@ def main(argv=None) -> dict:
     if args.units:
         saved = json.loads(Path(args.units).read_text())
         units, device_label = saved["units"], saved["device_label"]
+        args.device, measure_shape, repeats = saved["device"], tuple(saved["shape"]), saved["repeats"]
+        print(f"units measured before on {device_label} at {'x'.join(map(str, measure_shape))} ({args.units})")
     else:
         t0 = time.perf_counter()
         units = measure_units(cfg, measure_shape, device, repeats, sizes)
@@ -487,6 +510,12 @@ def main(argv=None) -> dict:
               f"{repeats} repeats (interleaved, medians), {time.perf_counter() - t0:.0f} s")
     for name, u in units.items():
         print(f"  {name:13s} {1000 * u['seconds']:10.2f} ms per unit (batch {u['batch']})")
+    if args.units_only:
+        result = {"device": args.device, "device_label": device_label, "shape": list(measure_shape),
+                  "repeats": repeats, "sizes": sizes, "units": units}
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1, default=float))
+        return result
     counts = plan_counts() if args.plan else config_counts(cfg)
     oc = cfg["saliency"]["occlusion"]
     fractions = occlusion_fractions(cfg["data"]["grid"], oc["patch"], oc["stride"])
@@ -495,8 +524,8 @@ def main(argv=None) -> dict:
               "repeats": repeats, "sizes": sizes, "units": units, "counts": counts,
               "occlusion_run_fraction": fractions, "hpo_factors": hpo_factors(cfg, shape), "tables": {}}
     scenarios = {"before": 1.0, "after": run_fraction, "zero_background": fractions["brain"]}
-    tag = " (QUICK: units of a 24x29x24 grid, not the paper's costs)" if args.quick else ""
-    labels = {args.device: (units, args.device.upper() + " measured" + tag)}
+    tag = " (QUICK: units of a 16x20x16 grid, not the paper's costs)" if args.quick else ""
+    labels = {args.device: (units, f"{args.device.upper()} measured ({device_label})" + tag)}
     flops = 2 * conv_macs(cfg["train"]["architecture"], measure_shape)  # per image forward
     measured_flops = flops / units["forward"]["seconds"]
     result["forward_gflops"] = measured_flops / 1e9
