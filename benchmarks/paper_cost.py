@@ -354,10 +354,11 @@ def work(cfg: dict, counts: dict, shape, occ_run_fraction: float) -> list[dict]:
         row("smoothgrad", counts.get("smoothgrad", n_models), {"grad1": coh * n_test * n_s, **faith_units},
             f"{coh} x {n_test} x {n_s} samples x grad1{faith_txt}", 1, 1)
     if "occlusion" in sal["methods"]:
+        # the coherency pass occludes x * map + (1 - map) * mu: no cube of it is zero, every window runs
         row("occlusion", counts.get("occlusion", n_models),
-            {"occlusion": coh * n_test * windows * occ_run_fraction, **faith_units},
-            f"{coh} x {n_test} x {windows} windows x {occ_run_fraction:.3f} run{faith_txt}", 1, 1,
-            "fraction of windows run: 1 before the skip; after it, the windows touching the brain")
+            {"occlusion": n_test * windows * (occ_run_fraction + (coh - 1)), **faith_units},
+            f"{n_test} x {windows} windows x ({occ_run_fraction:.3f} run" + (" + 1 coherency pass)" if coh > 1 else ")")
+            + faith_txt, 1, 1, "windows run of the map: 1 before the skip; after it, those not wholly zero")
     if "lots" in sal["methods"]:
         it = sal["lots"]["iterations"]
         row("lots", counts.get("lots", n_models), {"grad": coh * n_test, **faith_units},

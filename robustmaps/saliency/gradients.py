@@ -5,6 +5,7 @@ Every function: ``(model, x, target, ...) -> (B, X, Y, Z)`` non-negative maps on
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import torch
@@ -12,6 +13,8 @@ from torch import nn
 
 from ..models import class_score as target_score
 from .cam import target_logit
+
+log = logging.getLogger(__name__)
 
 
 def _hooked(model: nn.Module):
@@ -94,13 +97,18 @@ def occlude_batch(x: torch.Tensor, corners: torch.Tensor, patch: int, mode: str 
 def unchanged_windows(x: torch.Tensor, corners: torch.Tensor, patch: int, mode: str | float) -> torch.Tensor:
     """(W,) bool: the windows whose occlusion leaves the image (1, 1, X, Y, Z) exactly as it is.
     ``mean_patch`` multiplies a cube by its mean (:func:`occlude_batch`): a cube of zeros (outside
-    the brain) stays zeros, bit for bit. Other modes write a constant into the cube: none is
-    counted unchanged (no skip)."""
+    the brain) stays zeros and a cube of ones (the background of the coherency pass's
+    ``x * map + (1 - map) * 1`` where the map is 0) stays ones, bit for bit (the float32 mean of
+    equal zeros or ones is exact). Other modes write a constant into the cube: none is counted
+    unchanged (no skip)."""
     if mode != "mean_patch":
         return torch.zeros(len(corners), dtype=torch.bool)
-    peak = torch.nn.functional.max_pool3d(x.detach().abs().float(), patch, stride=1)[0, 0]
-    c = corners.to(peak.device)
-    return (peak[c[:, 0], c[:, 1], c[:, 2]] == 0).cpu()
+    xf = x.detach().float()
+    hi = torch.nn.functional.max_pool3d(xf, patch, stride=1)[0, 0]
+    lo = -torch.nn.functional.max_pool3d(-xf, patch, stride=1)[0, 0]
+    c = corners.to(hi.device)
+    hi, lo = hi[c[:, 0], c[:, 1], c[:, 2]], lo[c[:, 0], c[:, 1], c[:, 2]]
+    return ((hi == lo) & ((hi == 0) | (hi == 1))).cpu()
 
 
 def occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, patch: int = 8, stride: int = 4,
@@ -114,7 +122,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, patch:
     The windows, their occlusion, their batches of ``batch_size`` and the accumulation are monai's
     (``occlusion_windows``, ``occlude_batch``; same order, same float operations). With
     ``skip_unchanged`` the windows whose occlusion leaves the image unchanged (cubes of zeros,
-    outside the brain: :func:`unchanged_windows`) are not run: their score is the image's own,
+    outside the brain, or of ones: :func:`unchanged_windows`) are not run: their score is the image's own,
     which is what running them gives (up to the last bits a different batch composition can
     change in a convolution), and the other windows are batched together. ``gaussian`` mode
     (monai's weighted blending) runs through monai unchanged."""
@@ -140,6 +148,8 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, patch:
                 skip = unchanged_windows(xi, corners, patch, mode) if skip_unchanged else \
                     torch.zeros(len(corners), dtype=torch.bool)
                 run = torch.nonzero(~skip).flatten()
+                log.info("occlusion: %d of %d windows run (%d leave the image unchanged)", len(run), len(corners),
+                         len(corners) - len(run))
                 scores = score[i].to(x.dtype).expand(len(corners), -1).clone()
                 for j in range(0, len(run), batch_size):
                     idx = run[j:j + batch_size]

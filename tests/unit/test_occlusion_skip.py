@@ -15,6 +15,7 @@ def brain(seed=0, n=2):
     g = torch.Generator().manual_seed(seed)
     x = torch.zeros((n, 1, *SHAPE))
     x[:, :, 5:10, 4:11, 5:10] = torch.rand((n, 1, 5, 7, 5), generator=g)
+    x[:, :, 0:4, 8:14, 0:4] = 1.0  # a region of exact ones (the coherency pass's background)
     return x.to(memory_format=torch.channels_last_3d)
 
 
@@ -52,6 +53,8 @@ def test_skipped_windows_change_nothing_and_the_map_is_unchanged():
     for i in range(len(x)):
         skip = gradients.unchanged_windows(x[i:i + 1], corners, 4, "mean_patch")
         assert 0 < int(skip.sum()) < len(corners)  # some outside the brain, not all
+        ones = (corners[:, 0] == 0) & (corners[:, 1] >= 8) & (corners[:, 2] == 0)
+        assert skip[ones].all() and ones.any()  # the cubes of ones too
         occluded = gradients.occlude_batch(x[i:i + 1], corners[skip], 4, "mean_patch")
         assert torch.equal(occluded, x[i:i + 1].expand_as(occluded))  # exact: zeros x mean = zeros
         kept = gradients.occlude_batch(x[i:i + 1], corners[~skip][:20], 4, "mean_patch")
