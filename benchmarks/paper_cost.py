@@ -358,7 +358,7 @@ def work(cfg: dict, counts: dict, shape, occ_run_fraction: float) -> list[dict]:
         row("occlusion", counts.get("occlusion", n_models),
             {"occlusion": n_test * windows * (occ_run_fraction + (coh - 1)), **faith_units},
             f"{n_test} x {windows} windows x ({occ_run_fraction:.3f} run" + (" + 1 coherency pass)" if coh > 1 else ")")
-            + faith_txt, 1, 1, "windows run of the map: 1 before the skip; after it, those not wholly zero")
+            + faith_txt, 1, 1, "windows run of the map: 1 before the skip; after it, those not wholly 0 or 1")
     if "lots" in sal["methods"]:
         it = sal["lots"]["iterations"]
         row("lots", counts.get("lots", n_models), {"grad": coh * n_test, **faith_units},
