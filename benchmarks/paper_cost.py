@@ -27,9 +27,10 @@ seeds). Work per job from the study's cohort (Table 1 of the study: ADNI 336 AD 
 1,106 sessions, 330 CN / 1,830; AIBL 76 AD / 108, 429 CN / 730; 100 + 100 test subjects) and
 the configured caps, each with an assumed typical count (ASSUMED in the table). Device
 columns: measured units on ``--device``; without measured GPU units a GPU column comes from
-``--gpu-tflops`` (an assumed effective throughput scaling the CPU units: an ESTIMATE, labelled so). The search (hpo) is costed apart from the
-protocol: its space's worst network and its mean network, scaled from the baseline's measured
-training cost by their multiply-accumulate counts (an ESTIMATE).
+``--gpu-tflops`` (an assumed effective throughput scaling the CPU units: an ESTIMATE, labelled
+so). The search (hpo) is costed apart from the protocol: its space's worst network and its
+mean network, scaled from the baseline's measured training cost by their multiply-accumulate
+counts (an ESTIMATE).
 """
 
 from __future__ import annotations
@@ -548,9 +549,9 @@ def main(argv=None) -> dict:
         print(table(result["tables"][f"{key}_after"]["rows"], label))
         for scen in scenarios:
             tot = result["tables"][f"{key}_{scen}"]["totals"]
-            print(f"\nprotocol without the search (occlusion {scen}: {scenarios[scen]:.3f} of the windows): {tot['protocol_cap_h']:.1f} h at the "
-                  f"caps, {tot['protocol_typical_h']:.1f} h typical; goal {GOAL_GPU_HOURS:g} GPU-hours on one "
-                  f"H100-class GPU")
+            print(f"\nprotocol without the search (occlusion {scen}: {scenarios[scen]:.3f} of the windows): "
+                  f"{tot['protocol_cap_h']:.1f} h at the caps, {tot['protocol_typical_h']:.1f} h typical; "
+                  f"goal {GOAL_GPU_HOURS:g} GPU-hours on one H100-class GPU")
         tot = result["tables"][f"{key}_after"]["totals"]
         print(f"search (hpo, {cfg['hpo']['n_trials']} trials): baseline network {tot['hpo_baseline_typical_h']:.1f} h "
               f"typical ({tot['hpo_baseline_cap_h']:.1f} at the cap); the space's mean network "
