@@ -469,7 +469,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true",
-                    help="1 repeat, a 16x20x16 grid and batches of 2 (checks the script, not the paper's costs)")
+                    help="1 repeat, a 16x20x16 grid, 3 blocks, batches of 2 (checks the script, not the paper's costs)")
     ap.add_argument("--plan", action="store_true", help="job counts from snakemake -n (else from the config)")
     ap.add_argument("--units", help="predict from units measured before (a --json file) instead of measuring")
     ap.add_argument("--gpu-tflops", type=float, default=10.0,
@@ -492,9 +492,10 @@ def main(argv=None) -> dict:
     cap = args.max_batch or (8 if args.device == "cpu" else None)
     if cap:
         sizes = {k: min(v, cap) for k, v in sizes.items()}
-    if args.quick:
+    if args.quick:  # a check of the script: a 3-block network on a small grid
         measure_shape, repeats = (16, 20, 16), 1
         sizes = {k: 2 for k in sizes}
+        cfg["train"]["architecture"] = {**cfg["train"]["architecture"], "n_blocks": 3}
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: CUDA is not available")
@@ -526,7 +527,7 @@ def main(argv=None) -> dict:
               "repeats": repeats, "sizes": sizes, "units": units, "counts": counts,
               "occlusion_run_fraction": fractions, "hpo_factors": hpo_factors(cfg, shape), "tables": {}}
     scenarios = {"before": 1.0, "after": run_fraction, "zero_background": fractions["brain"]}
-    tag = " (QUICK: units of a 16x20x16 grid, not the paper's costs)" if args.quick else ""
+    tag = " (QUICK: units of a 3-block network on a 16x20x16 grid, not the paper's costs)" if args.quick else ""
     labels = {args.device: (units, f"{args.device.upper()} measured ({device_label})" + tag)}
     flops = 2 * conv_macs(cfg["train"]["architecture"], measure_shape)  # per image forward
     measured_flops = flops / units["forward"]["seconds"]
