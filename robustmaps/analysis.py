@@ -198,11 +198,11 @@ def recovery(table: pd.DataFrame, rois: list[str], planted: list[str]) -> pd.Dat
 
 
 def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "AD", k: int = 5,
-                  masks: dict | None = None) -> None:
+                  masks: dict | None = None, cut_coords=(-26, -20, -15)) -> None:
     """Rule entry: top-``k`` ROIs of every group mask (the study's 3.2.1 list) and how often each
     ROI is among them over the main cohort's ``group_class`` masks; recovery of the planted ROIs
     (synthetic main cohort) by every mask and map; views of the group masks per fold and seed
-    (``masks``: "fold/seed" -> NIfTI path)."""
+    (``masks``: "fold/seed" -> NIfTI path) cut at ``cut_coords`` (x, y, z mm; y and z drawn)."""
     from .io import read_tsv, write_tsv
     from .plots import recovery_figure, roi_frequency_figure
 
@@ -230,11 +230,89 @@ def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "A
     if masks is not None:
         from .plots import group_mask_views
 
-        group_mask_views({tuple(int(v) for v in key.split("/")): p for key, p in masks.items()}, out["views"])
+        group_mask_views({tuple(int(v) for v in key.split("/")): p for key, p in masks.items()}, out["views"],
+                         cut_coords=cut_coords)
     if len(rec):
         g = rec[(rec.kind == "group") & (rec.cohort == "main") & (rec.target == group_class)]
         log.info("planted-ROI recovery of the main %s group masks: ROC AUC %.3f (mean), precision at %d %.3f",
                  group_class, g.roc_auc.mean(), int(rec.k.iloc[0]), g.precision_at_k.mean())
+
+
+def brain_maps_entry(roi_tsv, atlas_nii, labels_tsv, ground_truth_tsv, out: dict, *, masks: dict, maps: dict,
+                     cut_coords, group_class: str = "AD", mask_threshold: float = 0.05) -> dict:
+    """Rule entry: brain views over the MNI152 template, the same cuts ``cut_coords`` (x, y, z mm)
+    everywhere, of (``out["masks"]``) the main cohort's ``group_class`` group mask of every model
+    (``masks``: "fold/seed" -> NIfTI; the perturbation 1 - m, shown above ``mask_threshold``),
+    (``out["saliency"]``) every saliency method's group map averaged over its models (``maps``:
+    method -> NIfTIs; its top 5% of brain voxels) and (``out["sobol"]``) every model's Sobol ST;
+    each beside its ROI-level map (every atlas region painted with its value in ``roi_tsv``, the
+    value the similarities compare). On a synthetic cohort (``ground_truth_tsv``) the planted
+    ROIs (weight > 0) are outlined in every panel. Returns the nilearn displays of each figure."""
+    import nibabel as nib
+
+    from .atlas import load_labels
+    from .io import load_nifti, read_tsv
+    from .plots import brain_maps_figure
+    from .roi import paint_rois, roi_outline
+
+    table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
+                     dtype={"participant_id": str, "session_id": str, "point": str, "fold": str, "seed": str})
+    rois = [c for c in table.columns if c not in ID_COLUMNS]
+    atlas, affine = load_nifti(atlas_nii)
+    labels = load_labels(labels_tsv).set_index("name")
+    ids = [int(labels.loc[r, "index"]) for r in rois]
+    brain = atlas > 0
+
+    def nii(data):
+        return nib.Nifti1Image(np.asarray(data, np.float32), affine)
+
+    def roi_image(rows):
+        return nii(paint_rois(atlas, ids, rows[rois].astype(float).mean().to_numpy())) if len(rows) else None
+
+    outline = None
+    if ground_truth_tsv:
+        truth = read_tsv(ground_truth_tsv, ["roi_name", "weight"], what="ground truth")
+        planted = [r for r in truth.roi_name[truth.weight > 0] if r in labels.index]
+        if planted:
+            outline = nii(roi_outline(atlas, [int(labels.loc[r, "index"]) for r in planted]))
+
+    def select(kind, method, **more):
+        t = table[(table.kind == kind) & (table.method == method)]
+        for k, v in more.items():
+            t = t[t[k].astype(str) == str(v)]
+        return t
+
+    mask_rows = []
+    for key, path in masks.items():
+        fold, seed = key.split("/")
+        m, _ = load_nifti(path)
+        mask_rows.append({"title": f"mask fold {fold} seed {seed}", "label": "1 - m", "voxel": nii(1.0 - m),
+                          "voxel_vmax": 1.0, "voxel_threshold": mask_threshold,
+                          "roi": roi_image(select("group", "mask", cohort="main", target=group_class, fold=fold,
+                                                  seed=seed))})
+    drawn = {"masks": brain_maps_figure(mask_rows, out["masks"], cut_coords=cut_coords, outline=outline)}
+
+    sal_rows = []
+    for method, paths in maps.items():
+        mean = np.mean([load_nifti(p)[0] for p in paths], 0)
+        inside = mean[brain] if brain.any() else mean.ravel()
+        top = float(inside.max()) if inside.size else 0.0
+        sal_rows.append({"title": f"{method} ({len(paths)} model{'s' * (len(paths) > 1)})", "label": method,
+                         "voxel": nii(np.where(brain, mean, 0)), "voxel_vmax": max(top, 1e-12),
+                         "voxel_threshold": float(np.percentile(inside, 95)) if inside.size else None,
+                         "roi": roi_image(select("saliency", method, cohort="main"))})
+    drawn["saliency"] = brain_maps_figure(sal_rows, out["saliency"], cut_coords=cut_coords, outline=outline)
+
+    sobol = table[table.kind == "sobol"]
+    sobol_rows = [{"title": f"Sobol ST fold {f} seed {s}", "label": "ST", "voxel": None,
+                   "roi": roi_image(sobol[(sobol.fold == f) & (sobol.seed == s)])}
+                  for f, s in dict.fromkeys(zip(sobol.fold, sobol.seed))]
+    drawn["sobol"] = brain_maps_figure(sobol_rows, out["sobol"], cut_coords=cut_coords, outline=outline,
+                                       columns=("roi",))
+    log.info("brain maps: %d masks, %d saliency methods, %d Sobol models; planted outline: %s; cuts %s",
+             len(mask_rows), len(sal_rows), len(sobol_rows), "yes" if outline is not None else "no",
+             list(cut_coords))
+    return drawn
 
 
 VARIANCE_COLUMNS = ["quantity", "component", "estimate", "ci_low", "ci_high"]

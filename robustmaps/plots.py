@@ -250,29 +250,106 @@ def similarity_matrices_figure(matrices: dict, path, label: str = "ROI cosine si
     _save(fig, path)
 
 
-def group_mask_views(masks: dict, path, cut_coords=(-20, -15)) -> None:
+def group_mask_views(masks: dict, path, cut_coords=(-26, -20, -15)) -> list:
     """Coronal and axial views of 1 - m of the main cohort's group masks, one panel per model:
     rows = folds, columns = seeds (the study's Figures 5-6), on the MNI152 template shipped
-    with nilearn. ``masks``: (fold, seed) -> NIfTI path (working grid)."""
+    with nilearn, cut at y and z of ``cut_coords`` (x, y, z mm), each with its colour bar and L/R
+    and cut-position labels. ``masks``: (fold, seed) -> NIfTI path (working grid). Returns the
+    nilearn displays (for tests)."""
     import nibabel as nib
     from nilearn import datasets, plotting
 
     folds = sorted({f for f, _ in masks})
     seeds = sorted({s for _, s in masks})
     bg = datasets.load_mni152_template(resolution=2)
-    fig, axes = plt.subplots(len(folds), len(seeds), figsize=(4.2 * len(seeds), 2.2 * len(folds)), squeeze=False)
+    fig, axes = plt.subplots(max(1, len(folds)), max(1, len(seeds)),
+                             figsize=(4.6 * max(1, len(seeds)), 2.2 * max(1, len(folds))), squeeze=False)
+    displays = []
     for i, f in enumerate(folds):
         for j, s in enumerate(seeds):
             ax = axes[i, j]
+            ax.set_axis_off()
             if (f, s) not in masks:
-                ax.set_axis_off()
                 continue
             img = nib.load(masks[(f, s)])
             amount = nib.Nifti1Image(1 - np.asarray(img.dataobj, np.float32), img.affine)
-            plotting.plot_stat_map(amount, bg_img=bg, axes=ax, display_mode="yz", cut_coords=cut_coords,
-                                   vmax=1, threshold=0.05, colorbar=False, annotate=False, draw_cross=False,
-                                   cmap="hot", title=f"fold {f} seed {s}")
+            d = plotting.plot_stat_map(amount, bg_img=bg, axes=ax, display_mode="yz", cut_coords=tuple(cut_coords[1:]),
+                                       vmin=0, vmax=1, symmetric_cbar=False, threshold=0.05, colorbar=True,
+                                       annotate=False, draw_cross=False, black_bg=False, cmap="YlOrRd")
+            d.annotate(size=7)
+            d.title(f"fold {f} seed {s}", size=8, color="black", bgcolor="white", alpha=0.8)
+            d._colorbar_ax.set_ylabel("1 - m", fontsize=6)
+            d._colorbar_ax.tick_params(labelsize=6)
+            displays.append(d)
     _save(fig, path)
+    return displays
+
+
+BRAIN_ROW_KEYS = ("title", "voxel", "roi", "label")
+
+
+def _brain_panel(ax, img, bg, cut_coords, title: str, label: str, *, vmax: float, threshold: float, cmap: str,
+                 outline=None):
+    """One nilearn stat-map display (sagittal, coronal, axial cuts at ``cut_coords`` = (x, y, z) mm,
+    MNI) of ``img`` over ``bg`` in ``ax``: colour bar from 0 to ``vmax`` with its label, L/R and
+    cut-position annotations, the 0.5 contour of ``outline`` (a 0/1 image) when given."""
+    from nilearn import plotting
+
+    display = plotting.plot_stat_map(img, bg_img=bg, axes=ax, display_mode="ortho", cut_coords=tuple(cut_coords),
+                                     colorbar=True, annotate=False, draw_cross=False, black_bg=False, cmap=cmap,
+                                     vmin=0, vmax=vmax, symmetric_cbar=False, threshold=threshold,
+                                     resampling_interpolation="nearest")
+    display.annotate(size=7)
+    display.title(title, size=8, color="black", bgcolor="white", alpha=0.8)
+    if outline is not None:
+        display.add_contours(outline, levels=[0.5], colors="blue", linewidths=0.8)
+    cbar_ax = getattr(display, "_colorbar_ax", None)
+    if cbar_ax is not None:
+        cbar_ax.set_ylabel(label, fontsize=6)
+        cbar_ax.tick_params(labelsize=6)
+    return display
+
+
+def brain_maps_figure(rows: list[dict], path, *, cut_coords, outline=None, columns=("voxel", "roi")) -> list:
+    """Brain views over the MNI152 template shipped with nilearn (nothing downloaded): one row per
+    map (a model's mask, a method's group map, a model's Sobol ST), one column per kind of image:
+    ``voxel`` (the map itself) and ``roi`` (each atlas region painted with the map's ROI value).
+    Every panel has the same sagittal / coronal / axial cuts ``cut_coords`` (x, y, z in mm), its
+    colour bar, L/R and cut-position labels and, when ``outline`` (a 0/1 NIfTI on any grid) is
+    given, the outline of those voxels (the planted ROIs of a synthetic cohort) in blue.
+
+    ``rows``: dicts with ``title``, ``label`` (the colour bar's quantity), ``voxel`` / ``roi``
+    (NIfTI images or None: that panel is left blank) and optionally ``vmax`` / ``threshold`` per
+    column (``voxel_vmax``, ``roi_threshold``, ...; defaults: the image's maximum, 1e-6 of it).
+    Returns the nilearn displays, one per drawn panel, as (row, column, display), for tests."""
+    from nilearn import datasets
+
+    bg = datasets.load_mni152_template(resolution=2)
+    n = max(1, len(rows))
+    fig, axes = plt.subplots(n, len(columns), figsize=(5.6 * len(columns), 2.3 * n), squeeze=False)
+    displays = []
+    for i, row in enumerate(rows):
+        for j, col in enumerate(columns):
+            ax = axes[i, j]
+            img = row.get(col)
+            if img is None:
+                ax.set_axis_off()
+                continue
+            data = np.asarray(img.dataobj, np.float32)
+            top = float(np.nanmax(data)) if data.size else 0.0
+            vmax = float(row.get(f"{col}_vmax") or max(top, 1e-12))
+            threshold = float(row.get(f"{col}_threshold") or 1e-6 * vmax)
+            title = f"{row['title']} ({'voxels' if col == 'voxel' else 'ROIs'})"
+            ax.set_axis_off()
+            d = _brain_panel(ax, img, bg, cut_coords, title, row.get("label", ""), vmax=vmax, threshold=threshold,
+                             cmap="YlOrRd", outline=outline)
+            displays.append((i, col, d))
+    if not rows:
+        axes[0, 0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
+        for ax in axes.ravel():
+            ax.set_axis_off()
+    _save(fig, path)
+    return displays
 
 
 def brain_views(volume: np.ndarray, background: np.ndarray, path, title: str, label: str) -> None:

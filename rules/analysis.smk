@@ -112,12 +112,56 @@ rule regions:
         group_class=SALIENCY["group_class"],
         k=ANALYSIS["top_k"],
         masks=group_mask_files(),
+        cut_coords=ANALYSIS["cut_coords"],
     log:
         "results/logs/analysis/regions.log",
     conda:
         ENV
     script:
         "../scripts/regions.py"
+
+
+rule brain_maps:
+    """Brain views over the MNI152 template, the same cuts (analysis.cut_coords) for every model
+    and method, voxel maps beside ROI-level maps, the planted ROIs outlined on a synthetic cohort:
+    group masks, saliency group maps, Sobol ST (robustmaps.analysis.brain_maps_entry)."""
+    input:
+        unpack(ground_truth_input),
+        roi="results/analysis/roi_vectors.tsv",
+        atlas="results/atlas/atlas.nii.gz",
+        labels="results/atlas/labels.tsv",
+        masks=list(group_mask_files().values()),
+        maps=saliency_maps("group"),
+    output:
+        masks=report(
+            "results/analysis/brain/masks.png",
+            caption="../report/captions/brain_masks.rst",
+            category="Masks",
+            subcategory="Brain maps",
+        ),
+        saliency=report(
+            "results/analysis/brain/saliency.png",
+            caption="../report/captions/brain_saliency.rst",
+            category="Saliency and faithfulness",
+            subcategory="Brain maps",
+        ),
+        sobol=report(
+            "results/analysis/brain/sobol.png",
+            caption="../report/captions/brain_sobol.rst",
+            category="Sensitivity",
+            subcategory="Brain maps",
+        ),
+    params:
+        group_class=SALIENCY["group_class"],
+        masks=group_mask_files(),
+        maps=group_maps_by_method(),
+        cut_coords=ANALYSIS["cut_coords"],
+    log:
+        "results/logs/analysis/brain_maps.log",
+    conda:
+        ENV
+    script:
+        "../scripts/brain_maps.py"
 
 
 rule stats:

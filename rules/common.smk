@@ -543,7 +543,7 @@ def all_outputs():
     out += ["results/analysis/similarity/summary.tsv", "results/analysis/similarity/families.png",
             "results/analysis/regions/roi_frequency.png", "results/analysis/regions/recovery.png",
             "results/analysis/stats/variance.tsv", "results/analysis/stats/tests.tsv",
-            "results/analysis/prob_cnn/summary.tsv"]
+            "results/analysis/prob_cnn/summary.tsv", "results/analysis/brain/masks.png"]
     if HPO["enabled"]:
         out += [f"{HPO_DIR}/trials.tsv", f"{HPO_DIR}/best.yaml"]
     return out
