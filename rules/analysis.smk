@@ -166,7 +166,7 @@ rule brain_maps:
 
 rule stats:
     """Fold and seed components of the variance of test balanced accuracy and of the maps' ROI
-    patterns; permutation tests (over models or subjects) between similarity families (seed 004;
+    patterns; permutation tests (over models or subjects) between similarity families (Varoquaux and Colliot 2023;
     robustmaps.analysis.stats_entry)."""
     input:
         training="results/training/summary.tsv",
