@@ -153,7 +153,7 @@ def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD", n_boot: int
     over units: ``n_boot`` draws, ``level``, ``seed``) and its figure."""
     from .io import read_tsv, write_tsv
     from .plots import similarity_families_figure, similarity_matrices_figure
-    from .similarity import similarities, summary
+    from .similarity import PUBLISHED, similarities, summary
 
     table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
                      dtype={"participant_id": str, "session_id": str, "point": str})
@@ -162,7 +162,7 @@ def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD", n_boot: int
     summ = summary(pairs, n_boot=n_boot, level=level, seed=seed)
     write_tsv(pairs, out["pairs"])
     write_tsv(summ, out["summary"])
-    similarity_families_figure(pairs, summ, out["figure"])
+    similarity_families_figure(pairs, summ, out["figure"], published=PUBLISHED)
     similarity_matrices_figure(similarity_matrices(table, rois, group_class), out["matrices"])
     for r in summ.itertuples():
         log.info("%-17s %4d pairs of %3d units  cosine %.3f +- %.3f  (%.0f%% CI %.3f-%.3f)", r.family, r.n_pairs,

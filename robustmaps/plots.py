@@ -168,25 +168,45 @@ def sobol_convergence_figure(convergence: pd.DataFrame, path, top: int = 6) -> N
     _save(fig, path)
 
 
-def similarity_families_figure(pairs: pd.DataFrame, summary: pd.DataFrame, path) -> None:
+def similarity_families_figure(pairs: pd.DataFrame, summary: pd.DataFrame, path, published: dict | None = None):
     """ROI-cosine similarity of each family in the study's order: one point per pair, the mean
-    with its CI from the summary (a bootstrap over the family's units, not its pairs)."""
+    with its CI from the summary (a bootstrap over the family's units, not its pairs), and the
+    study's published value of the family as a red reference mark: ``published`` = family ->
+    (low, high), a tick where low == high, a bar from low to high otherwise (artists' gid
+    ``published <family>``). Returns the axes (for tests)."""
     sns.set_theme(style="whitegrid", context="paper")
     order = list(summary.family)
-    fig, ax = plt.subplots(figsize=(7, 0.45 * max(1, len(order)) + 1.2))
+    published = published or {}
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(1, len(order)) + 1.4))
     if order:
         with _fixed_jitter():
             sns.stripplot(data=pairs, y="family", x="cosine", order=order, ax=ax, size=3, alpha=0.5)
         y = np.arange(len(order))
         ax.errorbar(summary["mean"], y, xerr=[summary["mean"] - summary.ci_low, summary.ci_high - summary["mean"]],
-                    fmt="D", color="black", capsize=3, label="mean, CI over units")
+                    fmt="D", color="black", capsize=3, label="mean, CI over units (this run)")
+        labelled = False
+        for k, family in enumerate(order):
+            if family not in published:
+                continue
+            low, high = published[family]
+            label = None if labelled else "Thibeau-Sutre et al. 2020 (ADNI)"
+            if low == high:
+                (art,) = ax.plot([low], [k], marker="|", markersize=16, markeredgewidth=2.5, color="red",
+                                 linestyle="none", label=label, zorder=6)
+            else:
+                art = ax.hlines(k, low, high, colors="red", linewidth=4, alpha=0.45, label=label, zorder=4)
+            art.set_gid(f"published {family}")
+            text = f"{low:.2f}" if low == high else (f"> {low:.2f}" if high >= 1 else f"{low:.2f}-{high:.2f}")
+            ax.annotate(text, (high, k), xytext=(3, 5), textcoords="offset points", color="red", fontsize=6)
+            labelled = True
         ax.set_yticks(y, [f"{f} ({n})" for f, n in zip(order, summary.n_units)])
         ax.legend(loc="lower left", fontsize="small")
-    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlim(-0.02, 1.06)
     ax.set_xlabel("ROI cosine similarity")
     ax.set_ylabel("family (units)")
     fig.tight_layout()
     _save(fig, path)
+    return ax
 
 
 def roi_frequency_figure(freq: pd.DataFrame, n_masks: int, path, top: int = 20, k: int = 5) -> None:

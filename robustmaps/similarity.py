@@ -19,6 +19,17 @@ ID_COLUMNS = ["kind", "method", "cohort", "target", "fold", "seed", "point", "pa
 #: The study's order: Tables 2-3, 3.2.1, 3.2.2, 3.3; then this workflow's method comparison.
 FAMILIES = ("sweep_neighbours", "sweep_all", "cohorts", "intra_subject", "inter_subject", "folds", "seeds",
             "methods")
+#: The study's published ROI similarities per family (Thibeau-Sutre et al. 2020, ADNI; sections
+#: 3.1-3.3): (low, high) of a value (low == high), a range (cohorts: the five models' 0.89-0.99) or
+#: a bound (sweep neighbours: every pair of neighbouring values > 0.90, drawn up to 1).
+PUBLISHED = {
+    "sweep_neighbours": (0.90, 1.0),
+    "cohorts": (0.89, 0.99),
+    "intra_subject": (0.94, 0.94),
+    "inter_subject": (0.80, 0.80),
+    "folds": (0.65, 0.65),
+    "seeds": (0.69, 0.69),
+}
 PAIR_COLUMNS = ["family", "a", "b", "target", "fold_a", "seed_a", "fold_b", "seed_b", "detail", "unit_a", "unit_b",
                 "cosine"]
 

@@ -148,3 +148,31 @@ def test_brain_maps_entry_paints_roi_values_and_outlines_the_planted_rois(tmp_pa
     assert real["saliency"] == []
     assert not any(isinstance(c, matplotlib.contour.ContourSet)
                    for _, _, d in real["masks"] for cut in d.axes.values() for c in cut.ax.collections)
+
+
+def test_similarity_families_figure_marks_the_published_values_on_their_families(tmp_path):
+    import pandas as pd
+
+    from robustmaps.plots import similarity_families_figure
+    from robustmaps.similarity import PUBLISHED
+
+    order = ["sweep_neighbours", "cohorts", "intra_subject", "inter_subject", "folds", "seeds", "methods"]
+    rng = np.random.default_rng(0)
+    pairs = pd.DataFrame({"family": np.repeat(order, 4), "cosine": rng.uniform(0.3, 0.9, 4 * len(order))})
+    summary = pd.DataFrame({"family": order, "mean": 0.6, "ci_low": 0.5, "ci_high": 0.7, "n_units": 4})
+    ax = similarity_families_figure(pairs, summary, tmp_path / "f.png", published=PUBLISHED)
+    assert (tmp_path / "f.png").exists()
+    rows = {t.get_text().split(" (")[0]: y for t, y in zip(ax.get_yticklabels(), ax.get_yticks())}
+    marks = {a.get_gid().split(" ", 1)[1]: a for a in ax.get_children()
+             if isinstance(a.get_gid(), str) and a.get_gid().startswith("published ")}
+    assert set(marks) == set(PUBLISHED) and "methods" not in marks     # no published value for methods
+    expected_points = {"intra_subject": 0.94, "inter_subject": 0.80, "seeds": 0.69, "folds": 0.65}
+    for family, value in expected_points.items():
+        x, y = marks[family].get_data()
+        assert list(x) == [pytest.approx(value)] and list(y) == [rows[family]]
+    for family, (low, high) in {"cohorts": (0.89, 0.99), "sweep_neighbours": (0.90, 1.0)}.items():
+        (seg,) = marks[family].get_segments()
+        assert seg[:, 0].tolist() == pytest.approx([low, high]) and set(seg[:, 1]) == {rows[family]}
+    texts = {t.get_text() for t in ax.texts}
+    assert {"0.94", "0.80", "0.69", "0.65", "0.89-0.99", "> 0.90"} <= texts
+    assert "Thibeau-Sutre et al. 2020 (ADNI)" in [t.get_text() for t in ax.get_legend().get_texts()]
