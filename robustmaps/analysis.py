@@ -153,7 +153,7 @@ def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD", n_boot: int
     over units: ``n_boot`` draws, ``level``, ``seed``) and its figure."""
     from .io import read_tsv, write_tsv
     from .plots import similarity_families_figure, similarity_matrices_figure
-    from .similarity import PUBLISHED, similarities, summary
+    from .similarity import PUBLISHED, similarities, summary, sweep_tables
 
     table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
                      dtype={"participant_id": str, "session_id": str, "point": str})
@@ -163,6 +163,8 @@ def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD", n_boot: int
     write_tsv(pairs, out["pairs"])
     write_tsv(summ, out["summary"])
     similarity_families_figure(pairs, summ, out["figure"], published=PUBLISHED)
+    if "sweep_tables" in out:
+        write_tsv(sweep_tables(table, rois), out["sweep_tables"])
     similarity_matrices_figure(similarity_matrices(table, rois, group_class), out["matrices"])
     for r in summ.itertuples():
         log.info("%-17s %4d pairs of %3d units  cosine %.3f +- %.3f  (%.0f%% CI %.3f-%.3f)", r.family, r.n_pairs,
@@ -286,7 +288,8 @@ def brain_maps_entry(roi_tsv, atlas_nii, labels_tsv, ground_truth_tsv, out: dict
     for key, path in masks.items():
         fold, seed = key.split("/")
         m, _ = load_nifti(path)
-        mask_rows.append({"title": f"mask fold {fold} seed {seed}", "label": "1 - m", "voxel": nii(1.0 - m),
+        mask_rows.append({"title": f"mask fold {fold} seed {seed}", "voxel_label": "1 - m",
+                          "roi_label": "ROI sum of 1 - m", "voxel": nii(1.0 - m),
                           "voxel_vmax": 1.0, "voxel_threshold": mask_threshold,
                           "roi": roi_image(select("group", "mask", cohort="main", target=group_class, fold=fold,
                                                   seed=seed))})
@@ -297,7 +300,8 @@ def brain_maps_entry(roi_tsv, atlas_nii, labels_tsv, ground_truth_tsv, out: dict
         mean = np.mean([load_nifti(p)[0] for p in paths], 0)
         inside = mean[brain] if brain.any() else mean.ravel()
         top = float(inside.max()) if inside.size else 0.0
-        sal_rows.append({"title": f"{method} ({len(paths)} model{'s' * (len(paths) > 1)})", "label": method,
+        sal_rows.append({"title": f"{method} ({len(paths)} model{'s' * (len(paths) > 1)})",
+                         "voxel_label": f"{method} (0-1 per session)", "roi_label": f"{method} ROI, above brain mean",
                          "voxel": nii(np.where(brain, mean, 0)), "voxel_vmax": max(top, 1e-12),
                          "voxel_threshold": float(np.percentile(inside, 95)) if inside.size else None,
                          "roi": roi_image(select("saliency", method, cohort="main"))})
@@ -312,6 +316,35 @@ def brain_maps_entry(roi_tsv, atlas_nii, labels_tsv, ground_truth_tsv, out: dict
     log.info("brain maps: %d masks, %d saliency methods, %d Sobol models; planted outline: %s; cuts %s",
              len(mask_rows), len(sal_rows), len(sobol_rows), "yes" if outline is not None else "no",
              list(cut_coords))
+    return drawn
+
+
+def sweep_figures_entry(points: dict, out: dict, *, cut_coords) -> dict:
+    """Rule entry: the study's Figures 3-4 for this run's sweep: ``out["b"]`` the series along b1
+    and b2, ``out["l"]`` those along l1 and l2 (one row per series, its points' masks side by
+    side); ``points``: sweep point id -> the group mask of one model at that point. Returns the
+    displays of each figure."""
+    import nibabel as nib
+
+    from .io import load_nifti
+    from .plots import sweep_masks_figure
+    from .similarity import parse_point, point_series
+
+    drawn = {}
+    for key, params in (("b", ("b1", "b2")), ("l", ("l1", "l2"))):
+        rows = []
+        for param, fixed, members in point_series(list(points)):
+            if param not in params:
+                continue
+            row = ", ".join(f"{k} {v:g}" for k, v in fixed.items())
+            panels = []
+            for m in members:
+                data, affine = load_nifti(points[m])
+                panels.append((f"{param} = {parse_point(m)[param]:g}", nib.Nifti1Image(1.0 - data, affine)))
+            rows.append((f"{param} ({row})", panels))
+        drawn[key] = sweep_masks_figure(rows, out[key], cut_coords=cut_coords,
+                                        empty=f"no one-parameter series along {' or '.join(params)} in "
+                                              "masks.sweep.points")
     return drawn
 
 

@@ -297,7 +297,7 @@ def group_mask_views(masks: dict, path, cut_coords=(-26, -20, -15)) -> list:
                                        vmin=0, vmax=1, symmetric_cbar=False, threshold=0.05, colorbar=True,
                                        annotate=False, draw_cross=False, black_bg=False, cmap="YlOrRd")
             d.annotate(size=7)
-            d.title(f"fold {f} seed {s}", size=8, color="black", bgcolor="white", alpha=0.8)
+            ax.set_title(f"fold {f} seed {s}", fontsize=8, loc="left")
             d._colorbar_ax.set_ylabel("1 - m", fontsize=6)
             d._colorbar_ax.tick_params(labelsize=6)
             displays.append(d)
@@ -320,7 +320,7 @@ def _brain_panel(ax, img, bg, cut_coords, title: str, label: str, *, vmax: float
                                      vmin=0, vmax=vmax, symmetric_cbar=False, threshold=threshold,
                                      resampling_interpolation="nearest")
     display.annotate(size=7)
-    display.title(title, size=8, color="black", bgcolor="white", alpha=0.8)
+    ax.set_title(title, fontsize=8, loc="left")
     if outline is not None:
         display.add_contours(outline, levels=[0.5], colors="blue", linewidths=0.8)
     cbar_ax = getattr(display, "_colorbar_ax", None)
@@ -338,7 +338,8 @@ def brain_maps_figure(rows: list[dict], path, *, cut_coords, outline=None, colum
     colour bar, L/R and cut-position labels and, when ``outline`` (a 0/1 NIfTI on any grid) is
     given, the outline of those voxels (the planted ROIs of a synthetic cohort) in blue.
 
-    ``rows``: dicts with ``title``, ``label`` (the colour bar's quantity), ``voxel`` / ``roi``
+    ``rows``: dicts with ``title``, ``label`` (the colour bar's quantity; ``voxel_label`` /
+    ``roi_label`` per column), ``voxel`` / ``roi``
     (NIfTI images or None: that panel is left blank) and optionally ``vmax`` / ``threshold`` per
     column (``voxel_vmax``, ``roi_threshold``, ...; defaults: the image's maximum, 1e-6 of it).
     Returns the nilearn displays, one per drawn panel, as (row, column, display), for tests."""
@@ -357,17 +358,50 @@ def brain_maps_figure(rows: list[dict], path, *, cut_coords, outline=None, colum
                 continue
             data = np.asarray(img.dataobj, np.float32)
             top = float(np.nanmax(data)) if data.size else 0.0
-            vmax = float(row.get(f"{col}_vmax") or max(top, 1e-12))
+            vmax = float(row.get(f"{col}_vmax") or (top if top > 0 else 1.0))  # an empty map: a 0-1 bar
             threshold = float(row.get(f"{col}_threshold") or 1e-6 * vmax)
             title = f"{row['title']} ({'voxels' if col == 'voxel' else 'ROIs'})"
             ax.set_axis_off()
-            d = _brain_panel(ax, img, bg, cut_coords, title, row.get("label", ""), vmax=vmax, threshold=threshold,
+            label = row.get(f"{col}_label", row.get("label", ""))
+            d = _brain_panel(ax, img, bg, cut_coords, title, label, vmax=vmax, threshold=threshold,
                              cmap="YlOrRd", outline=outline)
             displays.append((i, col, d))
     if not rows:
         axes[0, 0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
         for ax in axes.ravel():
             ax.set_axis_off()
+    _save(fig, path)
+    return displays
+
+
+def sweep_masks_figure(series: list[tuple[str, list]], path, *, cut_coords, empty: str = "no series") -> list:
+    """The study's Figures 3-4: one row per one-parameter series of the sweep, its points' group
+    masks side by side (the perturbation 1 - m, 0 to 1, shown above 0.05) on the MNI152 template,
+    a coronal cut at y of ``cut_coords`` (x, y, z mm) with colour bar, L/R and position labels.
+    ``series``: [(row title, [(panel title, NIfTI of 1 - m)])]. Returns the displays as (row,
+    column, display), for tests."""
+    from nilearn import datasets, plotting
+
+    bg = datasets.load_mni152_template(resolution=2)
+    n_rows = max(1, len(series))
+    n_cols = max([1] + [len(points) for _, points in series])
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.9 * n_cols, 2.6 * n_rows), squeeze=False)
+    displays = []
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for i, (row_title, points) in enumerate(series):
+        for j, (title, img) in enumerate(points):
+            d = plotting.plot_stat_map(img, bg_img=bg, axes=axes[i, j], display_mode="y", cut_coords=[cut_coords[1]],
+                                       vmin=0, vmax=1, symmetric_cbar=False, threshold=0.05, colorbar=True,
+                                       annotate=False, draw_cross=False, black_bg=False, cmap="YlOrRd",
+                                       resampling_interpolation="nearest")
+            d.annotate(size=7)
+            axes[i, j].set_title(f"{row_title}\n{title}" if j == 0 else f"\n{title}", fontsize=7, loc="left")
+            d._colorbar_ax.set_ylabel("1 - m", fontsize=6)
+            d._colorbar_ax.tick_params(labelsize=6)
+            displays.append((i, j, d))
+    if not series:
+        axes[0, 0].text(0.5, 0.5, empty, ha="center", va="center")
     _save(fig, path)
     return displays
 

@@ -51,6 +51,12 @@ rule similarity:
             category="Similarity",
             subcategory="ROI-cosine families",
         ),
+        sweep_tables=report(
+            "results/analysis/similarity/sweep_tables.tsv",
+            caption="../report/captions/sweep_tables.rst",
+            category="Similarity",
+            subcategory="Hyperparameter sweep (Tables 2-3)",
+        ),
     params:
         group_class=SALIENCY["group_class"],
         n_boot=ANALYSIS["n_boot"],
@@ -162,6 +168,35 @@ rule brain_maps:
         ENV
     script:
         "../scripts/brain_maps.py"
+
+
+rule sweep_figures:
+    """The study's Figures 3-4: the group masks of one model along each one-parameter series of
+    the sweep, b1 / b2 and l1 / l2 (robustmaps.analysis.sweep_figures_entry)."""
+    input:
+        list(sweep_figure_masks().values()),
+    output:
+        b=report(
+            "results/analysis/sweep/figure3_b1_b2.png",
+            caption="../report/captions/sweep_figures.rst",
+            category="Masks",
+            subcategory="Hyperparameter sweep (Figures 3-4)",
+        ),
+        l=report(
+            "results/analysis/sweep/figure4_l1_l2.png",
+            caption="../report/captions/sweep_figures.rst",
+            category="Masks",
+            subcategory="Hyperparameter sweep (Figures 3-4)",
+        ),
+    params:
+        points=sweep_figure_masks(),
+        cut_coords=ANALYSIS["cut_coords"],
+    log:
+        "results/logs/analysis/sweep_figures.log",
+    conda:
+        ENV
+    script:
+        "../scripts/sweep_figures.py"
 
 
 rule stats:

@@ -80,6 +80,12 @@ def test_the_planted_outline_is_a_contour_in_every_cut(drawn):
             assert contours, f"no outline in cut {k}"
 
 
+def test_an_empty_map_gets_a_zero_to_one_colour_bar(tmp_path):
+    rows = [{"title": "m", "label": "v", "voxel": image(np.zeros(SHAPE)), "roi": None}]
+    (_, _, d), = brain_maps_figure(rows, tmp_path / "b.png", cut_coords=(0, -20, -15))
+    assert d._cbar.mappable.norm.vmax == pytest.approx(1.0)
+
+
 def test_no_outline_without_ground_truth(tmp_path):
     rows = [{"title": "m", "label": "v", "voxel": image(blob((0, 0, 0))), "roi": None}]
     (_, _, d), = brain_maps_figure(rows, tmp_path / "b.png", cut_coords=(0, -20, -15))
@@ -138,6 +144,9 @@ def test_brain_maps_entry_paints_roi_values_and_outlines_the_planted_rois(tmp_pa
     assert drawn["masks"][0][2]._cbar.mappable.norm.vmax == pytest.approx(1.0)
     assert drawn["masks"][1][2]._cbar.mappable.norm.vmax == pytest.approx(7.0)
     assert drawn["sobol"][0][2]._cbar.mappable.norm.vmax == pytest.approx(0.2)
+    assert [d._colorbar_ax.get_ylabel() for _, _, d in drawn["masks"]] == ["1 - m", "ROI sum of 1 - m"]
+    assert [d.frame_axes.get_title(loc="left") for _, _, d in drawn["masks"]] == [
+        "mask fold 0 seed 0 (voxels)", "mask fold 0 seed 0 (ROIs)"]
     for displays in drawn.values():
         for _, _, d in displays:
             assert all(any(isinstance(c, matplotlib.contour.ContourSet) for c in cut.ax.collections)
@@ -176,3 +185,27 @@ def test_similarity_families_figure_marks_the_published_values_on_their_families
     texts = {t.get_text() for t in ax.texts}
     assert {"0.94", "0.80", "0.69", "0.65", "0.89-0.99", "> 0.90"} <= texts
     assert "Thibeau-Sutre et al. 2020 (ADNI)" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_sweep_figures_one_row_per_series_with_colour_bars_and_coronal_cuts(tmp_path):
+    from robustmaps.analysis import sweep_figures_entry
+
+    points = {}
+    for p in ("b1-0.1_b2-1_l1-1e-04_l2-1e-03", "b1-2_b2-1_l1-1e-04_l2-1e-03", "b1-0.1_b2-1_l1-1e-02_l2-1e-03",
+              "b1-0.1_b2-1_l1-1e-03_l2-1e-03"):
+        nib.save(image(1.0 - blob((-26, -20, -15))), tmp_path / f"{p}.nii.gz")
+        points[p] = tmp_path / f"{p}.nii.gz"
+    out = {"b": tmp_path / "b.png", "l": tmp_path / "l.png"}
+    drawn = sweep_figures_entry(points, out, cut_coords=(-26, -22, -15))
+    assert out["b"].exists() and out["l"].exists()
+    assert [(i, j) for i, j, _ in drawn["b"]] == [(0, 0), (0, 1)]          # one b1 series of 2 points
+    assert [(i, j) for i, j, _ in drawn["l"]] == [(0, 0), (0, 1), (0, 2)]  # one l1 series of 3 points
+    titles = [d.frame_axes.get_title(loc="left") for _, _, d in drawn["l"]]
+    assert titles[0].startswith("l1 (b1 0.1, b2 1, l2 0.001)") and titles[0].endswith("l1 = 0.0001")
+    assert titles[1:] == ["\nl1 = 0.001", "\nl1 = 0.01"]
+    for _, _, d in drawn["b"] + drawn["l"]:
+        assert [c.coord for c in d.axes.values()] == [-22] and d._direction == "y"   # one coronal cut
+        assert d._colorbar_ax.get_ylabel() == "1 - m" and d._cbar.mappable.norm.vmax == pytest.approx(1.0)
+        assert {"L", "R", "y=-22"} <= texts(d)
+    none = sweep_figures_entry({}, out, cut_coords=(-26, -22, -15))
+    assert none == {"b": [], "l": []}
