@@ -200,7 +200,8 @@ def similarity_families_figure(pairs: pd.DataFrame, summary: pd.DataFrame, path,
             ax.annotate(text, (high, k), xytext=(3, 5), textcoords="offset points", color="red", fontsize=6)
             labelled = True
         ax.set_yticks(y, [f"{f} ({n})" for f, n in zip(order, summary.n_units)])
-        ax.legend(loc="lower left", fontsize="small")
+        # below the axes: inside, it would hide the points of a family
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize="small", frameon=False)
     ax.set_xlim(-0.02, 1.06)
     ax.set_xlabel("ROI cosine similarity")
     ax.set_ylabel("family (units)")
