@@ -211,12 +211,12 @@ rule stats:
         variance=report(
             "results/analysis/stats/variance.tsv",
             caption="../report/captions/stats_variance.rst",
-            category="Statistics",
+            category="Variance and tests",
         ),
         tests=report(
             "results/analysis/stats/tests.tsv",
             caption="../report/captions/stats_tests.rst",
-            category="Statistics",
+            category="Variance and tests",
         ),
     params:
         group_class=SALIENCY["group_class"],

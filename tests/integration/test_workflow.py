@@ -468,7 +468,7 @@ def test_negative_control_finds_nothing(negative_run):
 # The HTML report, read in a browser: every category the study needs, every registered output
 # listed on the rendered page (tests/integration/browser.py clicks through it in Chromium).
 REPORT_CATEGORIES = ["Cohort and QC", "Splits", "Training", "Hyperparameter search", "Masks",
-                     "Saliency and faithfulness", "Similarity", "Sensitivity", "Statistics", "Provenance"]
+                     "Saliency and faithfulness", "Similarity", "Sensitivity", "Variance and tests", "Provenance"]
 
 
 @pytest.fixture(scope="module")

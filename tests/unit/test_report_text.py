@@ -47,3 +47,14 @@ def test_captions_of_sources_name_authors_and_year():
               "brain_masks.rst": "Thibeau-Sutre et al. (2020"}
     for name, cite in expect.items():
         assert cite in (captions / name).read_text(), name
+
+
+def test_no_report_category_takes_the_name_of_a_snakemake_panel():
+    """Snakemake's report defines the link targets Workflow and Statistics for its own panels: a
+    category of the same name defines a second target, and docutils prints a "Duplicate explicit
+    target name" system message on the report's front page."""
+    categories = {m for p in (REPO / "rules").glob("*.smk") for m in re.findall(r'category="([^"]+)"', p.read_text())}
+    categories |= {m for m in re.findall(r'report_views\([^)]*?"([^"]+)",\s*"[^"]+"\s*\)',
+                                         "".join(p.read_text() for p in (REPO / "rules").glob("*.smk")), re.S)}
+    assert "Masks" in categories and "Variance and tests" in categories
+    assert not {c.lower() for c in categories} & {"workflow", "statistics"}
