@@ -153,7 +153,7 @@ def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD", n_boot: int
     over units: ``n_boot`` draws, ``level``, ``seed``) and its figure."""
     from .io import read_tsv, write_tsv
     from .plots import similarity_families_figure, similarity_matrices_figure
-    from .similarity import similarities, summary
+    from .similarity import PUBLISHED, similarities, summary, sweep_tables
 
     table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
                      dtype={"participant_id": str, "session_id": str, "point": str})
@@ -162,7 +162,9 @@ def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD", n_boot: int
     summ = summary(pairs, n_boot=n_boot, level=level, seed=seed)
     write_tsv(pairs, out["pairs"])
     write_tsv(summ, out["summary"])
-    similarity_families_figure(pairs, summ, out["figure"])
+    similarity_families_figure(pairs, summ, out["figure"], published=PUBLISHED)
+    if "sweep_tables" in out:
+        write_tsv(sweep_tables(table, rois), out["sweep_tables"])
     similarity_matrices_figure(similarity_matrices(table, rois, group_class), out["matrices"])
     for r in summ.itertuples():
         log.info("%-17s %4d pairs of %3d units  cosine %.3f +- %.3f  (%.0f%% CI %.3f-%.3f)", r.family, r.n_pairs,
@@ -198,11 +200,11 @@ def recovery(table: pd.DataFrame, rois: list[str], planted: list[str]) -> pd.Dat
 
 
 def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "AD", k: int = 5,
-                  masks: dict | None = None) -> None:
+                  masks: dict | None = None, cut_coords=(-26, -20, -15)) -> None:
     """Rule entry: top-``k`` ROIs of every group mask (the study's 3.2.1 list) and how often each
     ROI is among them over the main cohort's ``group_class`` masks; recovery of the planted ROIs
     (synthetic main cohort) by every mask and map; views of the group masks per fold and seed
-    (``masks``: "fold/seed" -> NIfTI path)."""
+    (``masks``: "fold/seed" -> NIfTI path) cut at ``cut_coords`` (x, y, z mm; y and z drawn)."""
     from .io import read_tsv, write_tsv
     from .plots import recovery_figure, roi_frequency_figure
 
@@ -230,11 +232,120 @@ def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "A
     if masks is not None:
         from .plots import group_mask_views
 
-        group_mask_views({tuple(int(v) for v in key.split("/")): p for key, p in masks.items()}, out["views"])
+        group_mask_views({tuple(int(v) for v in key.split("/")): p for key, p in masks.items()}, out["views"],
+                         cut_coords=cut_coords)
     if len(rec):
         g = rec[(rec.kind == "group") & (rec.cohort == "main") & (rec.target == group_class)]
         log.info("planted-ROI recovery of the main %s group masks: ROC AUC %.3f (mean), precision at %d %.3f",
                  group_class, g.roc_auc.mean(), int(rec.k.iloc[0]), g.precision_at_k.mean())
+
+
+def brain_maps_entry(roi_tsv, atlas_nii, labels_tsv, ground_truth_tsv, out: dict, *, masks: dict, maps: dict,
+                     cut_coords, group_class: str = "AD", mask_threshold: float = 0.05) -> dict:
+    """Rule entry: brain views over the MNI152 template, the same cuts ``cut_coords`` (x, y, z mm)
+    everywhere, of (``out["masks"]``) the main cohort's ``group_class`` group mask of every model
+    (``masks``: "fold/seed" -> NIfTI; the perturbation 1 - m, shown above ``mask_threshold``),
+    (``out["saliency"]``) every saliency method's group map averaged over its models (``maps``:
+    method -> NIfTIs; its top 5% of brain voxels) and (``out["sobol"]``) every model's Sobol ST;
+    each beside its ROI-level map (every atlas region painted with its value in ``roi_tsv``, the
+    value the similarities compare). On a synthetic cohort (``ground_truth_tsv``) the planted
+    ROIs (weight > 0) are outlined in every panel. Returns the nilearn displays of each figure."""
+    import nibabel as nib
+
+    from .atlas import load_labels
+    from .io import load_nifti, read_tsv
+    from .plots import brain_maps_figure
+    from .roi import paint_rois, roi_outline
+
+    table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
+                     dtype={"participant_id": str, "session_id": str, "point": str, "fold": str, "seed": str})
+    rois = [c for c in table.columns if c not in ID_COLUMNS]
+    atlas, affine = load_nifti(atlas_nii)
+    labels = load_labels(labels_tsv).set_index("name")
+    ids = [int(labels.loc[r, "index"]) for r in rois]
+    brain = atlas > 0
+
+    def nii(data):
+        return nib.Nifti1Image(np.asarray(data, np.float32), affine)
+
+    def roi_image(rows):
+        return nii(paint_rois(atlas, ids, rows[rois].astype(float).mean().to_numpy())) if len(rows) else None
+
+    outline = None
+    if ground_truth_tsv:
+        truth = read_tsv(ground_truth_tsv, ["roi_name", "weight"], what="ground truth")
+        planted = [r for r in truth.roi_name[truth.weight > 0] if r in labels.index]
+        if planted:
+            outline = nii(roi_outline(atlas, [int(labels.loc[r, "index"]) for r in planted]))
+
+    def select(kind, method, **more):
+        t = table[(table.kind == kind) & (table.method == method)]
+        for k, v in more.items():
+            t = t[t[k].astype(str) == str(v)]
+        return t
+
+    mask_rows = []
+    for key, path in masks.items():
+        fold, seed = key.split("/")
+        m, _ = load_nifti(path)
+        mask_rows.append({"title": f"mask fold {fold} seed {seed}", "voxel_label": "1 - m",
+                          "roi_label": "ROI sum of 1 - m", "voxel": nii(1.0 - m),
+                          "voxel_vmax": 1.0, "voxel_threshold": mask_threshold,
+                          "roi": roi_image(select("group", "mask", cohort="main", target=group_class, fold=fold,
+                                                  seed=seed))})
+    drawn = {"masks": brain_maps_figure(mask_rows, out["masks"], cut_coords=cut_coords, outline=outline)}
+
+    sal_rows = []
+    for method, paths in maps.items():
+        mean = np.mean([load_nifti(p)[0] for p in paths], 0)
+        inside = mean[brain] if brain.any() else mean.ravel()
+        top = float(inside.max()) if inside.size else 0.0
+        sal_rows.append({"title": f"{method} ({len(paths)} model{'s' * (len(paths) > 1)})",
+                         "voxel_label": f"{method} (0-1 per session)", "roi_label": f"{method} ROI, above brain mean",
+                         "voxel": nii(np.where(brain, mean, 0)), "voxel_vmax": max(top, 1e-12),
+                         "voxel_threshold": float(np.percentile(inside, 95)) if inside.size else None,
+                         "roi": roi_image(select("saliency", method, cohort="main"))})
+    drawn["saliency"] = brain_maps_figure(sal_rows, out["saliency"], cut_coords=cut_coords, outline=outline)
+
+    sobol = table[table.kind == "sobol"]
+    sobol_rows = [{"title": f"Sobol ST fold {f} seed {s}", "label": "ST", "voxel": None,
+                   "roi": roi_image(sobol[(sobol.fold == f) & (sobol.seed == s)])}
+                  for f, s in dict.fromkeys(zip(sobol.fold, sobol.seed))]
+    drawn["sobol"] = brain_maps_figure(sobol_rows, out["sobol"], cut_coords=cut_coords, outline=outline,
+                                       columns=("roi",))
+    log.info("brain maps: %d masks, %d saliency methods, %d Sobol models; planted outline: %s; cuts %s",
+             len(mask_rows), len(sal_rows), len(sobol_rows), "yes" if outline is not None else "no",
+             list(cut_coords))
+    return drawn
+
+
+def sweep_figures_entry(points: dict, out: dict, *, cut_coords) -> dict:
+    """Rule entry: the study's Figures 3-4 for this run's sweep: ``out["b"]`` the series along b1
+    and b2, ``out["l"]`` those along l1 and l2 (one row per series, its points' masks side by
+    side); ``points``: sweep point id -> the group mask of one model at that point. Returns the
+    displays of each figure."""
+    import nibabel as nib
+
+    from .io import load_nifti
+    from .plots import sweep_masks_figure
+    from .similarity import parse_point, point_series
+
+    drawn = {}
+    for key, params in (("b", ("b1", "b2")), ("l", ("l1", "l2"))):
+        rows = []
+        for param, fixed, members in point_series(list(points)):
+            if param not in params:
+                continue
+            row = ", ".join(f"{k} {v:g}" for k, v in fixed.items())
+            panels = []
+            for m in members:
+                data, affine = load_nifti(points[m])
+                panels.append((f"{param} = {parse_point(m)[param]:g}", nib.Nifti1Image(1.0 - data, affine)))
+            rows.append((f"{param} ({row})", panels))
+        drawn[key] = sweep_masks_figure(rows, out[key], cut_coords=cut_coords,
+                                        empty=f"no one-parameter series along {' or '.join(params)} in "
+                                              "masks.sweep.points")
+    return drawn
 
 
 VARIANCE_COLUMNS = ["quantity", "component", "estimate", "ci_low", "ci_high"]

@@ -168,25 +168,46 @@ def sobol_convergence_figure(convergence: pd.DataFrame, path, top: int = 6) -> N
     _save(fig, path)
 
 
-def similarity_families_figure(pairs: pd.DataFrame, summary: pd.DataFrame, path) -> None:
+def similarity_families_figure(pairs: pd.DataFrame, summary: pd.DataFrame, path, published: dict | None = None):
     """ROI-cosine similarity of each family in the study's order: one point per pair, the mean
-    with its CI from the summary (a bootstrap over the family's units, not its pairs)."""
+    with its CI from the summary (a bootstrap over the family's units, not its pairs), and the
+    study's published value of the family as a red reference mark: ``published`` = family ->
+    (low, high), a tick where low == high, a bar from low to high otherwise (artists' gid
+    ``published <family>``). Returns the axes (for tests)."""
     sns.set_theme(style="whitegrid", context="paper")
     order = list(summary.family)
-    fig, ax = plt.subplots(figsize=(7, 0.45 * max(1, len(order)) + 1.2))
+    published = published or {}
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(1, len(order)) + 1.4))
     if order:
         with _fixed_jitter():
             sns.stripplot(data=pairs, y="family", x="cosine", order=order, ax=ax, size=3, alpha=0.5)
         y = np.arange(len(order))
         ax.errorbar(summary["mean"], y, xerr=[summary["mean"] - summary.ci_low, summary.ci_high - summary["mean"]],
-                    fmt="D", color="black", capsize=3, label="mean, CI over units")
+                    fmt="D", color="black", capsize=3, label="mean, CI over units (this run)")
+        labelled = False
+        for k, family in enumerate(order):
+            if family not in published:
+                continue
+            low, high = published[family]
+            label = None if labelled else "Thibeau-Sutre et al. 2020 (ADNI)"
+            if low == high:
+                (art,) = ax.plot([low], [k], marker="|", markersize=16, markeredgewidth=2.5, color="red",
+                                 linestyle="none", label=label, zorder=6)
+            else:
+                art = ax.hlines(k, low, high, colors="red", linewidth=4, alpha=0.45, label=label, zorder=4)
+            art.set_gid(f"published {family}")
+            text = f"{low:.2f}" if low == high else (f"> {low:.2f}" if high >= 1 else f"{low:.2f}-{high:.2f}")
+            ax.annotate(text, (high, k), xytext=(3, 5), textcoords="offset points", color="red", fontsize=6)
+            labelled = True
         ax.set_yticks(y, [f"{f} ({n})" for f, n in zip(order, summary.n_units)])
-        ax.legend(loc="lower left", fontsize="small")
-    ax.set_xlim(-0.02, 1.02)
+        # below the axes: inside, it would hide the points of a family
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize="small", frameon=False)
+    ax.set_xlim(-0.02, 1.06)
     ax.set_xlabel("ROI cosine similarity")
     ax.set_ylabel("family (units)")
     fig.tight_layout()
     _save(fig, path)
+    return ax
 
 
 def roi_frequency_figure(freq: pd.DataFrame, n_masks: int, path, top: int = 20, k: int = 5) -> None:
@@ -250,29 +271,140 @@ def similarity_matrices_figure(matrices: dict, path, label: str = "ROI cosine si
     _save(fig, path)
 
 
-def group_mask_views(masks: dict, path, cut_coords=(-20, -15)) -> None:
+def group_mask_views(masks: dict, path, cut_coords=(-26, -20, -15)) -> list:
     """Coronal and axial views of 1 - m of the main cohort's group masks, one panel per model:
     rows = folds, columns = seeds (the study's Figures 5-6), on the MNI152 template shipped
-    with nilearn. ``masks``: (fold, seed) -> NIfTI path (working grid)."""
+    with nilearn, cut at y and z of ``cut_coords`` (x, y, z mm), each with its colour bar and L/R
+    and cut-position labels. ``masks``: (fold, seed) -> NIfTI path (working grid). Returns the
+    nilearn displays (for tests)."""
     import nibabel as nib
     from nilearn import datasets, plotting
 
     folds = sorted({f for f, _ in masks})
     seeds = sorted({s for _, s in masks})
     bg = datasets.load_mni152_template(resolution=2)
-    fig, axes = plt.subplots(len(folds), len(seeds), figsize=(4.2 * len(seeds), 2.2 * len(folds)), squeeze=False)
+    fig, axes = plt.subplots(max(1, len(folds)), max(1, len(seeds)),
+                             figsize=(4.6 * max(1, len(seeds)), 2.2 * max(1, len(folds))), squeeze=False)
+    displays = []
     for i, f in enumerate(folds):
         for j, s in enumerate(seeds):
             ax = axes[i, j]
+            ax.set_axis_off()
             if (f, s) not in masks:
-                ax.set_axis_off()
                 continue
             img = nib.load(masks[(f, s)])
             amount = nib.Nifti1Image(1 - np.asarray(img.dataobj, np.float32), img.affine)
-            plotting.plot_stat_map(amount, bg_img=bg, axes=ax, display_mode="yz", cut_coords=cut_coords,
-                                   vmax=1, threshold=0.05, colorbar=False, annotate=False, draw_cross=False,
-                                   cmap="hot", title=f"fold {f} seed {s}")
+            d = plotting.plot_stat_map(amount, bg_img=bg, axes=ax, display_mode="yz", cut_coords=tuple(cut_coords[1:]),
+                                       vmin=0, vmax=1, symmetric_cbar=False, threshold=0.05, colorbar=True,
+                                       annotate=False, draw_cross=False, black_bg=False, cmap="YlOrRd")
+            d.annotate(size=7)
+            ax.set_title(f"fold {f} seed {s}", fontsize=8, loc="left")
+            d._colorbar_ax.set_ylabel("1 - m", fontsize=6)
+            d._colorbar_ax.tick_params(labelsize=6)
+            displays.append(d)
     _save(fig, path)
+    return displays
+
+
+BRAIN_ROW_KEYS = ("title", "voxel", "roi", "label")
+
+
+def _brain_panel(ax, img, bg, cut_coords, title: str, label: str, *, vmax: float, threshold: float, cmap: str,
+                 outline=None):
+    """One nilearn stat-map display (sagittal, coronal, axial cuts at ``cut_coords`` = (x, y, z) mm,
+    MNI) of ``img`` over ``bg`` in ``ax``: colour bar from 0 to ``vmax`` with its label, L/R and
+    cut-position annotations, the 0.5 contour of ``outline`` (a 0/1 image) when given."""
+    from nilearn import plotting
+
+    display = plotting.plot_stat_map(img, bg_img=bg, axes=ax, display_mode="ortho", cut_coords=tuple(cut_coords),
+                                     colorbar=True, annotate=False, draw_cross=False, black_bg=False, cmap=cmap,
+                                     vmin=0, vmax=vmax, symmetric_cbar=False, threshold=threshold,
+                                     resampling_interpolation="nearest")
+    display.annotate(size=7)
+    ax.set_title(title, fontsize=8, loc="left")
+    if outline is not None:
+        display.add_contours(outline, levels=[0.5], colors="blue", linewidths=0.8)
+    cbar_ax = getattr(display, "_colorbar_ax", None)
+    if cbar_ax is not None:
+        cbar_ax.set_ylabel(label, fontsize=6)
+        cbar_ax.tick_params(labelsize=6)
+    return display
+
+
+def brain_maps_figure(rows: list[dict], path, *, cut_coords, outline=None, columns=("voxel", "roi")) -> list:
+    """Brain views over the MNI152 template shipped with nilearn (nothing downloaded): one row per
+    map (a model's mask, a method's group map, a model's Sobol ST), one column per kind of image:
+    ``voxel`` (the map itself) and ``roi`` (each atlas region painted with the map's ROI value).
+    Every panel has the same sagittal / coronal / axial cuts ``cut_coords`` (x, y, z in mm), its
+    colour bar, L/R and cut-position labels and, when ``outline`` (a 0/1 NIfTI on any grid) is
+    given, the outline of those voxels (the planted ROIs of a synthetic cohort) in blue.
+
+    ``rows``: dicts with ``title``, ``label`` (the colour bar's quantity; ``voxel_label`` /
+    ``roi_label`` per column), ``voxel`` / ``roi``
+    (NIfTI images or None: that panel is left blank) and optionally ``vmax`` / ``threshold`` per
+    column (``voxel_vmax``, ``roi_threshold``, ...; defaults: the image's maximum, 1e-6 of it).
+    Returns the nilearn displays, one per drawn panel, as (row, column, display), for tests."""
+    from nilearn import datasets
+
+    bg = datasets.load_mni152_template(resolution=2)
+    n = max(1, len(rows))
+    fig, axes = plt.subplots(n, len(columns), figsize=(5.6 * len(columns), 2.3 * n), squeeze=False)
+    displays = []
+    for i, row in enumerate(rows):
+        for j, col in enumerate(columns):
+            ax = axes[i, j]
+            img = row.get(col)
+            if img is None:
+                ax.set_axis_off()
+                continue
+            data = np.asarray(img.dataobj, np.float32)
+            top = float(np.nanmax(data)) if data.size else 0.0
+            vmax = float(row.get(f"{col}_vmax") or (top if top > 0 else 1.0))  # an empty map: a 0-1 bar
+            threshold = float(row.get(f"{col}_threshold") or 1e-6 * vmax)
+            title = f"{row['title']} ({'voxels' if col == 'voxel' else 'ROIs'})"
+            ax.set_axis_off()
+            label = row.get(f"{col}_label", row.get("label", ""))
+            d = _brain_panel(ax, img, bg, cut_coords, title, label, vmax=vmax, threshold=threshold,
+                             cmap="YlOrRd", outline=outline)
+            displays.append((i, col, d))
+    if not rows:
+        axes[0, 0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
+        for ax in axes.ravel():
+            ax.set_axis_off()
+    _save(fig, path)
+    return displays
+
+
+def sweep_masks_figure(series: list[tuple[str, list]], path, *, cut_coords, empty: str = "no series") -> list:
+    """The study's Figures 3-4: one row per one-parameter series of the sweep, its points' group
+    masks side by side (the perturbation 1 - m, 0 to 1, shown above 0.05) on the MNI152 template,
+    a coronal cut at y of ``cut_coords`` (x, y, z mm) with colour bar, L/R and position labels.
+    ``series``: [(row title, [(panel title, NIfTI of 1 - m)])]. Returns the displays as (row,
+    column, display), for tests."""
+    from nilearn import datasets, plotting
+
+    bg = datasets.load_mni152_template(resolution=2)
+    n_rows = max(1, len(series))
+    n_cols = max([1] + [len(points) for _, points in series])
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.9 * n_cols, 2.6 * n_rows), squeeze=False)
+    displays = []
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for i, (row_title, points) in enumerate(series):
+        for j, (title, img) in enumerate(points):
+            d = plotting.plot_stat_map(img, bg_img=bg, axes=axes[i, j], display_mode="y", cut_coords=[cut_coords[1]],
+                                       vmin=0, vmax=1, symmetric_cbar=False, threshold=0.05, colorbar=True,
+                                       annotate=False, draw_cross=False, black_bg=False, cmap="YlOrRd",
+                                       resampling_interpolation="nearest")
+            d.annotate(size=7)
+            axes[i, j].set_title(f"{row_title}\n{title}" if j == 0 else f"\n{title}", fontsize=7, loc="left")
+            d._colorbar_ax.set_ylabel("1 - m", fontsize=6)
+            d._colorbar_ax.tick_params(labelsize=6)
+            displays.append((i, j, d))
+    if not series:
+        axes[0, 0].text(0.5, 0.5, empty, ha="center", va="center")
+    _save(fig, path)
+    return displays
 
 
 def brain_views(volume: np.ndarray, background: np.ndarray, path, title: str, label: str) -> None:

@@ -101,3 +101,22 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine of two vectors (0 when either is zero)."""
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     return float(np.dot(a, b) / (na * nb)) if na > 0 and nb > 0 else 0.0
+
+
+def paint_rois(atlas: np.ndarray, label_ids, values) -> np.ndarray:
+    """The ROI-level map of a ROI vector: every voxel of label ``label_ids[r]`` holds ``values[r]``,
+    voxels of other labels (and background) 0 (float32, the atlas' shape). NaN values paint 0."""
+    lab = np.asarray(atlas, dtype=np.int64)
+    ids = np.asarray(label_ids, dtype=np.int64)
+    vals = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+    if ids.shape != vals.shape:
+        raise ValueError(f"paint_rois: {len(ids)} label ids but {len(vals)} values")
+    lookup = np.zeros(max(int(lab.max(initial=0)), int(ids.max(initial=0))) + 1, np.float64)
+    lookup[ids] = vals
+    return lookup[np.clip(lab, 0, None)].astype(np.float32) * (lab > 0)
+
+
+def roi_outline(atlas: np.ndarray, label_ids) -> np.ndarray:
+    """1 inside the ROIs ``label_ids`` of the label image, 0 elsewhere (uint8): the planted ROIs'
+    outline is its 0.5 contour."""
+    return np.isin(np.asarray(atlas, dtype=np.int64), np.asarray(label_ids, dtype=np.int64)).astype(np.uint8)

@@ -19,6 +19,17 @@ ID_COLUMNS = ["kind", "method", "cohort", "target", "fold", "seed", "point", "pa
 #: The study's order: Tables 2-3, 3.2.1, 3.2.2, 3.3; then this workflow's method comparison.
 FAMILIES = ("sweep_neighbours", "sweep_all", "cohorts", "intra_subject", "inter_subject", "folds", "seeds",
             "methods")
+#: The study's published ROI similarities per family (Thibeau-Sutre et al. 2020, ADNI; sections
+#: 3.1-3.3): (low, high) of a value (low == high), a range (cohorts: the five models' 0.89-0.99) or
+#: a bound (sweep neighbours: every pair of neighbouring values > 0.90, drawn up to 1).
+PUBLISHED = {
+    "sweep_neighbours": (0.90, 1.0),
+    "cohorts": (0.89, 0.99),
+    "intra_subject": (0.94, 0.94),
+    "inter_subject": (0.80, 0.80),
+    "folds": (0.65, 0.65),
+    "seeds": (0.69, 0.69),
+}
 PAIR_COLUMNS = ["family", "a", "b", "target", "fold_a", "seed_a", "fold_b", "seed_b", "detail", "unit_a", "unit_b",
                 "cosine"]
 
@@ -47,6 +58,85 @@ def sweep_neighbours(points: list[str]) -> list[tuple[str, str, str]]:
             ordered = sorted(members, key=lambda p: parsed[p].get(param, np.nan))
             out += [(a, b, param) for a, b in zip(ordered, ordered[1:])]
     return out
+
+
+def point_series(points: list[str]) -> list[tuple[str, dict, list[str]]]:
+    """The one-parameter series among sweep point ids (the study's Figures 3-4 and Tables 2-3):
+    points that share every other value, two or more of them, sorted by the varied parameter ->
+    (parameter, the fixed values, points). A point without ``lr`` has the masks' default lr."""
+    parsed = {p: parse_point(p) for p in points}
+    keys = [k for k in ("b1", "b2", "l1", "l2", "lr") if any(k in v for v in parsed.values())]
+    out = []
+    for param in keys:
+        groups: dict[tuple, list[str]] = {}
+        for p, v in parsed.items():
+            groups.setdefault(tuple((k, v.get(k)) for k in keys if k != param), []).append(p)
+        for rest, members in groups.items():
+            if len({parsed[m].get(param) for m in members}) >= 2:
+                ordered = sorted(members, key=lambda m: parsed[m].get(param, np.nan))
+                out.append((param, {k: v for k, v in rest if v is not None}, ordered))
+    return out
+
+
+#: The study's Tables 2-3 (Thibeau-Sutre et al. 2020, 3.2.3): ROI similarity between the group
+#: masks of the points of one series, as printed (rows and columns in the printed order; the
+#: diagonal is blank; Table 2A's second row reads "0.2" in print, the 0.5 of its columns; Table
+#: 3B is not symmetric in print: 0.96 above the diagonal, 0.91 below, for l2 = 0.001 vs 0.0001).
+PUBLISHED_TABLES = {
+    "b1": {"table": "Table 2A", "fixed": "b2 = 1, l1 = 1e-4, l2 = 1e-3", "values": [0.1, 0.5, 1, 2],
+           "matrix": [[None, 0.98, 0.97, 0.32], [0.98, None, 1.00, 0.36], [0.97, 1.00, None, 0.37],
+                      [0.32, 0.36, 0.37, None]]},
+    "b2": {"table": "Table 2B", "fixed": "b1 = 0.1, l1 = 1e-4, l2 = 1e-3", "values": [1, 2, 3],
+           "matrix": [[None, 0.90, 0.70], [0.90, None, 0.91], [0.70, 0.91, None]]},
+    "l1": {"table": "Table 3A", "fixed": "b1 = 0.1, b2 = 1, l2 = 0.01", "values": [0.1, 0.01, 0.001, 0.0001],
+           "matrix": [[None, 0.93, 0.84, 0.83], [0.93, None, 0.95, 0.91], [0.84, 0.95, None, 0.91],
+                      [0.83, 0.91, 0.91, None]]},
+    "l2": {"table": "Table 3B", "fixed": "b1 = 0.1, b2 = 1, l1 = 1e-4", "values": [0.1, 0.01, 0.001, 0.0001],
+           "matrix": [[None, 0.98, 0.85, 0.72], [0.98, None, 0.92, 0.82], [0.85, 0.92, None, 0.96],
+                      [0.72, 0.82, 0.91, None]]},
+}
+SWEEP_TABLE_COLUMNS = ["table", "target", "parameter", "fixed", "a", "b", "neighbours", "cosine", "n_models",
+                       "study_fixed", "study_cosine"]
+
+
+def published_cosine(param: str, a: float, b: float) -> float:
+    """The study's printed similarity of the masks at ``a`` and ``b`` along ``param`` (the cell
+    above the diagonal of its table); NaN where the study has no such pair."""
+    t = PUBLISHED_TABLES.get(param)
+    if t is None:
+        return float("nan")
+    idx = [next((i for i, v in enumerate(t["values"]) if np.isclose(v, x)), None) for x in (a, b)]
+    if None in idx or idx[0] == idx[1]:
+        return float("nan")
+    i, j = sorted(idx)
+    return float(t["matrix"][i][j])
+
+
+def sweep_tables(table: pd.DataFrame, roi_columns: list[str]) -> pd.DataFrame:
+    """The study's Tables 2-3 for this run: for every one-parameter series of the sweep and target,
+    every pair of its points with their masks' ROI cosine (mean over the sweep's models), whether
+    they are neighbours along the series, and the study's printed value for the same pair of
+    values (``study_cosine``, NaN where it has none; its fixed values in ``study_fixed``)."""
+    from .roi import cosine
+
+    sweep = table[table.kind == "sweep"]
+    rows = []
+    for target, t in sweep.groupby("target", sort=True):
+        for param, fixed, points in point_series(list(dict.fromkeys(t.point))):
+            values = [parse_point(p)[param] for p in points]
+            pub = PUBLISHED_TABLES.get(param, {})
+            for (i, a), (j, b) in itertools.combinations(enumerate(points), 2):
+                ta, tb = t[t.point == a], t[t.point == b]
+                both = ta.merge(tb, on=["fold", "seed"], suffixes=("_a", "_b"))
+                cos = [cosine(r[[f"{c}_a" for c in roi_columns]].to_numpy(float),
+                              r[[f"{c}_b" for c in roi_columns]].to_numpy(float)) for _, r in both.iterrows()]
+                rows.append({"table": pub.get("table", ""), "target": target, "parameter": param,
+                             "fixed": ", ".join(f"{k} = {v:g}" for k, v in fixed.items()),
+                             "a": values[i], "b": values[j], "neighbours": j == i + 1,
+                             "cosine": float(np.mean(cos)) if cos else float("nan"), "n_models": len(cos),
+                             "study_fixed": pub.get("fixed", ""), "study_cosine": published_cosine(param, values[i],
+                                                                                                   values[j])})
+    return pd.DataFrame(rows, columns=SWEEP_TABLE_COLUMNS)
 
 
 def _ids(table: pd.DataFrame) -> pd.Series:

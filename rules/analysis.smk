@@ -51,6 +51,12 @@ rule similarity:
             category="Similarity",
             subcategory="ROI-cosine families",
         ),
+        sweep_tables=report(
+            "results/analysis/similarity/sweep_tables.tsv",
+            caption="../report/captions/sweep_tables.rst",
+            category="Similarity",
+            subcategory="Hyperparameter sweep (Tables 2-3)",
+        ),
     params:
         group_class=SALIENCY["group_class"],
         n_boot=ANALYSIS["n_boot"],
@@ -112,6 +118,7 @@ rule regions:
         group_class=SALIENCY["group_class"],
         k=ANALYSIS["top_k"],
         masks=group_mask_files(),
+        cut_coords=ANALYSIS["cut_coords"],
     log:
         "results/logs/analysis/regions.log",
     conda:
@@ -120,9 +127,81 @@ rule regions:
         "../scripts/regions.py"
 
 
+rule brain_maps:
+    """Brain views over the MNI152 template, the same cuts (analysis.cut_coords) for every model
+    and method, voxel maps beside ROI-level maps, the planted ROIs outlined on a synthetic cohort:
+    group masks, saliency group maps, Sobol ST (robustmaps.analysis.brain_maps_entry)."""
+    input:
+        unpack(ground_truth_input),
+        roi="results/analysis/roi_vectors.tsv",
+        atlas="results/atlas/atlas.nii.gz",
+        labels="results/atlas/labels.tsv",
+        masks=list(group_mask_files().values()),
+        maps=saliency_maps("group"),
+    output:
+        masks=report(
+            "results/analysis/brain/masks.png",
+            caption="../report/captions/brain_masks.rst",
+            category="Masks",
+            subcategory="Brain maps",
+        ),
+        saliency=report(
+            "results/analysis/brain/saliency.png",
+            caption="../report/captions/brain_saliency.rst",
+            category="Saliency and faithfulness",
+            subcategory="Brain maps",
+        ),
+        sobol=report(
+            "results/analysis/brain/sobol.png",
+            caption="../report/captions/brain_sobol.rst",
+            category="Sensitivity",
+            subcategory="Brain maps",
+        ),
+    params:
+        group_class=SALIENCY["group_class"],
+        masks=group_mask_files(),
+        maps=group_maps_by_method(),
+        cut_coords=ANALYSIS["cut_coords"],
+    log:
+        "results/logs/analysis/brain_maps.log",
+    conda:
+        ENV
+    script:
+        "../scripts/brain_maps.py"
+
+
+rule sweep_figures:
+    """The study's Figures 3-4: the group masks of one model along each one-parameter series of
+    the sweep, b1 / b2 and l1 / l2 (robustmaps.analysis.sweep_figures_entry)."""
+    input:
+        list(sweep_figure_masks().values()),
+    output:
+        b=report(
+            "results/analysis/sweep/figure3_b1_b2.png",
+            caption="../report/captions/sweep_figures.rst",
+            category="Masks",
+            subcategory="Hyperparameter sweep (Figures 3-4)",
+        ),
+        l=report(
+            "results/analysis/sweep/figure4_l1_l2.png",
+            caption="../report/captions/sweep_figures.rst",
+            category="Masks",
+            subcategory="Hyperparameter sweep (Figures 3-4)",
+        ),
+    params:
+        points=sweep_figure_masks(),
+        cut_coords=ANALYSIS["cut_coords"],
+    log:
+        "results/logs/analysis/sweep_figures.log",
+    conda:
+        ENV
+    script:
+        "../scripts/sweep_figures.py"
+
+
 rule stats:
     """Fold and seed components of the variance of test balanced accuracy and of the maps' ROI
-    patterns; permutation tests (over models or subjects) between similarity families (seed 004;
+    patterns; permutation tests (over models or subjects) between similarity families (Varoquaux and Colliot 2023;
     robustmaps.analysis.stats_entry)."""
     input:
         training="results/training/summary.tsv",
@@ -132,12 +211,12 @@ rule stats:
         variance=report(
             "results/analysis/stats/variance.tsv",
             caption="../report/captions/stats_variance.rst",
-            category="Statistics",
+            category="Variance and tests",
         ),
         tests=report(
             "results/analysis/stats/tests.tsv",
             caption="../report/captions/stats_tests.rst",
-            category="Statistics",
+            category="Variance and tests",
         ),
     params:
         group_class=SALIENCY["group_class"],

@@ -533,6 +533,16 @@ def group_mask_files():
     }
 
 
+def sweep_figure_masks():
+    """Sweep point -> the group mask of the first sweep model at that point, for the group class
+    (or the first mask target), for the study's Figures 3-4."""
+    if not SWEEP_MODELS or not MASK_TARGETS:
+        return {}
+    target = SALIENCY["group_class"] if SALIENCY["group_class"] in MASK_TARGETS else MASK_TARGETS[0]
+    f, s = SWEEP_MODELS[0]
+    return {p: f"{SWEEP_DIR.format(point=p, target=target, fold=f, seed=s)}/{GROUP_FILES['mask']}" for p in SWEEP_POINTS}
+
+
 def analysis_inputs():
     files = []
     for e in analysis_entries():
@@ -556,7 +566,8 @@ def all_outputs():
     out += ["results/analysis/similarity/summary.tsv", "results/analysis/similarity/families.png",
             "results/analysis/regions/roi_frequency.png", "results/analysis/regions/recovery.png",
             "results/analysis/stats/variance.tsv", "results/analysis/stats/tests.tsv",
-            "results/analysis/prob_cnn/summary.tsv"]
+            "results/analysis/prob_cnn/summary.tsv", "results/analysis/brain/masks.png",
+            "results/analysis/sweep/figure3_b1_b2.png"]
     if HPO["enabled"]:
         out += [f"{HPO_DIR}/trials.tsv", f"{HPO_DIR}/best.yaml"]
     return out

@@ -1,4 +1,4 @@
-# Hyperparameter search (study 2.2.2, seed 003): hpo.workers jobs share one optuna study through
+# Hyperparameter search (study 2.2.2; Bertrand 2019): hpo.workers jobs share one optuna study through
 # a journal file; the summary writes trials.tsv and best.yaml, which training reads when
 # train.architecture_from_hpo is true (DAG: split -> hpo -> train). Logic: robustmaps.hpo.
 
@@ -29,7 +29,7 @@ rule hpo_worker:
 
 rule hpo_summary:
     """Every trial of the study, the best one as training settings, optuna's history and
-    importance plots, the random-search curve of seed 003 eq. 2.20 (robustmaps.hpo.hpo_summary)."""
+    importance plots, the random-search curve of Bertrand (2019) eq. 2.20 (robustmaps.hpo.hpo_summary)."""
     input:
         **HPO_INPUTS,
         workers=expand(f"{HPO_DIR}/workers/worker-{{worker}}.tsv", worker=range(HPO["workers"])),

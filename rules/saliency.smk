@@ -43,7 +43,7 @@ for _method in SAL_METHODS:
 
 
 rule actmax:
-    """Activation maximisation (seed 001, eq. 4) of every class in saliency.actmax.classes
+    """Activation maximisation (Miao and Matveev 2025, eq. 4) of every class in saliency.actmax.classes
     (robustmaps.saliency.maps.actmax_maps)."""
     input:
         model=f"{MODEL_DIR}/model.pt",
@@ -70,7 +70,7 @@ rule actmax:
 
 
 rule saliency_summary:
-    """Tables 5.2-5.3 of seed 002 (one row per method, mean and SD over models), every map's
+    """Tables 5.2-5.3 of Weber (2023) (one row per method, mean and SD over models), every map's
     metrics, and figures (robustmaps.saliency.maps.summarise_saliency)."""
     input:
         faithfulness=faithfulness_files(),
@@ -111,7 +111,7 @@ rule saliency_summary:
 
 rule sobol:
     """Sobol indices of P(target) to one multiplicative GM factor per atlas ROI, with the
-    convergence over N (seed 001; robustmaps.saliency.maps.sobol_entry)."""
+    convergence over N (Miao and Matveev 2025; robustmaps.saliency.maps.sobol_entry)."""
     input:
         model=f"{MODEL_DIR}/model.pt",
         store=f"results/cohort/{MAIN}/store.npy",

@@ -10,4 +10,5 @@ with script(snakemake):
         group_class=snakemake.params.group_class,
         k=snakemake.params.k,
         masks=snakemake.params.masks,
+        cut_coords=snakemake.params.cut_coords,
     )

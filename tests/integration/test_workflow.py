@@ -524,7 +524,7 @@ def test_negative_control_finds_nothing(negative_run):
 # The HTML report, read in a browser: every category the study needs, every registered output
 # listed on the rendered page (tests/integration/browser.py clicks through it in Chromium).
 REPORT_CATEGORIES = ["Cohort and QC", "Splits", "Training", "Hyperparameter search", "Masks",
-                     "Saliency and faithfulness", "Similarity", "Sensitivity", "Statistics", "Provenance"]
+                     "Saliency and faithfulness", "Similarity", "Sensitivity", "Variance and tests", "Provenance"]
 
 
 @pytest.fixture(scope="module")
@@ -557,6 +557,48 @@ def test_report_registers_every_category_with_labelled_per_model_views(smoke_rep
     assert sorted(qc) == sorted(smoke_config["data"]["cohorts"])
 
 
+def test_report_shows_brain_maps_the_studys_figures_3_4_and_tables_2_3(smoke_report, smoke_run):
+    """Brain maps in the masks', saliency and sensitivity categories; the sweep figures and the
+    sweep table (with the study's printed values beside this run's) registered."""
+    from browser import registered
+
+    categories, _ = registered(smoke_report)
+    for cat, name in (("Masks", "masks.png"), ("Saliency and faithfulness", "saliency.png"), ("Sensitivity", "sobol.png")):
+        assert categories[cat]["Brain maps"] == [f"results/analysis/brain/{name}"], cat
+    assert sorted(categories["Masks"]["Hyperparameter sweep (Figures 3-4)"]) == [
+        "results/analysis/sweep/figure3_b1_b2.png", "results/analysis/sweep/figure4_l1_l2.png"]
+    assert categories["Similarity"]["Hyperparameter sweep (Tables 2-3)"] == [
+        "results/analysis/similarity/sweep_tables.tsv"]
+    table = pd.read_csv(smoke_run / "results" / "analysis" / "similarity" / "sweep_tables.tsv", sep="\t")
+    # the smoke sweep is one b1 series (0.1, 2) for both targets: the study printed 0.32 for that pair
+    assert sorted(table.target) == ["AD", "CN"] and set(table.parameter) == {"b1"}
+    assert (table.study_cosine == 0.32).all() and table.cosine.between(0, 1).all() and (table.n_models == 1).all()
+
+
+def test_brain_maps_of_the_smoke_masks_outline_the_planted_rois(smoke_run, smoke_config, tmp_path):
+    """The entry on the smoke run's masks (synthetic cohort): every panel has its colour bar, the
+    configured cuts, L/R labels and the planted ROIs' outline, read from the nilearn displays."""
+    import matplotlib.contour
+
+    from robustmaps.analysis import brain_maps_entry
+
+    results = smoke_run / "results"
+    masks = {f"{f}/{s}": results / "masks" / "group" / "main" / "AD" / f"fold-{f}" / f"seed-{s}" / "mask.nii.gz"
+             for f, s in rmconfig.trained_models(smoke_config)}
+    out = {k: tmp_path / f"{k}.png" for k in ("masks", "saliency", "sobol")}
+    cuts = smoke_config["analysis"]["cut_coords"]
+    drawn = brain_maps_entry(results / "analysis" / "roi_vectors.tsv", results / "atlas" / "atlas.nii.gz",
+                             results / "atlas" / "labels.tsv", results / "cohort" / "main" / "ground_truth.tsv", out,
+                             masks=masks, maps={}, cut_coords=cuts)
+    assert len(drawn["masks"]) == 2 * len(masks) and len(drawn["sobol"]) == len(smoke_config["sobol"]["models"])
+    for _, _, d in drawn["masks"] + drawn["sobol"]:
+        assert d._colorbar_ax in d.frame_axes.figure.axes
+        assert [cut.coord for cut in d.axes.values()] == list(cuts)
+        assert {"L", "R"} <= {t.get_text() for t in d.axes["y"].ax.texts}
+        assert all(any(isinstance(c, matplotlib.contour.ContourSet) for c in cut.ax.collections)
+                   for cut in d.axes.values())
+
+
 def test_report_rendered_in_chromium_lists_every_output(smoke_report):
     from browser import chromium, unlisted
 
@@ -574,8 +616,9 @@ def test_forcerun_one_rule_reruns_it_and_its_descendants_only(smoke_run, tmp_pat
     stamp = untouched.stat().st_mtime_ns
     proc = run_snakemake(copy, "--cores", "2", "--forcerun", "roi_vectors", "--configfile", str(SMOKE))
     ran = sorted(set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, re.M)) - {"all"})
-    # roi_vectors feeds the similarity families, the regions and (through the pairs) the statistics
-    assert ran == ["provenance", "regions", "roi_vectors", "similarity", "stats"]
+    # roi_vectors feeds the similarity families, the regions, the brain maps (ROI-level maps) and
+    # (through the pairs) the statistics
+    assert ran == ["brain_maps", "provenance", "regions", "roi_vectors", "similarity", "stats"]
     assert untouched.stat().st_mtime_ns == stamp
     for name in ("roi_vectors.tsv", "similarity/summary.tsv", "stats/tests.tsv"):
         before = pd.read_csv(smoke_run / "results" / "analysis" / name, sep="\t")

@@ -87,3 +87,22 @@ def test_dense_random_maps_look_alike_until_their_offset_is_removed():
     assert cosine(raw[0], raw[1]) > 0.95
     norm = above_mean(raw, m)
     assert cosine(norm[0], norm[1]) < 0.9
+
+
+def test_paint_rois_puts_each_rois_value_on_its_voxels_and_zero_elsewhere():
+    from robustmaps.roi import paint_rois, roi_outline
+
+    atlas = labels()
+    painted = paint_rois(atlas, [3, 7, 9], [0.5, np.nan, 2.0])
+    assert painted.shape == atlas.shape
+    assert np.all(painted[atlas == 3] == 0.5)
+    assert np.all(painted[atlas == 7] == 0)     # NaN paints 0
+    assert np.all(painted[atlas == 9] == 2.0)
+    assert np.all(painted[atlas == 0] == 0)
+    # painting then reducing by the mean gives the values back
+    back = roi_vectors(painted[..., None], atlas, [3, 9], "mean")
+    np.testing.assert_allclose(back, [[0.5, 2.0]], atol=1e-6)
+    with pytest.raises(ValueError):
+        paint_rois(atlas, [3, 7], [1.0])
+    outline = roi_outline(atlas, [7, 9])
+    assert outline.sum() == 14 and set(np.unique(outline)) == {0, 1}

@@ -171,3 +171,38 @@ def test_prob_cnn_intra_subject_family_is_the_mean_over_subjects():
     assert s.loc["intra_subject", "n_pairs"] == 8
     assert s.loc["inter_subject", "mean"] == pytest.approx(0.5) and s.loc["own", "n_pairs"] == 1
     assert list(s.index) == ["inter_subject", "intra_subject", "own"]
+
+
+def test_point_series_finds_each_one_parameter_series_sorted():
+    from robustmaps.similarity import point_series
+
+    pts = ["b1-0.1_b2-1_l1-1e-04_l2-1e-03", "b1-2_b2-1_l1-1e-04_l2-1e-03", "b1-0.5_b2-1_l1-1e-04_l2-1e-03",
+           "b1-0.1_b2-1_l1-1e-02_l2-1e-03", "b1-0.5_b2-3_l1-1e-04_l2-1e-03"]
+    series = {(p, tuple(sorted(f.items()))): m for p, f, m in point_series(pts)}
+    assert series[("b1", (("b2", 1.0), ("l1", 1e-4), ("l2", 1e-3)))] == [pts[0], pts[2], pts[1]]
+    assert series[("l1", (("b1", 0.1), ("b2", 1.0), ("l2", 1e-3)))] == [pts[0], pts[3]]
+    assert series[("b2", (("b1", 0.5), ("l1", 1e-4), ("l2", 1e-3)))] == [pts[2], pts[4]]
+    assert len(series) == 3
+
+
+def test_sweep_tables_pairs_each_series_points_with_the_studys_printed_value():
+    import pandas as pd
+
+    from robustmaps.similarity import ID_COLUMNS, published_cosine, sweep_tables
+
+    base = dict.fromkeys(ID_COLUMNS, "")
+    vec = {"b1-0.1_b2-1_l1-1e-04_l2-1e-03": [1.0, 0.0], "b1-0.5_b2-1_l1-1e-04_l2-1e-03": [1.0, 1.0],
+           "b1-2_b2-1_l1-1e-04_l2-1e-03": [0.0, 1.0]}
+    rows = [{**base, "kind": "sweep", "method": "mask", "target": "AD", "fold": f, "seed": 0, "point": p,
+             "r1": v[0], "r2": v[1]} for p, v in vec.items() for f in (0, 1)]
+    rows.append({**base, "kind": "group", "method": "mask", "target": "AD", "fold": 0, "seed": 0, "r1": 5, "r2": 5})
+    t = sweep_tables(pd.DataFrame(rows), ["r1", "r2"])
+    assert len(t) == 3 and set(t.parameter) == {"b1"} and set(t.table) == {"Table 2A"}
+    got = {(r.a, r.b): r for r in t.itertuples()}
+    assert got[(0.1, 0.5)].cosine == pytest.approx(2 ** -0.5) and got[(0.1, 0.5)].n_models == 2
+    assert got[(0.1, 2.0)].cosine == pytest.approx(0.0)
+    assert got[(0.1, 0.5)].neighbours and got[(0.5, 2.0)].neighbours and not got[(0.1, 2.0)].neighbours
+    # the printed values: Table 2A 0.1 vs 0.5 0.98, 0.5 vs 2 0.36, 0.1 vs 2 0.32
+    assert [got[k].study_cosine for k in ((0.1, 0.5), (0.5, 2.0), (0.1, 2.0))] == [0.98, 0.36, 0.32]
+    assert published_cosine("l1", 1e-4, 0.1) == 0.83 and published_cosine("l2", 1e-4, 1e-3) == 0.96
+    assert np.isnan(published_cosine("l1", 3e-3, 1e-4)) and np.isnan(published_cosine("lr", 0.1, 0.01))

@@ -1,0 +1,16 @@
+"""Rule brain_maps: see robustmaps.analysis.brain_maps_entry."""
+from robustmaps.analysis import brain_maps_entry
+from robustmaps.runner import script
+
+with script(snakemake):
+    brain_maps_entry(
+        snakemake.input.roi,
+        snakemake.input.atlas,
+        snakemake.input.labels,
+        snakemake.input.get("truth"),
+        dict(snakemake.output.items()),
+        masks=snakemake.params.masks,
+        maps=snakemake.params.maps,
+        cut_coords=snakemake.params.cut_coords,
+        group_class=snakemake.params.group_class,
+    )

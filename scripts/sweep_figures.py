@@ -1,0 +1,7 @@
+"""Rule sweep_figures: see robustmaps.analysis.sweep_figures_entry."""
+from robustmaps.analysis import sweep_figures_entry
+from robustmaps.runner import script
+
+with script(snakemake):
+    sweep_figures_entry(snakemake.params.points, dict(snakemake.output.items()),
+                        cut_coords=snakemake.params.cut_coords)
