@@ -155,16 +155,16 @@ def storage(journal) -> object:
 
 class _Reservation:
     """A lock around "count the trials, then ask for one", so that two workers never both take
-    the last slot (optuna's NFS-safe open-file lock; a stale lock of a killed worker expires)."""
+    the last slot: a lock file safe on NFS and Lustre (robustmaps.locks: O_EXCL, owner recorded,
+    a dead local owner's lock broken at once, another node's after 60 s without a refresh)."""
 
     def __init__(self, journal):
-        from optuna.storages.journal import JournalFileOpenLock
+        from .locks import FileLock
 
-        self.lock = JournalFileOpenLock(f"{journal}.reserve", grace_period=60)
+        self.lock = FileLock(f"{journal}.reserve", stale_after=60)
 
     def __enter__(self):
-        while not self.lock.acquire():
-            time.sleep(0.05)
+        self.lock.acquire()
         return self
 
     def __exit__(self, *exc):
