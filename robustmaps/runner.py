@@ -30,13 +30,66 @@ def script(smk) -> Iterator[logging.Logger]:
     logger.info("%s", job_context())
     if "torch" in sys.modules:  # otherwise torch reads OMP_NUM_THREADS when first imported
         sys.modules["torch"].set_num_threads(int(threads))
+    outputs = list(getattr(smk, "output", []))
+    lock = job_lock(outputs[0]) if outputs else None
+    if lock is not None and not lock.try_acquire() and not lock.try_acquire():  # (a stale lock is broken by the first)
+        owner = lock.read() or {}
+        logger.error("ERROR: %s is being written by another job still running (host %s, pid %s, Slurm job %s), "
+                     "probably left by a Snakemake that was killed: cancel it (scancel, or kill the pid) or let it "
+                     "finish, then run again", outputs[0], owner.get("host", "?"), owner.get("pid", "?"),
+                     owner.get("slurm_job_id") or "none")
+        logging.shutdown()
+        sys.exit(1)
     try:
-        yield logger
+        with _refreshing(lock):
+            yield logger
     except (InputError, StorageError) as exc:
         logger.error("ERROR: %s", exc)
         logging.shutdown()
         sys.exit(1)
+    finally:
+        if lock is not None:
+            lock.release()
     logging.shutdown()
+
+
+JOB_LOCK_STALE = 600.0  # seconds without a refresh after which another node's job lock is stale
+
+
+def job_lock(output):
+    """The lock a job holds on its first output while it runs (``.lock-<name>`` beside it): a
+    job of a killed Snakemake still running is seen by the re-run's job for the same output,
+    which stops instead of writing the same files (robustmaps.locks: safe on NFS and Lustre)."""
+    from .locks import FileLock
+
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(out.parent / f".lock-{out.name}", stale_after=JOB_LOCK_STALE)
+
+
+@contextlib.contextmanager
+def _refreshing(lock, every: float = JOB_LOCK_STALE / 10):
+    """Refresh ``lock`` from a daemon thread while the block runs (long jobs stay visibly alive)."""
+    import threading
+
+    if lock is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(every):
+            try:
+                lock.refresh()
+            except Exception:  # noqa: BLE001 - lost or unreachable: the job goes on, release checks ownership
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def or_exit(fn, *args, **kwargs):

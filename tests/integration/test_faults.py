@@ -135,3 +135,43 @@ def test_a_failing_job_fails_alone_and_keep_going_finishes_the_rest(smoke_run, t
         assert f"results/models/fold-0/seed-{seed}/metrics.tsv" in text
         rel = Path("results") / "models" / "fold-0" / f"seed-{seed}" / "metrics.tsv"
         assert (work / rel).read_bytes() == (smoke_run / rel).read_bytes()
+
+
+def test_controller_killed_alone_its_running_job_is_not_run_twice(smoke_run, tmp_path):
+    """Snakemake killed alone (its job runs on, as jobs of a dead controller do on a cluster): the
+    re-run's job for the same output stops with one line naming the running job instead of writing
+    the same files; once that job has finished, the re-run completes with the uninterrupted model."""
+    work = copy_run(smoke_run, tmp_path / "run")
+    target = "results/models/fold-0/seed-0/model.pt"
+    log = work / "results" / "logs" / "train" / "fold-0_seed-0.log"
+    log.unlink()
+    proc = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "1",
+                             "--forcerun", "train", target, "--configfile", str(SMOKE)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "PYTHONHASHSEED": "0"})
+    t0 = time.monotonic()
+    while not (log.exists() and re.search(r"epoch 1: train loss", log.read_text())):
+        assert proc.poll() is None and time.monotonic() - t0 < 600
+        time.sleep(0.2)
+    orphan = int(re.search(r'"pid": (\d+)', next((work / "results" / "models" / "fold-0" / "seed-0").glob(
+        ".lock-*")).read_text()).group(1))
+    os.kill(orphan, signal.SIGSTOP)  # held until the re-run has tried (a smoke training lasts seconds)
+    os.kill(proc.pid, signal.SIGKILL)  # the controller only: its training job lives on
+    proc.wait()
+    run_snakemake(work, "--unlock", "--configfile", str(SMOKE))
+    second = run_snakemake(work, "--cores", "1", "--rerun-incomplete", target, "--configfile", str(SMOKE),
+                           check=False)
+    text = second.stdout + second.stderr + log.read_text()
+    assert second.returncode != 0
+    assert "is being written by another job still running (host" in text and f"pid {orphan}" in text
+    os.kill(orphan, signal.SIGCONT)
+    while True:  # the orphan finishes its training
+        try:
+            os.kill(orphan, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() - t0 < 900
+        time.sleep(0.5)
+    run_snakemake(work, "--unlock", "--configfile", str(SMOKE))
+    run_snakemake(work, "--cores", "1", "--rerun-incomplete", target, "--configfile", str(SMOKE))
+    assert models_equal(work / target, smoke_run / target)

@@ -57,3 +57,41 @@ def test_every_job_log_starts_with_where_it_ran(tmp_path, monkeypatch):
     assert "SLURM_JOB_ID=4242, CUDA_VISIBLE_DEVICES=unset" in lines[0] and "epoch 1" in lines[1]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     assert job_context().endswith("CUDA_VISIBLE_DEVICES=1")
+
+
+JOB = """
+import sys, time, types
+from robustmaps.runner import script
+smk = types.SimpleNamespace(threads=1, log=[sys.argv[2]], rule="train", output=[sys.argv[1]])
+with script(smk) as log:
+    log.info("started")
+    time.sleep(float(sys.argv[3]))
+    open(sys.argv[1], "w").write(sys.argv[4])
+"""
+
+
+def test_a_job_still_running_keeps_a_second_job_off_its_output(tmp_path):
+    """A job holds a lock on its first output while it runs: the same job started again (by the
+    re-run of a Snakemake that was killed while its jobs ran on) stops with one message naming the
+    running job, and writes nothing; once the first has finished, it runs."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "results" / "model.pt"
+    first = subprocess.Popen([sys.executable, "-c", JOB, str(out), str(tmp_path / "a.log"), "30", "first"])
+    t0 = time.monotonic()
+    while not (tmp_path / "a.log").exists() or "started" not in (tmp_path / "a.log").read_text():
+        assert time.monotonic() - t0 < 60 and first.poll() is None
+        time.sleep(0.1)
+    second = subprocess.run([sys.executable, "-c", JOB, str(out), str(tmp_path / "b.log"), "0", "second"],
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 1
+    log = (tmp_path / "b.log").read_text()
+    assert f"ERROR: {out} is being written by another job still running" in log and f"pid {first.pid}" in log
+    assert not out.exists()
+    first.wait(timeout=120)
+    assert out.read_text() == "first" and not list(out.parent.glob(".lock-*"))
+    third = subprocess.run([sys.executable, "-c", JOB, str(out), str(tmp_path / "c.log"), "0", "third"],
+                           capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0 and out.read_text() == "third"
