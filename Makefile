@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CORES  ?= all
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test check-demo lint envs rulegraph clean-results
+.PHONY: venv demo test check-demo lint envs rulegraph clean-results slurm-profile
 
 venv: $(STAMP)
 
@@ -45,3 +45,16 @@ rulegraph: venv
 
 clean-results:
 	rm -rf results .snakemake
+
+# Install the Slurm site profile once per user: `snakemake --profile slurm` then finds it.
+# Never over an existing one (a site's own `slurm` profile works as it is).
+SLURM_PROFILE := $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake/slurm
+slurm-profile:
+	@if [ -e "$(SLURM_PROFILE)" ]; then \
+	  echo "$(SLURM_PROFILE) exists: left as it is (remove it first to install this workflow's)"; \
+	else \
+	  mkdir -p "$(dir $(SLURM_PROFILE))" && cp -r profiles/slurm "$(SLURM_PROFILE)" && \
+	  echo "installed $(SLURM_PROFILE); edit for your cluster:" && \
+	  echo "  $(SLURM_PROFILE)/partitions.yaml   your CPU and GPU partition names and limits (sinfo -s)" && \
+	  echo "  $(SLURM_PROFILE)/config.yaml       optional: slurm_account under default-resources (else guessed)"; \
+	fi

@@ -1,5 +1,6 @@
-"""The smoke config through `snakemake --profile profiles/slurm` on a real one-node Slurm cluster
-(tests/slurm/up.sh: slurm-wlm + munge, partitions cpu and gpu, two fake GPUs).
+"""The smoke config through `snakemake --profile slurm` (the site profile installed by
+`make slurm-profile`, plus the workflow profile profiles/default) on a real one-node Slurm
+cluster (tests/slurm/up.sh: slurm-wlm + munge, partitions cpu and gpu, two fake GPUs).
 
 A system test: it installs Debian packages and starts daemons as root, so it runs only when
 ROBUSTMAPS_SYSTEM_TESTS=1 (`.ci/run` sets it when it runs as root on Debian; opt in locally
@@ -14,7 +15,7 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import REPO, job_blocks, slurm_profile
+from conftest import REPO, job_blocks
 
 pytestmark = pytest.mark.workflow
 
@@ -34,14 +35,21 @@ TABLES = {
 }
 
 
-def test_profile_override_touches_only_partition_and_account(tmp_path):
-    profile = slurm_profile(tmp_path)
-    before = (REPO / "profiles" / "slurm" / "config.yaml").read_text().splitlines()
-    after = (profile / "config.yaml").read_text().splitlines()
-    removed = [line for line in before if line not in after]
-    added = [line for line in after if line not in before]
-    assert [line.split(":")[0].strip() for line in removed] == ["slurm-partition-config", "slurm_account"]
-    assert [line.split(":")[0].strip() for line in added] == ["slurm-partition-config", "slurm-no-account"]
+def test_run_used_the_installed_site_profile_and_the_workflow_profile(slurm_run):
+    """Both profiles took effect, each for its own keys: the site profile's default-resources
+    (runtime 60 min, cpus_per_task = threads) survive the workflow profile, whose per-rule
+    set-resources and groups apply; the partition file was found relative to the site profile."""
+    work, log = slurm_run
+    assert re.search(r"Using profiles? slurm and workflow specific profile "
+                     + re.escape(str(REPO / "profiles" / "default")), log), log[:2000]
+    by_rule = {}
+    for job in job_blocks(log):
+        by_rule.setdefault(job["rule"], []).append(job["resources"])
+    assert all("mem_mb=8000" in r and "runtime=240" in r for r in by_rule["train"])  # workflow profile
+    assert all("runtime=60" in r and "cpus_per_task=" in r for r in by_rule["qc"])  # site default-resources
+    assert re.search(r"Group job model \(", log) and re.search(r"Group job analysis \(", log)
+    # partitions.yaml was read from the profile's folder (the run's directory has none)
+    assert re.search(r"Auto-selected partition 'cpu' for job", log) and not (work / "partitions.yaml").exists()
 
 
 def test_every_job_ran_in_slurm_with_the_gpus_it_asked_for(slurm_run):
@@ -55,7 +63,7 @@ def test_every_job_ran_in_slurm_with_the_gpus_it_asked_for(slurm_run):
     # every job but the local rules: the target `all` and the provenance (it reads Snakemake's records)
     assert sorted(j["rule"] for j in blocks if j["local"]) == ["all", "provenance"]
     assert len(jobs) + 2 == int(done[-1][1])
-    # grouped jobs share one Slurm job; the groups of profiles/slurm/config.yaml
+    # grouped jobs share one Slurm job; the groups of the workflow profile (profiles/default)
     groups = {"train": "model", "evaluate": "model", "roi_vectors": "analysis", "similarity": "analysis",
               "regions": "analysis", "stats": "analysis"}
     gpu_groups = {groups[j["rule"]] for j in jobs if j["gpu"] and j["rule"] in groups}
