@@ -59,6 +59,8 @@ def gpus_for(device):
     return gpu
 
 
+# A caps cohort's folder and session table must exist: a missing one stops the plan naming it.
+or_exit(rmconfig.check_caps_inputs, config)
 # Real cohorts' session tables are checked once, up front: a malformed table stops the plan.
 # Diagnoses pass through data.diagnoses (case-insensitive) to the class names of data.labels.
 SESSION_TABLES = {

@@ -624,3 +624,28 @@ def test_make_slurm_profile_never_replaces_an_existing_profile(tmp_path):
     (installed / "config.yaml").write_text("executor: slurm\n# the site's own\n")
     install_site_profile(tmp_path)
     assert (installed / "config.yaml").read_text() == "executor: slurm\n# the site's own\n"
+
+
+def test_cluster_run_without_configfile_stops_before_the_demo_starts(tmp_path):
+    """`snakemake --profile slurm` without --configfile stops at planning with one message instead
+    of submitting the synthetic demo (config/config.yaml stays the default of local runs only)."""
+    install_site_profile(tmp_path / "xdg")
+    proc = snakemake_as_user(tmp_path, tmp_path / "xdg", "-n")
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors == [next(line for line in proc.stderr.splitlines() if "no --configfile given" in line)], proc.stderr
+    assert "--configfile config/paper.yaml" in errors[0] and "Traceback" not in proc.stderr
+    assert "synthetic_cohort" not in proc.stdout and not (tmp_path / "results").exists()
+
+
+def test_paper_config_without_the_data_stops_naming_the_missing_folder(tmp_path):
+    """config/paper.yaml as shipped, in a directory without ADNI/AIBL: planning stops with one line
+    naming the CAPS folder, its config key and the working directory relative paths are read from."""
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "paper.yaml"), check=False)
+    assert proc.returncode == 1
+    assert (f"ERROR: data/ADNI/caps: CAPS folder of cohort 'main' not found (relative to the working directory "
+            f"{tmp_path}): set data.cohorts.main.caps.caps_dir") in proc.stderr, proc.stderr[-2000:]
+    (tmp_path / "data" / "ADNI" / "caps").mkdir(parents=True)
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "paper.yaml"), check=False)
+    assert "ERROR: data/ADNI/labels.tsv: session table of cohort 'main' not found" in proc.stderr, proc.stderr[-2000:]
+    assert "data.cohorts.main.caps.tsv" in proc.stderr and "Traceback" not in proc.stderr
