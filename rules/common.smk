@@ -124,7 +124,8 @@ MAIN = "main"
 FOLDS = list(range(config["split"]["n_folds"]))
 NATIVE_GRID = native_grid(config).to_config()
 WORKING_GRID = working_grid(config).to_config()
-ENV = "../envs/robustmaps.yaml"
+# the rules' conda env (--sdm conda): torch's CUDA build when ROBUSTMAPS_TORCH=cuda (GPU nodes)
+ENV = "../envs/robustmaps-cuda.yaml" if os.environ.get("ROBUSTMAPS_TORCH") == "cuda" else "../envs/robustmaps.yaml"
 TRAIN_FOLDS = config["train"]["folds"] if config["train"]["folds"] is not None else FOLDS
 SEEDS = config["train"]["seeds"]
 OTHER_COHORTS = [c for c in COHORTS if c != MAIN]
