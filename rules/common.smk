@@ -15,7 +15,7 @@ from robustmaps import config as rmconfig
 from robustmaps.grid import native_grid, working_grid
 from robustmaps.io import gm_path, read_sessions
 from robustmaps.provenance import git_commit
-from robustmaps.runner import gpu_request, or_exit, visible_gpus
+from robustmaps.runner import GPU_FORM_ENV, gpu_form, gpu_request, gpu_resources, or_exit, visible_gpus
 
 # the workflow's git commit, a param of the provenance rule (results/provenance.json)
 WORKFLOW_COMMIT = git_commit(workflow.basedir)
@@ -51,12 +51,19 @@ def local_execution():
     return not (workflow.dryrun and workflow.execution_settings.use_threads)
 
 
-def gpus_for(device):
-    def gpu(wildcards):
-        local = local_execution()
-        return gpu_request(device, local, visible_gpus() if local else None)
+# The form of the GPU request on a cluster (ROBUSTMAPS_SLURM_GPU; README "On a cluster"): `gpu`
+# (--gpus=1) by default, or gres, a GPU model, a constraint (robustmaps.runner.gpu_resources).
+GPU_FORM = or_exit(gpu_form, os.environ.get(GPU_FORM_ENV))
 
-    return gpu
+
+def gpus_for(device):
+    """A network rule's GPU resources (`**gpus_for(device)` in its resources): one callable per key."""
+    def resources(wildcards):
+        local = local_execution()
+        return gpu_resources(gpu_request(device, local, visible_gpus() if local else None), GPU_FORM, local)
+
+    return {key: (lambda wildcards, key=key: resources(wildcards)[key])
+            for key in ("gpu", "gres", "gpu_model", "constraint")}
 
 
 # A caps cohort's folder and session table must exist: a missing one stops the plan naming it.

@@ -124,11 +124,29 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     ROBUSTMAPS_FAKE_GPUS=1 in its environment for the cluster's fake GPUs.
     Returns (workdir, Snakemake's log)."""
     work = tmp_path_factory.mktemp("slurm-run")
-    config_home = tmp_path_factory.mktemp("xdg-config")
+    config_home = work / ".config"  # outside results/
     install_site_profile(config_home)
     # the cluster's GPUs are fake (gres on /dev/fakegpu*) and torch is the CPU build: the
     # documented escape lets the jobs Slurm gave a GPU run on CPU (sbatch --export=ALL passes it)
     proc = snakemake_as_user(work, config_home, "--configfile", str(SMOKE), env={"ROBUSTMAPS_FAKE_GPUS": "1"})
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return work, proc.stdout + proc.stderr
+
+
+# one GPU job of the finished Slurm run, run again with another form of GPU request
+GRES_TARGET = "results/saliency/gradcam/fold-0/seed-0/faithfulness.tsv"
+
+
+@pytest.fixture(scope="session")
+def slurm_gres_run(slurm_run):
+    """The Grad-CAM job of one model submitted again on the same cluster with the GPU asked for as
+    a gres (ROBUSTMAPS_SLURM_GPU=gres: --gres=gpu:1 instead of --gpus=1), as sites without --gpus
+    do: (workdir, Snakemake's log). Its outputs get the same values (deterministic)."""
+    work, _ = slurm_run
+    proc = snakemake_as_user(work, work / ".config", "--configfile", str(SMOKE), "--forcerun", "gradcam",
+                             GRES_TARGET, env={"ROBUSTMAPS_FAKE_GPUS": "1", "ROBUSTMAPS_SLURM_GPU": "gres"},
+                             timeout=900)
     if proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return work, proc.stdout + proc.stderr
@@ -150,7 +168,7 @@ def job_blocks(log: str) -> list[dict]:
             body.append(nxt.strip())
         logfile = next((b[len("log: "):] for b in body if b.startswith("log: ")), None)
         resources = next((b for b in body if b.startswith("resources: ")), "")
-        gpu = re.search(r"\bgpu=(\d+)", resources)
+        gpu = re.search(r"\bgpu=(\d+)", resources) or re.search(r"\bgres=gpu(?::\w+)?:(\d+)", resources)
         jobs.append({"rule": m.group(3), "log": logfile, "gpu": int(gpu.group(1)) if gpu else 0,
                      "resources": resources, "local": bool(m.group(2))})
     return jobs

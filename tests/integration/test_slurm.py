@@ -15,7 +15,7 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import REPO, job_blocks
+from conftest import GRES_TARGET, REPO, job_blocks
 
 pytestmark = pytest.mark.workflow
 
@@ -100,3 +100,21 @@ def test_slurm_results_equal_the_local_run(slurm_run, smoke_run):
     cols = lambda t: t[["number", *sorted(c for c in t if c.startswith("params_"))]].sort_values("number")  # noqa: E731
     trials = [pd.read_csv(root / "results" / "hpo" / "trials.tsv", sep="\t") for root in (smoke_run, work)]
     pd.testing.assert_frame_equal(cols(trials[1]).reset_index(drop=True), cols(trials[0]).reset_index(drop=True))
+
+
+def test_a_gpu_asked_for_as_gres_is_placed_too(slurm_gres_run, smoke_run):
+    """ROBUSTMAPS_SLURM_GPU=gres (sites where --gpus is not accepted): the job asks for
+    --gres=gpu:1 and no `gpu`, lands on the gpu partition, sees one of the two GPUs, and writes
+    the same values as the run that asked with --gpus=1."""
+    work, log = slurm_gres_run
+    jobs = [j for j in job_blocks(log) if not j["local"]]
+    assert [j["rule"] for j in jobs] == ["gradcam"], log[-3000:]
+    assert "gres=gpu:1" in jobs[0]["resources"] and not re.search(r"\bgpu=", jobs[0]["resources"])
+    assert re.search(r"Auto-selected partition 'gpu' for job", log)
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
+    ctx = re.search(r"SLURM_JOB_ID=(\S+), CUDA_VISIBLE_DEVICES=(\S+)", (work / jobs[0]["log"]).read_text())
+    assert ctx and ctx.group(1) == submitted[0] and ctx.group(2) in {"0", "1"}
+    timing = ["runtime_ms", "runtime_ms_sd", "seconds"]
+    again, local = (pd.read_csv(root / GRES_TARGET, sep="\t").drop(columns=timing, errors="ignore")
+                    for root in (work, smoke_run))
+    pd.testing.assert_frame_equal(again, local, check_exact=False, rtol=1e-6)

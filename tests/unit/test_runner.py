@@ -1,6 +1,7 @@
 """What every job shares: its log's context line and the GPU request of network rules."""
 
 import logging
+import re
 import types
 
 import pytest
@@ -57,3 +58,30 @@ def test_every_job_log_starts_with_where_it_ran(tmp_path, monkeypatch):
     assert "SLURM_JOB_ID=4242, CUDA_VISIBLE_DEVICES=unset" in lines[0] and "epoch 1" in lines[1]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     assert job_context().endswith("CUDA_VISIBLE_DEVICES=1")
+
+
+@pytest.mark.parametrize("value, local, n, expect", [
+    (None, False, 1, {"gpu": 1}),
+    ("gpus", False, 1, {"gpu": 1}),
+    ("gres", False, 1, {"gres": "gpu:1"}),
+    ("gres:a100", False, 1, {"gres": "gpu:a100:1"}),
+    ("model:a100", False, 1, {"gpu": 1, "gpu_model": "a100"}),
+    ("constraint:a100|h100", False, 1, {"gpu": 1, "constraint": "a100|h100"}),
+    ("gres", True, 1, {"gpu": 1}),   # local runs keep the count the local profile caps
+    ("gres", False, 0, {"gpu": 0}),  # device cpu: no GPU in any form
+    ("model:a100", False, 0, {"gpu": 0}),
+])
+def test_gpu_request_in_the_sites_form(value, local, n, expect):
+    from robustmaps.runner import gpu_form, gpu_resources
+
+    got = {k: v for k, v in gpu_resources(n, gpu_form(value), local).items() if v is not None}
+    assert got == expect
+
+
+@pytest.mark.parametrize("value", ["gpu", "gres:", "model:", "constraint", "gres:a b", "tpu"])
+def test_an_unknown_gpu_form_stops_naming_the_variable(value):
+    from robustmaps.io import InputError
+    from robustmaps.runner import gpu_form
+
+    with pytest.raises(InputError, match=rf"ROBUSTMAPS_SLURM_GPU='{re.escape(value)}': expected one of gpus"):
+        gpu_form(value)
