@@ -15,7 +15,7 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import GRES_TARGET, REPO, job_blocks
+from conftest import GRES_TARGET, RECOVERY_MARK, REPO, job_blocks
 
 pytestmark = pytest.mark.workflow
 
@@ -54,15 +54,19 @@ def test_run_used_the_installed_site_profile_and_the_workflow_profile(slurm_run)
 
 def test_every_job_ran_in_slurm_with_the_gpus_it_asked_for(slurm_run):
     work, log = slurm_run
-    submitted = dict(re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", log))
-    assert submitted and len(set(submitted.values())) == len(submitted)
-    blocks = job_blocks(log)
-    jobs = [j for j in blocks if not j["local"]]
-    done = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log)
-    assert done, log[-3000:]
-    # every job but the local rules: the target `all` and the provenance (it reads Snakemake's records)
+    # both runs (the killed one and its recovery): every Slurm job id once
+    ids = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
+    submitted = {"values": set(ids)}
+    assert ids and len(set(ids)) == len(ids)
+    jobs = [j for j in job_blocks(log) if not j["local"]]
+    last = log.split(RECOVERY_MARK)[-1]
+    done = re.findall(r"(\d+) of (\d+) steps \(100%\) done", last)
+    assert done, last[-3000:]
+    # every job of the finishing run but the local rules: the target `all` and the provenance (it
+    # reads Snakemake's records)
+    blocks = job_blocks(last)
     assert sorted(j["rule"] for j in blocks if j["local"]) == ["all", "provenance"]
-    assert len(jobs) + 2 == int(done[-1][1])
+    assert len([j for j in blocks if not j["local"]]) + 2 == int(done[-1][1])
     # grouped jobs share one Slurm job; the groups of the workflow profile (profiles/default)
     groups = {"train": "model", "evaluate": "model", "roi_vectors": "analysis", "similarity": "analysis",
               "regions": "analysis", "stats": "analysis"}
@@ -75,7 +79,7 @@ def test_every_job_ran_in_slurm_with_the_gpus_it_asked_for(slurm_run):
         ctx = re.search(r"SLURM_JOB_ID=(\S+), CUDA_VISIBLE_DEVICES=(\S+)", text)
         assert ctx, f"{job['log']}: no job context line"
         slurm_id, cuda = ctx.groups()
-        assert slurm_id in submitted.values(), f"{job['rule']} ({job['log']}) ran outside a submitted Slurm job"
+        assert slurm_id in submitted["values"], f"{job['rule']} ({job['log']}) ran outside a submitted Slurm job"
         if job["gpu"] or groups.get(job["rule"]) in gpu_groups:
             assert cuda in {"0", "1"}, f"{job['rule']} asked for a GPU and saw CUDA_VISIBLE_DEVICES={cuda}"
         if job["gpu"] and job["rule"] in {"train", "hpo_worker", "group_mask", "session_masks", "gradcam", "prob_cnn"}:
@@ -87,6 +91,25 @@ def test_every_job_ran_in_slurm_with_the_gpus_it_asked_for(slurm_run):
     # GPU jobs went to the gpu partition, CPU jobs to the cpu partition
     assert re.search(r"Auto-selected partition 'gpu' for job (train|model)", log)
     assert not re.search(r"Auto-selected partition 'gpu' for job (qc|split|preprocess|atlas)\b", log)
+
+
+def test_recovery_after_the_controlling_snakemake_was_killed(slurm_run):
+    """README's recovery: the run was killed with jobs in Slurm; `scancel --name <run id>` (the id
+    the first run logged) left none of them; `--unlock` and the same command finished the run
+    under a new run id, re-running the cut-off jobs. Its results equal the local run's (next test)
+    and, byte for byte, an uninterrupted local run's (test_reproducibility.py)."""
+    import json
+
+    work, log = slurm_run
+    first, last = log.split(RECOVERY_MARK)
+    rec = json.loads((work / ".recovery.json").read_text())
+    assert rec["in_slurm_at_kill"] and rec["left_after_scancel"] == []
+    assert re.findall(r"SLURM run ID: (\S+)", first) == [rec["run_id"]]
+    assert "(100%) done" not in first
+    second_id = re.findall(r"SLURM run ID: (\S+)", last)
+    assert second_id and second_id != [rec["run_id"]]
+    # the preprocessing that was in Slurm at the kill ran again in the recovery
+    assert re.search(r"^rule preprocess:$", last, re.M), "the cut-off preprocessing did not run again"
 
 
 def test_slurm_results_equal_the_local_run(slurm_run, smoke_run):
