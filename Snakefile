@@ -46,17 +46,6 @@ include: "rules/analysis.smk"
 include: "rules/report.smk"
 
 
-def config_named(wildcards):
-    """Stop a cluster run (or its plan) that gave no --configfile, before anything is submitted."""
-    if not CONFIG_NAMED and not local_execution():
-        print("ERROR: no --configfile given: a cluster run uses no default config (the default, "
-              "config/config.yaml, is the synthetic laptop demo). Add --configfile config/paper.yaml "
-              "(the study, with your data paths) or --configfile config/config.yaml (the demo).",
-              file=sys.stderr)
-        sys.exit(1)
-    return []
-
-
 rule all:
     default_target: True
     input:

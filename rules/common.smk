@@ -51,6 +51,18 @@ def local_execution():
     return not (workflow.dryrun and workflow.execution_settings.use_threads)
 
 
+# A cluster run without --configfile (CONFIG_NAMED, Snakefile) stops in `all`'s input.
+def config_named(wildcards):
+    """Stop a cluster run (or its plan) that gave no --configfile, before anything is submitted."""
+    if not CONFIG_NAMED and not local_execution():
+        print("ERROR: no --configfile given: a cluster run uses no default config (the default, "
+              "config/config.yaml, is the synthetic laptop demo). Add --configfile config/paper.yaml "
+              "(the study, with your data paths) or --configfile config/config.yaml (the demo).",
+              file=sys.stderr)
+        sys.exit(1)
+    return []
+
+
 # The form of the GPU request on a cluster (ROBUSTMAPS_SLURM_GPU; README "On a cluster"): `gpu`
 # (--gpus=1) by default, or gres, a GPU model, a constraint (robustmaps.runner.gpu_resources).
 GPU_FORM = or_exit(gpu_form, os.environ.get(GPU_FORM_ENV))
