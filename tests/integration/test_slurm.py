@@ -82,12 +82,12 @@ def test_every_job_ran_in_slurm_with_the_gpus_it_asked_for(slurm_run):
         assert slurm_id in submitted["values"], f"{job['rule']} ({job['log']}) ran outside a submitted Slurm job"
         if job["gpu"] or groups.get(job["rule"]) in gpu_groups:
             assert cuda in {"0", "1"}, f"{job['rule']} asked for a GPU and saw CUDA_VISIBLE_DEVICES={cuda}"
+        else:
+            assert cuda == "unset", f"CPU rule {job['rule']} saw CUDA_VISIBLE_DEVICES={cuda}"
         if job["gpu"] and job["rule"] in {"train", "hpo_worker", "group_mask", "session_masks", "gradcam", "prob_cnn"}:
             # Slurm gave a (fake) GPU, torch has no CUDA: without the escape the job would stop
             assert re.search(r"Slurm allocated a GPU \(SLURM_\w+=\S+\) but no usable CUDA on host .*"
                              r"ROBUSTMAPS_FAKE_GPUS=1, running on CPU", text), f"{job['log']}: no fake-GPU warning"
-        else:
-            assert cuda == "unset", f"CPU rule {job['rule']} saw CUDA_VISIBLE_DEVICES={cuda}"
     # GPU jobs went to the gpu partition, CPU jobs to the cpu partition
     assert re.search(r"Auto-selected partition 'gpu' for job (train|model)", log)
     assert not re.search(r"Auto-selected partition 'gpu' for job (qc|split|preprocess|atlas)\b", log)
