@@ -199,9 +199,9 @@ def slurm_gres_run(slurm_run):
     a gres (ROBUSTMAPS_SLURM_GPU=gres: --gres=gpu:1 instead of --gpus=1), as sites without --gpus
     do: (workdir, Snakemake's log). Its outputs get the same values (deterministic)."""
     work, _ = slurm_run
-    proc = snakemake_as_user(work, work / ".config", "--configfile", str(SMOKE), "--forcerun", "gradcam",
-                             GRES_TARGET, env={"ROBUSTMAPS_FAKE_GPUS": "1", "ROBUSTMAPS_SLURM_GPU": "gres"},
-                             timeout=900)
+    # the target first: --forcerun and --configfile take every value that follows them
+    proc = snakemake_as_user(work, work / ".config", GRES_TARGET, "--forcerun", "gradcam", "--configfile", str(SMOKE),
+                             env={"ROBUSTMAPS_FAKE_GPUS": "1", "ROBUSTMAPS_SLURM_GPU": "gres"}, timeout=900)
     if proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return work, proc.stdout + proc.stderr
