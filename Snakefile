@@ -1,7 +1,8 @@
 # robustmaps: robustness of the regions a CNN uses to tell AD from CN on gray-matter maps.
 #
-#   snakemake --cores all                          # the laptop demo (config/config.yaml)
-#   snakemake --cores all --configfile config/paper.yaml
+#   snakemake --profile slurm --configfile config/paper.yaml   # the study on a cluster (README)
+#   snakemake --cores all --configfile config/paper.yaml       # the study on one machine
+#   snakemake --cores all                                      # the laptop demo (config/config.yaml)
 #
 # Stages (one rules/*.smk each): data (cohort, QC, preprocessing, atlas) -> split -> train -> masks -> ...
 # The logic lives in the robustmaps/ package; scripts/ holds thin glue, one script per rule.
@@ -10,9 +11,12 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# The demo config is the default; `--configfile X` replaces it (keys missing from X take the
-# schema's defaults, not the demo's values).
-if not workflow.overwrite_configfiles:
+# The demo config is the default of a local run; `--configfile X` replaces it (keys missing from
+# X take the schema's defaults, not the demo's values). A cluster run (any executor but the local
+# one, also its dry run) must name its config: it never starts the synthetic demo by mistake
+# (checked when the DAG is built, once the executor is known: see `all`).
+CONFIG_NAMED = bool(workflow.overwrite_configfiles)
+if not CONFIG_NAMED:
 
     configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
@@ -45,5 +49,6 @@ include: "rules/report.smk"
 rule all:
     default_target: True
     input:
+        config_named,
         all_outputs(),
         "results/provenance.json",

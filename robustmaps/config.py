@@ -382,3 +382,22 @@ def check_writable(folders) -> None:
         except OSError as exc:
             raise InputError(f"{os.path.abspath(folder)}: cannot write there ({exc.strerror}): the workflow writes "
                              "its results and logs in this folder") from None
+
+
+def check_caps_inputs(config: dict) -> None:
+    """Stop planning when a ``caps`` cohort's folder or session table is missing: one message
+    naming the config key and the path, relative paths being read from the working directory
+    (``--directory``), which the message shows. Run before the tables are read."""
+    import os
+
+    for name, spec in config["data"]["cohorts"].items():
+        if spec["source"] != "caps":
+            continue
+        caps = spec["caps"]
+        for key, path, ok, what in (("caps_dir", caps["caps_dir"], os.path.isdir, "CAPS folder"),
+                                    ("tsv", caps["tsv"], os.path.isfile, "session table")):
+            if not ok(path):
+                where = "" if os.path.isabs(path) else f" (relative to the working directory {os.getcwd()})"
+                state = "is not a folder" if what == "CAPS folder" and os.path.exists(path) else "not found"
+                raise InputError(f"{path}: {what} of cohort '{name}' {state}{where}: set "
+                                 f"data.cohorts.{name}.caps.{key} in your config file to your Clinica data")

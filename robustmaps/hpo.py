@@ -320,6 +320,9 @@ def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv
     from .io import write_tsv
     from .preprocess import open_store
 
+    from .training import device_for
+
+    device_for(device)  # no usable CUDA where a GPU was asked for: stop here, not as failed trials
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store, _ = open_store(store_npy, index_tsv)
     in_shape = tuple(store.shape[1:])

@@ -148,3 +148,41 @@ def checkpoint_for(output) -> str:
         raise ValueError(f"{output}: not under results/")
     i = parts.index("results")
     return str(Path(*parts[:i + 1], "checkpoints", *parts[i + 1:])) + ".ckpt"
+
+
+# How a network rule asks the cluster for its GPU: sites differ (README "On a cluster").
+GPU_FORM_ENV = "ROBUSTMAPS_SLURM_GPU"
+GPU_FORMS = "gpus (default: --gpus=1), gres or gres:<type> (--gres=gpu[:<type>]:1), model:<name> " \
+            "(--gpus=<name>:1), constraint:<feature> (--gpus=1 -C <feature>)"
+
+
+def gpu_form(value: str | None) -> tuple[str, str]:
+    """Parse ROBUSTMAPS_SLURM_GPU: (kind, argument); kind in gpus, gres, model, constraint."""
+    import re
+
+    from .io import InputError
+
+    value = (value or "gpus").strip()
+    m = re.fullmatch(r"(gpus)|(gres)(?::([\w.]+))?|(model|constraint):([\w.&|!-]+)", value)
+    if not m:
+        raise InputError(f"{GPU_FORM_ENV}={value!r}: expected one of {GPU_FORMS}")
+    if m.group(1):
+        return "gpus", ""
+    if m.group(2):
+        return "gres", m.group(3) or ""
+    return m.group(4), m.group(5)
+
+
+def gpu_resources(n: int, form: tuple[str, str], local: bool) -> dict:
+    """The resources of a network rule that asks for ``n`` GPUs (robustmaps.runner.gpu_request),
+    in the site's form for snakemake-executor-plugin-slurm: ``gpu`` (--gpus=n), or ``gres``
+    (--gres=gpu[:type]:n, no ``gpu``), ``gpu_model`` with ``gpu`` (--gpus=model:n), or ``gpu``
+    with ``constraint`` (-C feature). Local runs and jobs without a GPU keep the plain ``gpu``
+    count (the local profile's cap). Keys a form does not use are None (Snakemake drops them)."""
+    kind, arg = form
+    out = {"gpu": n, "gres": None, "gpu_model": None, "constraint": None}
+    if local or n == 0 or kind == "gpus":
+        return out
+    if kind == "gres":
+        return {**out, "gpu": None, "gres": f"gpu:{arg}:{n}" if arg else f"gpu:{n}"}
+    return {**out, "gpu_model" if kind == "model" else "constraint": arg}

@@ -263,7 +263,7 @@ rule prob_cnn:
         seed=MASKS["seed"],
     threads: MASKS["threads"]
     resources:
-        gpu=MASK_GPU,
+        **MASK_GPU,
     log:
         "results/logs/analysis/prob_cnn.log",
     conda:

@@ -15,7 +15,7 @@ from robustmaps import config as rmconfig
 from robustmaps.grid import native_grid, working_grid
 from robustmaps.io import gm_path, read_sessions
 from robustmaps.provenance import git_commit
-from robustmaps.runner import gpu_request, or_exit, visible_gpus
+from robustmaps.runner import GPU_FORM_ENV, gpu_form, gpu_request, gpu_resources, or_exit, visible_gpus
 
 # the workflow's git commit, a param of the provenance rule (results/provenance.json)
 WORKFLOW_COMMIT = git_commit(workflow.basedir)
@@ -51,14 +51,35 @@ def local_execution():
     return not (workflow.dryrun and workflow.execution_settings.use_threads)
 
 
+# A cluster run without --configfile (CONFIG_NAMED, Snakefile) stops in `all`'s input.
+def config_named(wildcards):
+    """Stop a cluster run (or its plan) that gave no --configfile, before anything is submitted."""
+    if not CONFIG_NAMED and not local_execution():
+        print("ERROR: no --configfile given: a cluster run uses no default config (the default, "
+              "config/config.yaml, is the synthetic laptop demo). Add --configfile config/paper.yaml "
+              "(the study, with your data paths) or --configfile config/config.yaml (the demo).",
+              file=sys.stderr)
+        sys.exit(1)
+    return []
+
+
+# The form of the GPU request on a cluster (ROBUSTMAPS_SLURM_GPU; README "On a cluster"): `gpu`
+# (--gpus=1) by default, or gres, a GPU model, a constraint (robustmaps.runner.gpu_resources).
+GPU_FORM = or_exit(gpu_form, os.environ.get(GPU_FORM_ENV))
+
+
 def gpus_for(device):
-    def gpu(wildcards):
+    """A network rule's GPU resources (`**gpus_for(device)` in its resources): one callable per key."""
+    def resources(wildcards):
         local = local_execution()
-        return gpu_request(device, local, visible_gpus() if local else None)
+        return gpu_resources(gpu_request(device, local, visible_gpus() if local else None), GPU_FORM, local)
 
-    return gpu
+    return {key: (lambda wildcards, key=key: resources(wildcards)[key])
+            for key in ("gpu", "gres", "gpu_model", "constraint")}
 
 
+# A caps cohort's folder and session table must exist: a missing one stops the plan naming it.
+or_exit(rmconfig.check_caps_inputs, config)
 # Real cohorts' session tables are checked once, up front: a malformed table stops the plan.
 # Diagnoses pass through data.diagnoses (case-insensitive) to the class names of data.labels.
 SESSION_TABLES = {
@@ -123,7 +144,8 @@ MAIN = "main"
 FOLDS = list(range(config["split"]["n_folds"]))
 NATIVE_GRID = native_grid(config).to_config()
 WORKING_GRID = working_grid(config).to_config()
-ENV = "../envs/robustmaps.yaml"
+# the rules' conda env (--sdm conda): torch's CUDA build when ROBUSTMAPS_TORCH=cuda (GPU nodes)
+ENV = "../envs/robustmaps-cuda.yaml" if os.environ.get("ROBUSTMAPS_TORCH") == "cuda" else "../envs/robustmaps.yaml"
 TRAIN_FOLDS = config["train"]["folds"] if config["train"]["folds"] is not None else FOLDS
 SEEDS = config["train"]["seeds"]
 OTHER_COHORTS = [c for c in COHORTS if c != MAIN]

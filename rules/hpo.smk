@@ -18,7 +18,7 @@ rule hpo_worker:
         threads=HPO["threads"],
     threads: HPO["threads"]
     resources:
-        gpu=gpus_for(HPO["device"]),
+        **gpus_for(HPO["device"]),
     log:
         f"{HPO_DIR}/logs/worker-{{worker}}.log",
     conda:

@@ -39,7 +39,7 @@ rule group_mask:
         threads=MASKS["threads"],
     threads: MASKS["threads"]
     resources:
-        gpu=MASK_GPU,
+        **MASK_GPU,
     log:
         "results/logs/masks/group_{cohort}_{target}_fold-{fold}_seed-{seed}.log",
     conda:
@@ -114,7 +114,7 @@ rule session_masks:
     threads: MASKS["threads"]
     priority: 1  # the longest mask jobs: start them first
     resources:
-        gpu=MASK_GPU,
+        **MASK_GPU,
     log:
         "results/logs/masks/session_{target}_fold-{fold}_seed-{seed}.log",
     conda:

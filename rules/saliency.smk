@@ -33,7 +33,7 @@ for _method in SAL_METHODS:
             threads=SALIENCY["threads"],
         threads: SALIENCY["threads"]
         resources:
-            gpu=SAL_GPU,
+            **SAL_GPU,
         log:
             f"results/logs/saliency/{_method}_fold-{{fold}}_seed-{{seed}}.log",
         conda:
@@ -60,7 +60,7 @@ rule actmax:
         threads=SALIENCY["threads"],
     threads: SALIENCY["threads"]
     resources:
-        gpu=SAL_GPU,
+        **SAL_GPU,
     log:
         "results/logs/saliency/actmax_fold-{fold}_seed-{seed}.log",
     conda:
@@ -129,7 +129,7 @@ rule sobol:
         threads=SOBOL["threads"],
     threads: SOBOL["threads"]
     resources:
-        gpu=SOBOL_GPU,
+        **SOBOL_GPU,
     log:
         "results/logs/sobol/fold-{fold}_seed-{seed}.log",
     conda:

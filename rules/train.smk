@@ -24,7 +24,7 @@ rule train:
         threads=config["train"]["threads"],
     threads: config["train"]["threads"]
     resources:
-        gpu=gpus_for(config["train"]["device"]),
+        **gpus_for(config["train"]["device"]),
     log:
         "results/logs/train/fold-{fold}_seed-{seed}.log",
     conda:

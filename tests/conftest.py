@@ -81,18 +81,31 @@ def bad_copy(caps_cohort: Path, name: str) -> tuple[Path, Path]:
 SYSTEM = os.environ.get("ROBUSTMAPS_SYSTEM_TESTS") == "1"
 
 
-def slurm_profile(root: Path) -> Path:
-    """A copy of profiles/slurm for the test cluster: the partition file by absolute path (jobs
-    run in another directory) and no account (the cluster has no accounting). Nothing else."""
-    profile = root / "profile"
-    shutil.copytree(REPO / "profiles" / "slurm", profile)
-    config = profile / "config.yaml"
-    text = config.read_text()
-    text = re.sub(r"^slurm-partition-config: .*$", f"slurm-partition-config: {profile / 'partitions.yaml'}", text,
-                  flags=re.M)
-    text = re.sub(r"^  slurm_account: .*\n", "", text, flags=re.M)
-    config.write_text(text + "slurm-no-account: true\n")
-    return profile
+def install_site_profile(config_home: Path) -> Path:
+    """`make slurm-profile` with XDG_CONFIG_HOME=config_home, as a user installs the Slurm site
+    profile once: returns the installed folder (config_home/snakemake/slurm)."""
+    proc = subprocess.run(["make", "-s", "-C", str(REPO), "slurm-profile"], capture_output=True, text=True,
+                          env={**os.environ, "XDG_CONFIG_HOME": str(config_home)}, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return config_home / "snakemake" / "slurm"
+
+
+def user_command(cwd: Path, config_home: Path, *args: str, env: dict | None = None) -> tuple[list, dict]:
+    """`snakemake --profile slurm -s <repo>/Snakefile ...` and its environment: the site profile
+    of ``config_home`` (XDG_CONFIG_HOME), the venv's bin first on PATH, as an activated venv has it."""
+    cmd = ["snakemake", "--profile", "slurm", "-s", str(REPO / "Snakefile"), *args]
+    path = os.pathsep.join([str(Path(SNAKEMAKE).parent), os.environ.get("PATH", "")])
+    return cmd, {**os.environ, "PATH": path, "XDG_CONFIG_HOME": str(config_home), "PYTHONHASHSEED": "0",
+                 **(env or {})}
+
+
+def snakemake_as_user(cwd: Path, config_home: Path, *args: str, timeout: int = 3600,
+                      env: dict | None = None) -> subprocess.CompletedProcess:
+    """`snakemake --profile slurm ...` literally, from ``cwd`` (not the repository), with the site
+    profile of ``config_home``; the workflow profile (profiles/default) is found beside the
+    Snakefile."""
+    cmd, full_env = user_command(cwd, config_home, *args, env=env)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
 @pytest.fixture(scope="session")
@@ -111,12 +124,89 @@ def slurm_cluster(tmp_path_factory):
         subprocess.run(["bash", str(REPO / "tests" / "slurm" / "down.sh")], env=env, capture_output=True, timeout=120)
 
 
+RECOVERY_MARK = "\n===== recovery: the same command after scancel and --unlock =====\n"
+
+
+def _squeue_names(name: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "--name", name, "-o", "%i %T"], capture_output=True, text=True)
+    return out.stdout.split("\n")[:-1] if out.returncode == 0 else [f"squeue failed: {out.stderr}"]
+
+
 @pytest.fixture(scope="session")
 def slurm_run(slurm_cluster, tmp_path_factory):
-    """The smoke config run through profiles/slurm on the test cluster: (workdir, Snakemake's log)."""
+    """The smoke config run on the test cluster as README says: the site profile installed by
+    `make slurm-profile` into a temporary XDG_CONFIG_HOME (used as installed: the test cluster's
+    partitions are named like the template's, the account is left to the plugin), then
+    `snakemake --profile slurm` from the run's directory with the repository's Snakefile, with
+    ROBUSTMAPS_FAKE_GPUS=1 in its environment for the cluster's fake GPUs.
+
+    With README's recovery on the way: the controlling snakemake is killed (SIGKILL) while its
+    first preprocessing job is in Slurm (before the search and training start, whose interrupted
+    trials would be recorded), its jobs are cancelled by the run id it logged (`scancel --name`),
+    then `--unlock` and the same command finish the run. Returns (workdir, log of both runs joined
+    by RECOVERY_MARK); work/.recovery.json records what the recovery saw."""
+    import json
+    import signal
+    import time
+
     work = tmp_path_factory.mktemp("slurm-run")
-    profile = slurm_profile(work)
-    proc = run_snakemake(work, "--profile", str(profile), "--configfile", str(SMOKE), timeout=3600)
+    config_home = work / ".config"  # outside results/
+    install_site_profile(config_home)
+    # the cluster's GPUs are fake (gres on /dev/fakegpu*) and torch is the CPU build: the
+    # documented escape lets the jobs Slurm gave a GPU run on CPU (sbatch --export=ALL passes it)
+    env = {"ROBUSTMAPS_FAKE_GPUS": "1"}
+    args = ("--configfile", str(SMOKE))
+    cmd, full_env = user_command(work, config_home, *args, env=env)
+    first_log = work / ".first-run.log"
+    with open(first_log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=work, env=full_env, stdout=fh, stderr=subprocess.STDOUT)
+    deadline, run_id, in_slurm = time.time() + 900, None, []
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            text = first_log.read_text()
+            run_id = run_id or next(iter(re.findall(r"SLURM run ID: (\S+)", text)), None)
+            after = text.split("rule preprocess:", 1)
+            if run_id and len(after) == 2 and "has been submitted with SLURM jobid" in after[1]:
+                in_slurm = _squeue_names(run_id)
+                if in_slurm:
+                    break
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)  # the controlling snakemake only: its jobs stay in Slurm
+        proc.wait()
+    assert run_id and in_slurm, f"no job of the run in Slurm to recover from:\n{first_log.read_text()[-4000:]}"
+    subprocess.run(["scancel", "--name", run_id], check=True, capture_output=True)
+    for _ in range(120):
+        left = _squeue_names(run_id)
+        if not left:
+            break
+        time.sleep(0.5)
+    unlock = snakemake_as_user(work, config_home, *args, "--unlock", env=env, timeout=300)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    proc = snakemake_as_user(work, config_home, *args, env=env)
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    (work / ".recovery.json").write_text(json.dumps({"run_id": run_id, "in_slurm_at_kill": in_slurm,
+                                                     "left_after_scancel": left}))
+    return work, first_log.read_text() + RECOVERY_MARK + proc.stdout + proc.stderr
+
+
+# one GPU job of the finished Slurm run, run again with another form of GPU request
+GRES_TARGET = "results/saliency/gradcam/fold-0/seed-0/faithfulness.tsv"
+
+
+@pytest.fixture(scope="session")
+def slurm_gres_run(slurm_run):
+    """The Grad-CAM job of one model submitted again on the same cluster with the GPU asked for as
+    a gres (ROBUSTMAPS_SLURM_GPU=gres: --gres=gpu:1 instead of --gpus=1), as sites without --gpus
+    do: (workdir, Snakemake's log). Its outputs get the same values (deterministic)."""
+    work, _ = slurm_run
+    # the target first: --forcerun and --configfile take every value that follows them
+    proc = snakemake_as_user(work, work / ".config", GRES_TARGET, "--forcerun", "gradcam", "--configfile", str(SMOKE),
+                             env={"ROBUSTMAPS_FAKE_GPUS": "1", "ROBUSTMAPS_SLURM_GPU": "gres"}, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return work, proc.stdout + proc.stderr
 
 
@@ -136,7 +226,7 @@ def job_blocks(log: str) -> list[dict]:
             body.append(nxt.strip())
         logfile = next((b[len("log: "):] for b in body if b.startswith("log: ")), None)
         resources = next((b for b in body if b.startswith("resources: ")), "")
-        gpu = re.search(r"\bgpu=(\d+)", resources)
+        gpu = re.search(r"\bgpu=(\d+)", resources) or re.search(r"\bgres=gpu(?::\w+)?:(\d+)", resources)
         jobs.append({"rule": m.group(3), "log": logfile, "gpu": int(gpu.group(1)) if gpu else 0,
                      "resources": resources, "local": bool(m.group(2))})
     return jobs

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, SMOKE, job_blocks, run_snakemake
+from conftest import REPO, SMOKE, install_site_profile, job_blocks, run_snakemake, snakemake_as_user
 from robustmaps import acceptance
 from robustmaps import config as rmconfig
 from robustmaps.grid import working_grid
@@ -684,22 +684,67 @@ def test_provenance_names_every_rule_of_the_study_and_the_commit(smoke_run):
 
 
 def test_profiles_plan_gpu_jobs(tmp_path):
-    """The Slurm profile's plan asks a GPU for every network rule (whatever this machine has) with
-    attempt-scaled resources; the local profile asks one only where a GPU is visible."""
-    def jobs(profile):
-        out = run_snakemake(tmp_path, "--profile", str(REPO / "profiles" / profile), "-n",
-                            "--configfile", str(SMOKE)).stdout
-        by_rule = {}
+    """The Slurm site profile as installed by `make slurm-profile` (XDG_CONFIG_HOME), used as
+    `snakemake --profile slurm` from another directory, plans a GPU for every network rule
+    (whatever this machine has) with attempt-scaled resources: per-rule sizes from the workflow
+    profile (profiles/default), the site's default-resources kept for the others. The local
+    profile asks a GPU only where one is visible."""
+    def by_rule(out):
+        jobs = {}
         for job in job_blocks(out):
-            by_rule.setdefault(job["rule"], []).append(job)
-        return by_rule
+            jobs.setdefault(job["rule"], []).append(job)
+        return jobs
 
-    slurm = jobs("slurm")
+    install_site_profile(tmp_path / "xdg")
+    (tmp_path / "elsewhere").mkdir()
+    proc = snakemake_as_user(tmp_path / "elsewhere", tmp_path / "xdg", "-n", "--configfile", str(SMOKE))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Using profiles slurm and workflow specific profile " + str(REPO / "profiles" / "default") in proc.stderr
+    slurm = by_rule(proc.stdout)
     for rule in ("train", "hpo_worker", "group_mask", "session_masks", "gradcam", "sobol", "prob_cnn"):
         assert slurm.get(rule) and all(j["gpu"] == 1 for j in slurm[rule]), rule
     train = slurm["train"][0]["resources"]
     assert "mem_mb=8000" in train and "runtime=240" in train and "cpus_per_task=1" in train
+    assert all("runtime=60" in j["resources"] for j in slurm["qc"])  # the site's default-resources
     for rule in ("qc", "split", "evaluate", "roi_vectors"):
         assert slurm.get(rule) and not any("gpu=" in j["resources"] for j in slurm[rule]), rule
-    local = jobs("local")
+    local = by_rule(run_snakemake(tmp_path, "--profile", str(REPO / "profiles" / "local"), "-n",
+                                  "--configfile", str(SMOKE)).stdout)
     assert local["train"] and all(j["gpu"] == LOCAL_GPU for j in local["train"])
+
+
+def test_make_slurm_profile_never_replaces_an_existing_profile(tmp_path):
+    """`make slurm-profile` installs the template once; a site's own `slurm` profile stays as it is.
+    The installed profile names its partition file relative to itself and sets no account."""
+    installed = install_site_profile(tmp_path)
+    text = (installed / "config.yaml").read_text()
+    assert re.search(r"^slurm-partition-config: partitions.yaml\b", text, re.M) and (installed / "partitions.yaml").is_file()
+    assert not re.search(r"^\s*slurm_account:", text, re.M)
+    (installed / "config.yaml").write_text("executor: slurm\n# the site's own\n")
+    install_site_profile(tmp_path)
+    assert (installed / "config.yaml").read_text() == "executor: slurm\n# the site's own\n"
+
+
+def test_cluster_run_without_configfile_stops_before_the_demo_starts(tmp_path):
+    """`snakemake --profile slurm` without --configfile stops at planning with one message instead
+    of submitting the synthetic demo (config/config.yaml stays the default of local runs only)."""
+    install_site_profile(tmp_path / "xdg")
+    proc = snakemake_as_user(tmp_path, tmp_path / "xdg", "-n")
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors == [next(line for line in proc.stderr.splitlines() if "no --configfile given" in line)], proc.stderr
+    assert "--configfile config/paper.yaml" in errors[0] and "Traceback" not in proc.stderr
+    assert "synthetic_cohort" not in proc.stdout and not (tmp_path / "results").exists()
+
+
+def test_paper_config_without_the_data_stops_naming_the_missing_folder(tmp_path):
+    """config/paper.yaml as shipped, in a directory without ADNI/AIBL: planning stops with one line
+    naming the CAPS folder, its config key and the working directory relative paths are read from."""
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "paper.yaml"), check=False)
+    assert proc.returncode == 1
+    assert (f"ERROR: data/ADNI/caps: CAPS folder of cohort 'main' not found (relative to the working directory "
+            f"{tmp_path}): set data.cohorts.main.caps.caps_dir") in proc.stderr, proc.stderr[-2000:]
+    (tmp_path / "data" / "ADNI" / "caps").mkdir(parents=True)
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "paper.yaml"), check=False)
+    assert "ERROR: data/ADNI/labels.tsv: session table of cohort 'main' not found" in proc.stderr, proc.stderr[-2000:]
+    assert "data.cohorts.main.caps.tsv" in proc.stderr and "Traceback" not in proc.stderr

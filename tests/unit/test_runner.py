@@ -1,6 +1,7 @@
 """What every job shares: its log's context line and the GPU request of network rules."""
 
 import logging
+import re
 import types
 
 import pytest
@@ -95,3 +96,30 @@ def test_a_job_still_running_keeps_a_second_job_off_its_output(tmp_path):
     third = subprocess.run([sys.executable, "-c", JOB, str(out), str(tmp_path / "c.log"), "0", "third"],
                            capture_output=True, text=True, timeout=120)
     assert third.returncode == 0 and out.read_text() == "third"
+
+
+@pytest.mark.parametrize("value, local, n, expect", [
+    (None, False, 1, {"gpu": 1}),
+    ("gpus", False, 1, {"gpu": 1}),
+    ("gres", False, 1, {"gres": "gpu:1"}),
+    ("gres:a100", False, 1, {"gres": "gpu:a100:1"}),
+    ("model:a100", False, 1, {"gpu": 1, "gpu_model": "a100"}),
+    ("constraint:a100|h100", False, 1, {"gpu": 1, "constraint": "a100|h100"}),
+    ("gres", True, 1, {"gpu": 1}),   # local runs keep the count the local profile caps
+    ("gres", False, 0, {"gpu": 0}),  # device cpu: no GPU in any form
+    ("model:a100", False, 0, {"gpu": 0}),
+])
+def test_gpu_request_in_the_sites_form(value, local, n, expect):
+    from robustmaps.runner import gpu_form, gpu_resources
+
+    got = {k: v for k, v in gpu_resources(n, gpu_form(value), local).items() if v is not None}
+    assert got == expect
+
+
+@pytest.mark.parametrize("value", ["gpu", "gres:", "model:", "constraint", "gres:a b", "tpu"])
+def test_an_unknown_gpu_form_stops_naming_the_variable(value):
+    from robustmaps.io import InputError
+    from robustmaps.runner import gpu_form
+
+    with pytest.raises(InputError, match=rf"ROBUSTMAPS_SLURM_GPU='{re.escape(value)}': expected one of gpus"):
+        gpu_form(value)
