@@ -88,12 +88,13 @@ def test_store_atlas_and_index_share_the_working_grid(smoke_run, smoke_config):
 FINAL = {"all": 1, "provenance": 1}
 TRAINING = {"train": 4, "evaluate": 4, "training_summary": 1}  # 2 folds x 2 seeds
 # 2 cohorts x 2 targets x 4 models; 2 sweep points x 2 targets; session masks of one model x 2 targets
-MASKS = {"group_mask": 16, "sweep_mask": 4, "session_masks": 2, "masks_summary": 1}
+MASKS = {"group_mask": 16, "sweep_mask": 4, "session_masks": 2, "masks_summary": 1,
+         "sweep_figures": 1}  # the study's Figures 3-4 draw the sweep masks
 REFERENCE = {"mask_reference": 2}  # the mean CN map of each fold
 # every per-session method on one model, its faithfulness, activation maximisation, Sobol on one model
 METHODS = ["gradcam", "gradcampp", "layercam", "hirescam", "randomcam", "vanilla", "smoothgrad", "occlusion", "lots"]
 SALIENCY = {**{m: 1 for m in METHODS}, "actmax": 1, "saliency_summary": 1, "sobol": 1, "sobol_summary": 1}
-ANALYSIS = {"roi_vectors": 1, "similarity": 1, "regions": 1, "stats": 1}  # everything above feeds them
+ANALYSIS = {"roi_vectors": 1, "similarity": 1, "regions": 1, "stats": 1, "brain_maps": 1}  # everything above feeds them
 PROB = {"prob_cnn": 1}  # masks and models feed it
 HPO = {"hpo_worker": 2, "hpo_summary": 1}  # the search runs on split 0 (training does not use it here)
 JUMP_FACTOR = 1.05  # low enough that the smoke run's probability masks flag some images (the default 10 flags none)
@@ -117,8 +118,9 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
     lr = overlay(tmp_path, {"train": {"lr": 5e-4}})
     out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), lr).stdout
     assert job_counts(out) == {**FINAL, **TRAINING, **MASKS, **SALIENCY, **ANALYSIS, **PROB}
-    train_jobs = [b for b in re.split(r"\n\[[^\n]*\d\]\n", out) if b.startswith("rule train:")]
-    assert len(train_jobs) == 4 and all(f"gpu={LOCAL_GPU}" in b for b in train_jobs)
+    # (the workflow profile's groups nest train in a "model" group job: job_blocks reads indented blocks)
+    train_jobs = [j for j in job_blocks(out) if j["rule"] == "train"]
+    assert len(train_jobs) == 4 and all(j["gpu"] == LOCAL_GPU for j in train_jobs)
     boot = overlay(tmp_path, {"evaluation": {"bootstrap": 300}})
     assert job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), boot).stdout) == {
         **FINAL, "evaluate": 4, "training_summary": 1, "stats": 1}  # stats reads the training summary
@@ -182,11 +184,11 @@ def test_mask_settings_rerun_exactly_the_masks_that_use_them(smoke_run, tmp_path
     assert counts({"masks": {"independent": {"patience": 4}}}) == {**FINAL, "group_mask": 8, "masks_summary": 1,
                                                                    **ANALYSIS, **PROB}
     assert counts({"masks": {"sweep": {"batch_size": 1}}}) == {**FINAL, "sweep_mask": 4, "masks_summary": 1,
-                                                               **ANALYSIS}
+                                                               "sweep_figures": 1, **ANALYSIS}
     point = {"b1": 0.1, "b2": 1, "l1": 1e-3, "l2": 1e-3}
     smoke_points = rmconfig.load(SMOKE)["masks"]["sweep"]["points"]
     assert counts({"masks": {"sweep": {"points": smoke_points + [point]}}}) == {
-        **FINAL, "sweep_mask": 2, "masks_summary": 1, **ANALYSIS}
+        **FINAL, "sweep_mask": 2, "masks_summary": 1, "sweep_figures": 1, **ANALYSIS}
     # mu = 1 instead of the mean CN map: every mask, no reference map, and every per-session
     # saliency method, whose faithfulness perturbs as the masks do (saliency.faithfulness.baseline)
     assert counts({"masks": {"reference": "one"}}) == {**FINAL, **MASKS, **ANALYSIS, **PROB,
