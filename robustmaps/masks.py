@@ -168,6 +168,13 @@ class RelativeTolerance:
         self.stopped |= self.bad >= self.patience
         return improved, self.stopped.copy()
 
+    def state(self) -> dict:
+        """What a checkpoint keeps of the rule (``restore`` takes it back)."""
+        return {"best": self.best, "bad": self.bad, "stopped": self.stopped}
+
+    def restore(self, state: dict) -> None:
+        self.best, self.bad, self.stopped = (np.asarray(state[key]) for key in ("best", "bad", "stopped"))
+
 
 def optimise_independent(model, images: torch.Tensor, settings: MaskSettings, *, mu=1.0, max_epochs: int = 5000,
                          patience: int = 200, tol: float = 0.01, log_every: int = 0,
@@ -201,7 +208,7 @@ def optimise_independent(model, images: torch.Tensor, settings: MaskSettings, *,
         with torch.no_grad():
             m.copy_(saved["masks"].to(device))
         opt.load_state_dict(saved["optimizer"])
-        stop.best, stop.bad, stop.stopped = (np.asarray(saved["stopper"][k]) for k in ("best", "bad", "stopped"))
+        stop.restore(saved["stopper"])
         best = saved["best"].to(device)
         best_epoch, epochs = np.asarray(saved["best_epoch"]), np.asarray(saved["epochs"])
         history, first = saved["history"], saved["epoch"] + 1
@@ -250,7 +257,7 @@ def optimise_independent(model, images: torch.Tensor, settings: MaskSettings, *,
         if checkpoint is not None:
             checkpoint.step(lambda: {
                 "epoch": step, "masks": m.detach().cpu(), "optimizer": opt.state_dict(), "best": best.cpu(),
-                "stopper": {"best": stop.best, "bad": stop.bad, "stopped": stop.stopped},
+                "stopper": stop.state(),
                 "best_epoch": best_epoch, "epochs": epochs, "history": history})
     stats = [{"epochs": int(epochs[i]), "best_epoch": int(best_epoch[i]), "stopped_early": bool(stop.stopped[i])}
              for i in range(k)]
@@ -316,7 +323,7 @@ def optimise_group(model, store, train_rows, val_rows, settings: MaskSettings, *
         with torch.no_grad():
             m.copy_(saved["mask"].to(device))
         opt.load_state_dict(saved["optimizer"])
-        stop.best, stop.bad, stop.stopped = (np.asarray(saved["stopper"][k]) for k in ("best", "bad", "stopped"))
+        stop.restore(saved["stopper"])
         rng.bit_generator.state = saved["rng"]
         best = saved["best"].to(device)
         history, flagged, start = saved["history"], saved["flagged"], saved["epoch"] + 1
@@ -361,7 +368,7 @@ def optimise_group(model, store, train_rows, val_rows, settings: MaskSettings, *
         if checkpoint is not None:
             checkpoint.step(lambda: {
                 "epoch": epoch, "mask": m.detach().cpu(), "optimizer": opt.state_dict(), "best": best.cpu(),
-                "stopper": {"best": stop.best, "bad": stop.bad, "stopped": stop.stopped},
+                "stopper": stop.state(),
                 "rng": rng.bit_generator.state, "history": history, "flagged": flagged})
     return threshold(best, settings.threshold), history, flagged
 
