@@ -52,3 +52,4 @@ rule all:
         config_named,
         all_outputs(),
         "results/provenance.json",
+        private_tables(),  # the report's pseudonymised tables (report.pseudonymise)

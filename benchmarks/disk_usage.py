@@ -8,7 +8,8 @@ per-session volume takes in the stacks (2-byte int16 + gzip; measured on the sta
 --stacks, default RESULTS: a run with storage.keep_session_maps), and from it an estimate for
 config/paper.yaml on an ADNI-sized cohort: the cohort store (float16, uncompressed), the
 per-session saliency stacks of every model and method, the session masks, their native copies
-(only with storage.keep_session_maps) and the rest. The per-session stacks are temp() by default:
+(only with storage.keep_session_maps, and never when the working grid is the native grid, as in
+config/paper.yaml) and the rest. The per-session stacks are temp() by default:
 they exist from their job until the ROI vectors (and prob_CNN) have read them, so they count in
 the peak, not in what stays.
 """
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from robustmaps import config as rmconfig  # noqa: E402
-from robustmaps.grid import working_grid  # noqa: E402
+from robustmaps.grid import native_grid, working_grid  # noqa: E402
 
 GB = 1e9
 
@@ -87,17 +88,20 @@ def main() -> None:
         f"saliency stacks ({n_sal:,.0f} volumes)": n_sal * voxels * per_voxel["saliency maps"],
         f"session-mask stacks ({n_masks:,.0f} volumes)": n_masks * voxels * per_voxel["session masks"],
     }
-    native = sum(v for k, v in est.items() if "stacks" in k)
+    same_grid = native_grid(paper).to_config() == working_grid(paper).to_config()
+    native = 0 if same_grid else sum(v for k, v in est.items() if "stacks" in k)
     print(f"\npaper protocol ({args.paper.name}): {len(rmconfig.trained_models(paper))} models, "
           f"{len(methods)} per-session methods, {voxels:,} voxels a map, ~{sessions:,.0f} CN/AD sessions")
     for k, v in est.items():
         print(f"  {k:<40} {v / GB:8.1f} GB")
-    print(f"  {'native copies (only when kept)':<40} {native / GB:8.1f} GB")
+    print(f"  {'native copies (only when kept)':<40} {native / GB:8.1f} GB"
+          + (" (working grid = native grid: none)" if same_grid else ""))
     print(f"  peak, default (stacks temp, no native copies): {sum(est.values()) / GB:.1f} GB; "
           f"left after the run: {est['cohort store (float16 .npy)'] / GB:.1f} GB + small files")
-    print(f"  kept (storage.keep_session_maps): {(sum(est.values()) + native) / GB:.1f} GB")
+    kept = " (its setting)" if paper["storage"]["keep_session_maps"] else ""
+    print(f"  kept (storage.keep_session_maps{kept}): {(sum(est.values()) + native) / GB:.1f} GB")
     raw = (n_sal + n_masks) * voxels * 4 / GB
-    print(f"  the same stacks as float32 NIfTI, one file per session, uncompressed: {raw:.0f} GB (x2 native)")
+    print(f"  the same stacks as float32 NIfTI, one file per session, uncompressed: {raw:.0f} GB")
 
 
 if __name__ == "__main__":

@@ -129,9 +129,12 @@ def similarity_matrices(table: pd.DataFrame, rois: list[str], group_class: str =
     for (target, fold, seed), se in sessions.groupby(["target", "fold", "seed"]):
         se = se.sort_values(["participant_id", "session_id"])
         if len(se) > 1:
+            # subjects numbered in the order of their ids: a figure never names a participant
+            # (report.pseudonymise; the pairs table holds the ids)
+            number = {p: i + 1 for i, p in enumerate(dict.fromkeys(se.participant_id))}
             out[f"session masks, {target} fold {fold} seed {seed}"] = labelled(
-                se, [f"{p.removeprefix('sub-')} {s.removeprefix('ses-')}" for p, s in zip(se.participant_id,
-                                                                                       se.session_id)])
+                se, [f"subject {number[p]} {s.removeprefix('ses-')}" for p, s in zip(se.participant_id,
+                                                                                     se.session_id)])
     level = pd.concat([g, table[table.kind.isin(["saliency", "sobol"])]])
     methods = list(dict.fromkeys(level.method))
     if len(methods) > 1:

@@ -146,6 +146,41 @@ def _check_architecture(config: dict) -> None:
         _fail("train.architecture", f"{spec['name']}: {exc}")
 
 
+#: Pure resources (config/README.md, "Resources and results"): how a job computes, never what it
+#: computes. Scripts read them from the config (:func:`job_resources`), never through ``params:``,
+#: so that retuning them on a cluster re-runs nothing (tests/integration/test_workflow.py changes
+#: each one and checks that no job is planned). Thread counts and batch sizes are not here: they
+#: change CPU numerics (measured in config/README.md).
+RESOURCES = {
+    "train": ("device", "cache_size", "workers"),
+    "hpo": ("device", "cache_size"),
+    "masks": ("device",),
+    "saliency": ("device",),
+    "sobol": ("device",),
+    "resources": ("data_threads", "checkpoint_minutes"),
+}
+
+
+def job_resources(config: dict, section: str, keys=None) -> dict:
+    """The pure resources ``keys`` (default: all of :data:`RESOURCES`'s) of a config section,
+    as a job script reads them from ``snakemake.config``."""
+    keys = RESOURCES[section] if keys is None else keys
+    unknown = set(keys) - set(RESOURCES[section])
+    if unknown:
+        raise KeyError(f"{section}: {sorted(unknown)} are not pure resources (they go through params:)")
+    return {k: config[section][k] for k in keys}
+
+
+def without_resources(config: dict) -> dict:
+    """``config`` without its pure resources: what the provenance records (changing a resource
+    re-runs nothing, not even the provenance)."""
+    out = copy.deepcopy(config)
+    for section, keys in RESOURCES.items():
+        for key in keys:
+            out.get(section, {}).pop(key, None)
+    return out
+
+
 def trained_models(config: dict) -> list[tuple[int, int]]:
     """Every (fold, seed) the workflow trains."""
     folds = config["train"]["folds"]

@@ -136,7 +136,7 @@ def faithfulness(model, explainer, x: torch.Tensor, maps: torch.Tensor, target: 
                  baseline: str = "mask", mu=1.0, blur_sigma_voxels: float = 2.0, coherency: bool = True,
                  batch_size: int = 16, seed: int = 0, start: int = 0) -> pd.DataFrame:
     """Every metric for every image of a batch: (B, 1, X, Y, Z) images, (B, X, Y, Z) maps in [0, 1],
-    (B,) targets. ``explainer`` (x, target) -> maps recomputes maps for coherency. ``baseline``,
+    (B,) targets. ``explainer`` (x, target, positions) -> maps recomputes maps for coherency. ``baseline``,
     ``mu``, ``blur_sigma_voxels``: see :func:`baseline_images`. The order of equal map values of
     the image at ``start + i`` of its table is drawn with :func:`image_seed` (``seed``, ``start + i``)."""
     from .masks import masked
@@ -148,7 +148,7 @@ def faithfulness(model, explainer, x: torch.Tensor, maps: torch.Tensor, target: 
     rows = []
     coh = [np.nan] * len(x)
     if coherency:
-        again = explainer(explained, target)
+        again = explainer(explained, target, positions=range(start, start + len(x)))  # the sessions' own draws
         coh = [(pearson(again[i], maps[i]) + 1) / 2 for i in range(len(x))]
     for i in range(len(x)):
         d, ins, _, _ = deletion_insertion(model, x[i:i + 1], maps[i], int(target[i]), base[i:i + 1], steps=steps,

@@ -223,12 +223,12 @@ def _trial_main(spec_json) -> None:
 
     try:
         from .preprocess import open_store
-        from .training import TrainConfig, fingerprint, read_split_rows, train
+        from .training import TrainConfig, fingerprint, read_split_rows, result_settings, train
 
         store, index = open_store(spec["store"], spec["index"])
         tr, va = read_split_rows(spec["train"], index), read_split_rows(spec["validation"], index)
         # a checkpoint at this path is resumed only if it trained this very point on these inputs
-        fp = fingerprint({"settings": spec["settings"], "seed": spec["seed"]},
+        fp = fingerprint({"settings": result_settings(spec["settings"]), "seed": spec["seed"]},
                          [spec[k] for k in ("store", "index", "train", "validation")])
         best, _ = train(store, tr.row.to_numpy(), tr.label.to_numpy(), va.row.to_numpy(), va.label.to_numpy(),
                         TrainConfig(**spec["settings"]), seed=spec["seed"], checkpoint=spec["checkpoint"],
@@ -311,10 +311,11 @@ def trials_table(study, worker: int | None = None) -> pd.DataFrame:
 
 
 def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv, *, worker: int, params: dict,
-               device: str = "auto", threads: int = 1, checkpoint_minutes: float = 0.0) -> None:
+               device: str = "auto", threads: int = 1, cache_size: int = 0, checkpoint_minutes: float = 0.0) -> None:
     """Rule entry: one worker of the shared study. ``params``: the ``hpo`` config section (n_trials,
     sampler, pruner, hyperband, seed, space, baseline, max_parameters) and ``train`` (the
-    TrainConfig values not searched: epochs, patience, ...). Writes the trials this worker ran."""
+    TrainConfig values not searched: epochs, patience, ...). ``device``, ``cache_size``,
+    ``checkpoint_minutes``: pure resources. Writes the trials this worker ran."""
     import optuna
 
     from .io import write_tsv
@@ -362,8 +363,8 @@ def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv
         log.info("worker %d: trial %d (%d of %d): %s", worker, trial.number, n + 1, params["n_trials"], point)
         try:
             trial.set_user_attr("n_parameters", check_feasible(point, in_shape, params["max_parameters"]))
-            state, value, error = run_trial(trial, paths, settings_for(point, params["train"]), seed=params["seed"],
-                                            device=device, threads=threads,
+            settings = settings_for(point, {**params["train"], "cache_size": cache_size})
+            state, value, error = run_trial(trial, paths, settings, seed=params["seed"], device=device, threads=threads,
                                             checkpoint=str(ckdir / f"{name}-trial-{trial.number}.pt"),
                                             checkpoint_every=60 * checkpoint_minutes)
         except InfeasibleTrial as exc:

@@ -494,7 +494,8 @@ def to_native(volumes: np.ndarray, working: dict, native: dict, fill: float = 1.
 def write_volumes(volumes: np.ndarray, grids: dict, working_nii, native_nii=None, dtype=np.float32,
                   fill: float = 1.0) -> None:
     """Volumes (X, Y, Z[, K]) on the working grid and, resampled, on the native grid (unless
-    ``native_nii`` is None: per-session stacks that are not kept have no native copy).
+    ``native_nii`` is None: per-session stacks that are not kept, and every file of a run whose
+    working grid is the native grid, have no native copy).
 
     Stacks of per-session maps use ``dtype=np.int16``: 2 bytes a voxel, like float16, which
     NIfTI-1 cannot store. nibabel picks one scale factor per file; masks and the explainers' maps
@@ -585,6 +586,8 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
             log.info("second QC step: none of this model's %d images is excluded from the cohort (%s); the mask is "
                      "the screening pass's, copied", len(train), excluded_tsv)
             for key in ("mask", "native", "history", "summary", "flagged"):
+                if key not in out:  # no native copy on the native grid
+                    continue
                 with atomic_path(out[key]) as tmp:
                     shutil.copyfile(screen[key], tmp)
             return
@@ -622,7 +625,7 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
                "probability_after": float(np.mean(p_after)), "max_probability_after": float(np.max(p_after)),
                "epochs": int(hist.epoch.max()) + 1, "best_epoch": best,
                "flagged_images": len({f["row"] for f in flagged}), "excluded_images": len(removed)}
-    write_volumes(mask[0, 0].cpu().numpy(), grids, out["mask"], out["native"])
+    write_volumes(mask[0, 0].cpu().numpy(), grids, out["mask"], out.get("native"))
     write_tsv(hist, out["history"])
     write_tsv(pd.DataFrame([summary]), out["summary"])
     table = flagged_table(flagged, index)

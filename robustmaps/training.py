@@ -458,6 +458,14 @@ def read_split_rows(table_tsv, index, allow_empty: bool = False):
     return table
 
 
+def result_settings(settings: dict) -> dict:
+    """``settings`` without the pure resources (cache_size, workers: robustmaps.config.RESOURCES):
+    a checkpoint stays valid when only they change."""
+    from .config import RESOURCES
+
+    return {k: v for k, v in settings.items() if k not in RESOURCES["train"]}
+
+
 def fingerprint(settings: dict, files) -> str:
     """Hash of everything a training run depends on: its settings and its input files' contents
     (tables whole; the store, too large to hash at every start, by its size and 64 KiB read at 32
@@ -505,7 +513,8 @@ def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, histo
     store, index = open_store(store_npy, index_tsv)
     tr, va = read_split_rows(train_tsv, index), read_split_rows(validation_tsv, index)
     cfg = TrainConfig(**settings)
-    fp = fingerprint({"settings": settings, "fold": fold, "seed": seed, "threads": threads, "device": device},
+    # (the device is checked apart: robustmaps.checkpoints ignores a checkpoint of another device)
+    fp = fingerprint({"settings": result_settings(settings), "fold": fold, "seed": seed, "threads": threads},
                      [store_npy, index_tsv, train_tsv, validation_tsv])
     log.info("fold %d, seed %d: %s", fold, seed, settings)
     best, history = train(store, tr.row.to_numpy(), tr.label.to_numpy(), va.row.to_numpy(), va.label.to_numpy(),

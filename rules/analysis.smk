@@ -33,25 +33,25 @@ rule similarity:
         "results/analysis/roi_vectors.tsv",
     output:
         pairs="results/analysis/similarity/pairs.tsv",
-        summary=report(
+        summary=reported(
             "results/analysis/similarity/summary.tsv",
             caption="../report/captions/similarity_summary.rst",
             category="Similarity",
             subcategory="ROI-cosine families",
         ),
-        figure=report(
+        figure=reported(
             "results/analysis/similarity/families.png",
             caption="../report/captions/similarity_families.rst",
             category="Similarity",
             subcategory="ROI-cosine families",
         ),
-        matrices=report(
+        matrices=reported(
             "results/analysis/similarity/matrices.png",
             caption="../report/captions/similarity_matrices.rst",
             category="Similarity",
             subcategory="ROI-cosine families",
         ),
-        sweep_tables=report(
+        sweep_tables=reported(
             "results/analysis/similarity/sweep_tables.tsv",
             caption="../report/captions/sweep_tables.rst",
             category="Similarity",
@@ -78,37 +78,37 @@ rule regions:
         roi="results/analysis/roi_vectors.tsv",
         masks=list(group_mask_files().values()),
     output:
-        top=report(
+        top=reported(
             "results/analysis/regions/top_rois.tsv",
             caption="../report/captions/top_rois.rst",
             category="Masks",
             subcategory="Regions",
         ),
-        frequency=report(
+        frequency=reported(
             "results/analysis/regions/roi_frequency.tsv",
             caption="../report/captions/roi_frequency.rst",
             category="Masks",
             subcategory="Regions",
         ),
-        recovery=report(
+        recovery=reported(
             "results/analysis/regions/recovery.tsv",
             caption="../report/captions/recovery.rst",
             category="Similarity",
             subcategory="Planted-ROI recovery",
         ),
-        frequency_figure=report(
+        frequency_figure=reported(
             "results/analysis/regions/roi_frequency.png",
             caption="../report/captions/roi_frequency.rst",
             category="Masks",
             subcategory="Regions",
         ),
-        recovery_figure=report(
+        recovery_figure=reported(
             "results/analysis/regions/recovery.png",
             caption="../report/captions/recovery.rst",
             category="Similarity",
             subcategory="Planted-ROI recovery",
         ),
-        views=report(
+        views=reported(
             "results/analysis/regions/group_mask_views.png",
             caption="../report/captions/group_mask_views.rst",
             category="Masks",
@@ -139,19 +139,19 @@ rule brain_maps:
         masks=list(group_mask_files().values()),
         maps=saliency_maps("group"),
     output:
-        masks=report(
+        masks=reported(
             "results/analysis/brain/masks.png",
             caption="../report/captions/brain_masks.rst",
             category="Masks",
             subcategory="Brain maps",
         ),
-        saliency=report(
+        saliency=reported(
             "results/analysis/brain/saliency.png",
             caption="../report/captions/brain_saliency.rst",
             category="Saliency and faithfulness",
             subcategory="Brain maps",
         ),
-        sobol=report(
+        sobol=reported(
             "results/analysis/brain/sobol.png",
             caption="../report/captions/brain_sobol.rst",
             category="Sensitivity",
@@ -176,13 +176,13 @@ rule sweep_figures:
     input:
         list(sweep_figure_masks().values()),
     output:
-        b=report(
+        b=reported(
             "results/analysis/sweep/figure3_b1_b2.png",
             caption="../report/captions/sweep_figures.rst",
             category="Masks",
             subcategory="Hyperparameter sweep (Figures 3-4)",
         ),
-        l=report(
+        l=reported(
             "results/analysis/sweep/figure4_l1_l2.png",
             caption="../report/captions/sweep_figures.rst",
             category="Masks",
@@ -208,12 +208,12 @@ rule stats:
         roi="results/analysis/roi_vectors.tsv",
         pairs="results/analysis/similarity/pairs.tsv",
     output:
-        variance=report(
+        variance=reported(
             "results/analysis/stats/variance.tsv",
             caption="../report/captions/stats_variance.rst",
             category="Variance and tests",
         ),
-        tests=report(
+        tests=reported(
             "results/analysis/stats/tests.tsv",
             caption="../report/captions/stats_tests.rst",
             category="Variance and tests",
@@ -242,13 +242,13 @@ rule prob_cnn:
         files=prob_cnn_inputs(),
     output:
         pairs="results/analysis/prob_cnn/pairs.tsv",
-        summary=report(
+        summary=reported(
             "results/analysis/prob_cnn/summary.tsv",
             caption="../report/captions/prob_cnn.rst",
             category="Similarity",
             subcategory="prob_CNN",
         ),
-        matrices=report(
+        matrices=reported(
             "results/analysis/prob_cnn/matrices.png",
             caption="../report/captions/prob_cnn_matrices.rst",
             category="Similarity",
@@ -258,7 +258,6 @@ rule prob_cnn:
         models=prob_cnn_models(),
         sessions=prob_cnn_sessions(),
         target=SALIENCY["group_class"],
-        device=MASKS["device"],
         threads=MASKS["threads"],
         seed=MASKS["seed"],
     threads: MASKS["threads"]

@@ -144,6 +144,15 @@ MAIN = "main"
 FOLDS = list(range(config["split"]["n_folds"]))
 NATIVE_GRID = native_grid(config).to_config()
 WORKING_GRID = working_grid(config).to_config()
+# On the native grid (config/paper.yaml: 1.5 mm, uncropped) a native-grid copy of a mask or map
+# would repeat its working-grid file: the rules then have no native outputs and write none.
+NATIVE_COPIES = NATIVE_GRID != WORKING_GRID
+
+
+def with_native_copies(files):
+    """``files`` (output name -> path) without the native-grid copies when there are none."""
+    return files if NATIVE_COPIES else {k: v for k, v in files.items() if k not in ("native", "group_native")}
+
 # the rules' conda env (--sdm conda): torch's CUDA build when ROBUSTMAPS_TORCH=cuda (GPU nodes)
 ENV = "../envs/robustmaps-cuda.yaml" if os.environ.get("ROBUSTMAPS_TORCH") == "cuda" else "../envs/robustmaps.yaml"
 TRAIN_FOLDS = config["train"]["folds"] if config["train"]["folds"] is not None else FOLDS
@@ -168,13 +177,13 @@ SWEEP_DIR = "results/masks/sweep/{point}/{target}/fold-{fold}/seed-{seed}"
 EXCLUDE = MASKS["group"]["jump_action"] == "exclude"
 SCREEN_DIR = "results/masks/screen/{cohort}/{target}/fold-{fold}/seed-{seed}"
 EXCLUDED_TSV = "results/masks/qc/{cohort}/{target}/excluded.tsv"
-GROUP_FILES = {
+GROUP_FILES = with_native_copies({
     "mask": "mask.nii.gz",
     "native": "mask_native.nii.gz",
     "history": "history.tsv",
     "summary": "summary.tsv",
     "flagged": "flagged.tsv",
-}
+})
 MASK_GPU = gpus_for(MASKS["device"])
 PENALTIES = ("l1", "l2", "b1", "b2", "lr", "score", "norm", "threshold", "eps", "batch_size", "seed")
 
@@ -187,6 +196,7 @@ KEEP_SESSION_MAPS = config["storage"]["keep_session_maps"]
 
 def session_stack(files, stack):
     """``files`` (output name -> path, with a "native" copy of ``files[stack]``) as the rule's outputs."""
+    files = with_native_copies(files)
     if KEEP_SESSION_MAPS:
         return files
     return {k: temp(v) if k == stack else v for k, v in files.items() if k != "native"}
@@ -201,13 +211,13 @@ SAL_MODELS = rmconfig.saliency_models(config, "saliency")
 SOBOL_MODELS = rmconfig.saliency_models(config, "sobol")
 SAL_DIR = "results/saliency/{method}/fold-{fold}/seed-{seed}"
 SOBOL_DIR = "results/sobol/fold-{fold}/seed-{seed}"
-MAP_FILES = {
+MAP_FILES = with_native_copies({
     "maps": "maps.nii.gz",
     "native": "maps_native.nii.gz",
     "index": "index.tsv",
     "group": "group.nii.gz",
     "group_native": "group_native.nii.gz",
-}
+})
 CAM_METHODS = rmconfig.CAM_METHODS
 SAL_GPU = gpus_for(SALIENCY["device"])
 SOBOL_GPU = gpus_for(SOBOL["device"])
@@ -612,7 +622,7 @@ def hpo_params():
     """The search's settings: the hpo section only (never train.*), so that changing training
     settings does not re-run the search."""
     keys = ("n_trials", "sampler", "pruner", "hyperband", "seed", "space", "baseline", "max_parameters")
-    train = {k: HPO[k] for k in ("max_epochs", "patience", "min_epochs", "cache_size", "amp")}
+    train = {k: HPO[k] for k in ("max_epochs", "patience", "min_epochs", "amp")}  # cache_size: a resource
     return {**{k: HPO[k] for k in keys}, "train": train}
 
 
@@ -620,7 +630,7 @@ def train_settings():
     """train.* values the train rule uses; with train.architecture_from_hpo the searched ones
     come from best.yaml (an input) instead, so that they do not re-run training for nothing."""
     keys = ["architecture", "lr", "weight_decay", "batch_size", "max_epochs", "patience", "min_epochs",
-            "normalisation", "cache_size", "amp", "augmentation", "workers"]
+            "normalisation", "amp", "augmentation"]  # not the pure resources (rmconfig.RESOURCES)
     if config["train"]["architecture_from_hpo"]:
         keys = [k for k in keys if k not in ("architecture", "lr", "weight_decay", "batch_size", "normalisation")]
     return {k: config["train"][k] for k in keys}
@@ -629,6 +639,37 @@ def train_settings():
 def hpo_best_input(wildcards):
     """best.yaml of the search, an input of training when train.architecture_from_hpo."""
     return {"best": f"{HPO_DIR}/best.yaml"} if config["train"]["architecture_from_hpo"] else {}
+
+
+# Report privacy (report.pseudonymise; robustmaps.privacy): the report registers pseudonymised
+# copies of its tables, one pseudonymise_<table> rule each (rules/report.smk); results/ keeps the
+# real ids. The key lives outside the report.
+PSEUDONYMISE = config["report"]["pseudonymise"]
+PSEUDONYM_KEY = config["report"]["pseudonym_key"] or "results/private/pseudonym.key"
+PRIVATE_TABLES = {}  # a registered table's path -> its report() settings
+if PSEUDONYMISE and config["report"]["pseudonym_key"]:
+    from robustmaps.privacy import read_key
+
+    or_exit(read_key, PSEUDONYM_KEY)
+
+
+def reported(path, **settings):
+    """``report(path, **settings)``: an output registered in the report. With report.pseudonymise
+    a table (TSV, JSON) is registered through its pseudonymised copy instead (rules/report.smk)."""
+    if PSEUDONYMISE and path.endswith((".tsv", ".json")):
+        PRIVATE_TABLES[path] = settings
+        return path
+    return report(path, **settings)
+
+
+def pseudonymised(path):
+    """Where the report's pseudonymised copy of the table ``path`` lives."""
+    return "results/pseudonymised/" + path.removeprefix("results/")
+
+
+def private_tables():
+    """Every pseudonymised copy the report registers (none unless report.pseudonymise)."""
+    return [f for p in PRIVATE_TABLES for f in expand(pseudonymised(p), cohort=COHORTS)]
 
 
 # Report (report/workflow.rst; the stages register their figures and tables with report()):

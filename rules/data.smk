@@ -31,7 +31,7 @@ rule qc:
         sessions=cohort_sessions,
         images=cohort_images,
     output:
-        report(
+        reported(
             "results/cohort/{cohort}/qc.tsv",
             caption="../report/captions/qc.rst",
             category="Cohort and QC",
@@ -110,7 +110,7 @@ rule cohort_table:
         qc=expand("results/cohort/{cohort}/qc.tsv", cohort=COHORTS),
         index=expand("results/cohort/{cohort}/index.tsv", cohort=COHORTS),
     output:
-        report(
+        reported(
             "results/cohort/summary.tsv",
             caption="../report/captions/cohort_table.rst",
             category="Cohort and QC",

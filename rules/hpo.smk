@@ -14,7 +14,6 @@ rule hpo_worker:
     params:
         settings=hpo_params(),
         journal=HPO_JOURNAL,
-        device=HPO["device"],
         threads=HPO["threads"],
     threads: HPO["threads"]
     resources:
@@ -34,19 +33,19 @@ rule hpo_summary:
         **HPO_INPUTS,
         workers=expand(f"{HPO_DIR}/workers/worker-{{worker}}.tsv", worker=range(HPO["workers"])),
     output:
-        trials=report(
+        trials=reported(
             f"{HPO_DIR}/trials.tsv", caption="../report/captions/hpo_trials.rst", category="Hyperparameter search"
         ),
         best=f"{HPO_DIR}/best.yaml",
-        history=report(
+        history=reported(
             f"{HPO_DIR}/history.png", caption="../report/captions/hpo_history.rst", category="Hyperparameter search"
         ),
-        importance=report(
+        importance=reported(
             f"{HPO_DIR}/importance.png",
             caption="../report/captions/hpo_importance.rst",
             category="Hyperparameter search",
         ),
-        random_search=report(
+        random_search=reported(
             f"{HPO_DIR}/random_search.png",
             caption="../report/captions/hpo_random_search.rst",
             category="Hyperparameter search",

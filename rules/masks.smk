@@ -35,7 +35,6 @@ rule group_mask:
         target=lambda w: w.target,
         masks=group_params,
         grids={"working": WORKING_GRID, "native": NATIVE_GRID},
-        device=MASKS["device"],
         threads=MASKS["threads"],
     threads: MASKS["threads"]
     resources:
@@ -109,7 +108,6 @@ rule session_masks:
         target=lambda w: w.target,
         masks={k: MASKS[k] for k in PENALTIES} | {k: v for k, v in MASKS["session"].items() if k != "models"},
         grids={"working": WORKING_GRID, "native": NATIVE_GRID},
-        device=MASKS["device"],
         threads=MASKS["threads"],
     threads: MASKS["threads"]
     priority: 1  # the longest mask jobs: start them first
@@ -134,23 +132,23 @@ rule masks_summary:
         sessions=session_masks("index.tsv"),
         background=f"results/cohort/{MAIN}/mean.nii.gz",
     output:
-        summary=report(
+        summary=reported(
             "results/masks/summary.tsv",
             caption="../report/captions/masks_summary.rst",
             category="Masks",
         ),
-        flagged=report(
+        flagged=reported(
             "results/masks/qc_flagged.tsv",
             caption="../report/captions/masks_flagged.rst",
             category="Cohort and QC",
             subcategory="Second QC step (masks)",
         ),
-        figure=report(
+        figure=reported(
             "results/masks/group_masks.png",
             caption="../report/captions/group_masks.rst",
             category="Masks",
         ),
-        sweep=report(
+        sweep=reported(
             "results/masks/sweep.png",
             caption="../report/captions/mask_sweep.rst",
             category="Masks",

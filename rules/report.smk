@@ -12,15 +12,53 @@ rule provenance:
     input:
         all_outputs(),
     output:
-        report(
+        reported(
             "results/provenance.json",
             caption="../report/captions/provenance.rst",
             category="Provenance",
         ),
     params:
         commit=WORKFLOW_COMMIT,
-        config=config,
+        config=rmconfig.without_resources(config),  # pure resources change no result
     log:
         "results/logs/provenance.log",
     run:
         record_provenance(input, output[0], params, log[0])
+
+
+# Report privacy (report.pseudonymise): the key, then one local rule per table the report
+# registers, writing its pseudonymised copy (robustmaps.privacy); the report shows the copies.
+if PSEUDONYMISE and not config["report"]["pseudonym_key"]:
+
+    rule pseudonym_key:
+        """The secret key of the pseudonyms, created once and write-protected (a re-run never
+        replaces it: Snakemake refuses to overwrite a protected output)."""
+        localrule: True
+        output:
+            protected(PSEUDONYM_KEY),
+        run:
+            from robustmaps.privacy import new_key
+
+            new_key(output[0])
+
+
+for _table, _settings in PRIVATE_TABLES.items():
+
+    rule:
+        name:
+            "pseudonymise_" + re.sub(r"\W+", "_", re.sub(r"\{\w+\}/?", "", _table.removeprefix("results/")))
+            .removesuffix("_tsv")
+            .removesuffix("_json")
+            .strip("_")
+        localrule: True
+        input:
+            table=_table,
+            key=PSEUDONYM_KEY,
+        output:
+            reported_copy=report(pseudonymised(_table), **_settings),
+        log:
+            f"results/logs/pseudonymise/{_table.removeprefix('results/')}.log",
+        conda:
+            ENV
+        script:
+            "../scripts/pseudonymise.py"

@@ -29,7 +29,6 @@ for _method in SAL_METHODS:
             faithfulness=SALIENCY["faithfulness"],
             group_class=SALIENCY["group_class"],
             grids={"working": WORKING_GRID, "native": NATIVE_GRID},
-            device=SALIENCY["device"],
             threads=SALIENCY["threads"],
         threads: SALIENCY["threads"]
         resources:
@@ -56,7 +55,6 @@ rule actmax:
         settings=saliency_params("actmax"),
         group_class=SALIENCY["group_class"],
         grids={"working": WORKING_GRID, "native": NATIVE_GRID},
-        device=SALIENCY["device"],
         threads=SALIENCY["threads"],
     threads: SALIENCY["threads"]
     resources:
@@ -78,17 +76,17 @@ rule saliency_summary:
         background=f"results/cohort/{MAIN}/mean.nii.gz",
     output:
         per_map="results/saliency/faithfulness.tsv",
-        table=report(
+        table=reported(
             "results/saliency/faithfulness_summary.tsv",
             caption="../report/captions/faithfulness_summary.rst",
             category="Saliency and faithfulness",
         ),
-        figure=report(
+        figure=reported(
             "results/saliency/faithfulness.png",
             caption="../report/captions/faithfulness.rst",
             category="Saliency and faithfulness",
         ),
-        maps_figure=report(
+        maps_figure=reported(
             "results/saliency/group_maps.png",
             caption="../report/captions/saliency_group_maps.rst",
             category="Saliency and faithfulness",
@@ -124,8 +122,7 @@ rule sobol:
         convergence=f"{SOBOL_DIR}/convergence.tsv",
         second_order=f"{SOBOL_DIR}/second_order.tsv",
     params:
-        sobol={k: v for k, v in SOBOL.items() if k not in ("models", "device", "threads")},
-        device=SOBOL["device"],
+        sobol={k: v for k, v in SOBOL.items() if k not in ("models", *rmconfig.RESOURCES["sobol"], "threads")},
         threads=SOBOL["threads"],
     threads: SOBOL["threads"]
     resources:
@@ -145,13 +142,13 @@ rule sobol_summary:
         indices=sobol_files("indices"),
         convergence=sobol_files("convergence"),
     output:
-        indices=report(
+        indices=reported(
             "results/sobol/indices.tsv",
             caption="../report/captions/sobol_indices.rst",
             category="Sensitivity",
         ),
         convergence="results/sobol/convergence.tsv",
-        figure=report(
+        figure=reported(
             "results/sobol/convergence.png",
             caption="../report/captions/sobol_convergence.rst",
             category="Sensitivity",

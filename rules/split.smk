@@ -8,7 +8,7 @@ rule split:
         imported=imported_split_files(),
     output:
         tables=split_tables(),
-        summary=report(
+        summary=reported(
             "results/splits/summary.tsv",
             caption="../report/captions/split_summary.rst",
             category="Splits",

@@ -20,7 +20,6 @@ rule train:
         checkpoint=lambda w: f"results/checkpoints/fold-{w.fold}/seed-{w.seed}/checkpoint.pt",
         settings=train_settings(),
         labels=config["data"]["labels"],
-        device=config["train"]["device"],
         threads=config["train"]["threads"],
     threads: config["train"]["threads"]
     resources:
@@ -49,7 +48,6 @@ rule evaluate:
         seed=config["evaluation"]["seed"],
         batch_size=config["evaluation"]["batch_size"],
         positive=config["evaluation"]["positive_class"],
-        device=config["train"]["device"],
         threads=config["train"]["threads"],
     threads: config["train"]["threads"]
     log:
@@ -66,12 +64,12 @@ rule training_summary:
         metrics=models(f"{MODEL_DIR}/metrics.tsv"),
         histories=models(f"{MODEL_DIR}/history.tsv"),
     output:
-        summary=report(
+        summary=reported(
             "results/training/summary.tsv",
             caption="../report/captions/training_summary.rst",
             category="Training",
         ),
-        curves=report(
+        curves=reported(
             "results/training/learning_curves.png",
             caption="../report/captions/learning_curves.rst",
             category="Training",

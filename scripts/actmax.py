@@ -1,4 +1,5 @@
 """Rule actmax: see robustmaps.saliency.maps.actmax_maps."""
+from robustmaps.config import job_resources
 from robustmaps.runner import script
 from robustmaps.saliency.maps import actmax_maps
 
@@ -12,6 +13,7 @@ with script(snakemake):
         params=snakemake.params.settings,
         grids=snakemake.params.grids,
         group_class=snakemake.params.group_class,
-        device=snakemake.params.device,
+        # pure resources come from the config, not params: changing them re-runs nothing
+        **job_resources(snakemake.config, "saliency", ("device",)),
         threads=snakemake.params.threads,
     )

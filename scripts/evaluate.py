@@ -1,4 +1,5 @@
 """Rule evaluate: see robustmaps.evaluation.evaluate_model."""
+from robustmaps.config import job_resources
 from robustmaps.evaluation import evaluate_model
 from robustmaps.runner import script
 
@@ -14,6 +15,7 @@ with script(snakemake):
         seed=snakemake.params.seed,
         batch_size=snakemake.params.batch_size,
         positive=snakemake.params.positive,
-        device=snakemake.params.device,
+        # pure resources come from the config, not params: changing them re-runs nothing
+        **job_resources(snakemake.config, "train", ("device",)),
         threads=snakemake.params.threads,
     )

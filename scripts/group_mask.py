@@ -1,4 +1,5 @@
 """Rules group_mask and sweep_mask: see robustmaps.masks.group_mask."""
+from robustmaps.config import job_resources
 from robustmaps.masks import group_mask
 from robustmaps.runner import checkpoint_for, script
 
@@ -16,8 +17,9 @@ with script(snakemake):
         reference_nii=snakemake.input.get("reference"),
         excluded_tsv=snakemake.input.get("excluded"),
         screen={k[len("screen_"):]: v for k, v in snakemake.input.items() if k.startswith("screen_")} or None,
-        device=snakemake.params.device,
+        # pure resources come from the config, not params: changing them re-runs nothing
+        **job_resources(snakemake.config, "masks", ("device",)),
         threads=snakemake.params.threads,
         checkpoint=checkpoint_for(snakemake.output.mask),
-        checkpoint_minutes=snakemake.config["resources"]["checkpoint_minutes"],  # a pure resource: not params
+        checkpoint_minutes=snakemake.config["resources"]["checkpoint_minutes"],
     )

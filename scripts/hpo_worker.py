@@ -1,4 +1,5 @@
 """Rule hpo_worker: see robustmaps.hpo.hpo_worker."""
+from robustmaps.config import job_resources
 from robustmaps.hpo import hpo_worker
 from robustmaps.runner import script
 
@@ -12,7 +13,8 @@ with script(snakemake):
         snakemake.output[0],
         worker=int(snakemake.wildcards.worker),
         params=snakemake.params.settings,
-        device=snakemake.params.device,
+        # pure resources come from the config, not params: changing them re-runs nothing
+        **job_resources(snakemake.config, "hpo", ("device", "cache_size")),
         threads=snakemake.params.threads,
-        checkpoint_minutes=snakemake.config["resources"]["checkpoint_minutes"],  # a pure resource: not params
+        checkpoint_minutes=snakemake.config["resources"]["checkpoint_minutes"],
     )

@@ -1,5 +1,6 @@
 """Rule prob_cnn: see robustmaps.analysis.prob_cnn_entry."""
 from robustmaps.analysis import prob_cnn_entry
+from robustmaps.config import job_resources
 from robustmaps.runner import script
 
 with script(snakemake):
@@ -12,7 +13,8 @@ with script(snakemake):
         sessions=snakemake.params.sessions,
         other={k: snakemake.input[f"other_{k}"] for k in ("store", "index", "table")}
         if "other_store" in snakemake.input.keys() else None,
-        device=snakemake.params.device,
+        # pure resources come from the config, not params: changing them re-runs nothing
+        **job_resources(snakemake.config, "masks", ("device",)),
         threads=snakemake.params.threads,
         seed=snakemake.params.seed,
     )

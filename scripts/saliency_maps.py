@@ -1,4 +1,5 @@
 """Rules <method> (one per saliency.methods entry): see robustmaps.saliency.maps.saliency_maps."""
+from robustmaps.config import job_resources
 from robustmaps.runner import script
 from robustmaps.saliency.maps import saliency_maps
 
@@ -14,7 +15,8 @@ with script(snakemake):
         grids=snakemake.params.grids,
         faith=snakemake.params.faithfulness,
         group_class=snakemake.params.group_class,
-        device=snakemake.params.device,
+        # pure resources come from the config, not params: changing them re-runs nothing
+        **job_resources(snakemake.config, "saliency", ("device",)),
         threads=snakemake.params.threads,
         atlas_nii=snakemake.input.atlas,
         reference_nii=snakemake.input.get("reference"),

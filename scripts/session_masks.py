@@ -1,4 +1,5 @@
 """Rule session_masks: see robustmaps.masks.session_masks."""
+from robustmaps.config import job_resources
 from robustmaps.masks import session_masks
 from robustmaps.runner import checkpoint_for, script
 
@@ -13,8 +14,9 @@ with script(snakemake):
         params=snakemake.params.masks,
         grids=snakemake.params.grids,
         reference_nii=snakemake.input.get("reference"),
-        device=snakemake.params.device,
+        # pure resources come from the config, not params: changing them re-runs nothing
+        **job_resources(snakemake.config, "masks", ("device",)),
         threads=snakemake.params.threads,
         checkpoint=checkpoint_for(snakemake.output.index),
-        checkpoint_minutes=snakemake.config["resources"]["checkpoint_minutes"],  # a pure resource: not params
+        checkpoint_minutes=snakemake.config["resources"]["checkpoint_minutes"],
     )

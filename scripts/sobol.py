@@ -1,4 +1,5 @@
 """Rule sobol: see robustmaps.saliency.maps.sobol_entry."""
+from robustmaps.config import job_resources
 from robustmaps.runner import script
 from robustmaps.saliency.maps import sobol_entry
 
@@ -12,6 +13,7 @@ with script(snakemake):
         snakemake.input.labels,
         dict(snakemake.output.items()),
         params=snakemake.params.sobol,
-        device=snakemake.params.device,
+        # pure resources come from the config, not params: changing them re-runs nothing
+        **job_resources(snakemake.config, "sobol", ("device",)),
         threads=snakemake.params.threads,
     )

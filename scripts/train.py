@@ -1,4 +1,5 @@
 """Rule train: see robustmaps.training.train_model."""
+from robustmaps.config import job_resources
 from robustmaps.runner import script
 from robustmaps.training import train_model
 
@@ -13,11 +14,11 @@ with script(snakemake):
         snakemake.params.checkpoint,
         fold=int(snakemake.wildcards.fold),
         seed=int(snakemake.wildcards.seed),
-        settings=snakemake.params.settings,
+        # pure resources come from the config, not params: changing them re-runs nothing
+        settings={**snakemake.params.settings, **job_resources(snakemake.config, "train", ("cache_size", "workers"))},
         best_yaml=snakemake.input.get("best"),
         labels=snakemake.params.labels,
-        device=snakemake.params.device,
+        **job_resources(snakemake.config, "train", ("device",)),
         threads=snakemake.params.threads,
-        # a pure resource, read from the config (not params: changing it re-runs nothing)
         checkpoint_minutes=snakemake.config["resources"]["checkpoint_minutes"],
     )

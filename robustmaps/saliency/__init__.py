@@ -8,7 +8,9 @@
 
 :class:`Explainer` gives every per-image method one signature, ``explainer(x, target) -> maps``:
 (B, 1, X, Y, Z) images and (B,) target classes in, (B, X, Y, Z) maps in [0, 1] (min-max per
-map) out, on the input (working) grid.
+map) out, on the input (working) grid. The random methods (SmoothGrad's noise, Random-CAM's
+weights) draw per session, from (``seed``, the session's position in its table): a map does not
+depend on the batch it was computed in, so the batch size is not a results setting for them.
 """
 
 from __future__ import annotations
@@ -38,8 +40,7 @@ class Explainer:
             from .cam import CAMs
 
             self.cams = CAMs(model, params.get("layer", "auto"))
-        self.generator = torch.Generator().manual_seed(int(params.get("seed", 0)))
-        self.calls = 0
+        self.seen = 0  # images explained so far: the positions of calls that give none
 
     @property
     def layer(self) -> str:
@@ -52,10 +53,24 @@ class Explainer:
             return layer if layer == "output" else resolve_layer(self.model, layer)
         return "input"
 
-    def raw(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The method's map before normalisation."""
+    def seeds(self, positions, n: int, stream: int) -> list[int]:
+        """One seed per image from (``seed``, its position in its table, ``stream``: one per method
+        family); positions default to the order of the calls (0, 1, ... over all calls)."""
+        import numpy as np
+
+        if positions is None:
+            positions = range(self.seen, self.seen + n)
+            self.seen += n
+        positions = [int(q) for q in positions]
+        if len(positions) != n:
+            raise ValueError(f"{n} images but {len(positions)} positions")
+        seed = int(self.params.get("seed", 0))
+        return [int(np.random.SeedSequence([seed, q, stream]).generate_state(1)[0]) for q in positions]
+
+    def raw(self, x: torch.Tensor, target: torch.Tensor, positions=None) -> torch.Tensor:
+        """The method's map before normalisation. ``positions``: the images' positions in their
+        table (the per-session draws of the random methods; default: the order of the calls)."""
         p, m = self.params, self.method
-        self.calls += 1
         if m == "gradcam":
             return self.cams.grad_cam(x, target)
         if m == "gradcampp":
@@ -65,7 +80,7 @@ class Explainer:
         if m == "hirescam":
             return self.cams.hires_cam(x, target)
         if m == "randomcam":
-            return self.cams.random_cam(x, target, self.generator)
+            return self.cams.random_cam(x, target, self.seeds(positions, len(x), stream=1))
         from . import gradients
 
         if m == "vanilla":
@@ -73,8 +88,7 @@ class Explainer:
         if m == "smoothgrad":
             sg = p["smoothgrad"]
             return gradients.smoothgrad(self.model, x, target, n_samples=sg["n_samples"],
-                                        stdev_spread=sg["stdev_spread"],
-                                        generator_seed=int(p.get("seed", 0)) * 100003 + self.calls * 1009)
+                                        stdev_spread=sg["stdev_spread"], seeds=self.seeds(positions, len(x), stream=2))
         if m == "occlusion":
             oc = p["occlusion"]
             return gradients.occlusion(self.model, x, target, patch=oc["patch"], stride=oc["stride"],
@@ -86,5 +100,5 @@ class Explainer:
                            alpha=lp["alpha"], layer=lp.get("layer"))
         return lots_map(x, x_adv, lp["sigma_mm"] / self.voxel_size).to(x.device)
 
-    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return minmax(self.raw(x, target).detach().float())
+    def __call__(self, x: torch.Tensor, target: torch.Tensor, positions=None) -> torch.Tensor:
+        return minmax(self.raw(x, target, positions).detach().float())

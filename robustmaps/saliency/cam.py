@@ -103,13 +103,15 @@ class CAMs:
         a, g = self.activations_and_gradients(x, target)
         return upsample(F.relu((g * a).sum(1, keepdim=True)), x)
 
-    def random_cam(self, x, target, generator: torch.Generator):
+    def random_cam(self, x, target, seeds):
         """Random-CAM, the chance baseline (pytorch-grad-cam's ``RandomCAM``, seed 002): channel
-        weights uniform in [-1, 1] per image, ReLU(sum_k w_k A_k), upsampled (the caller min-max
-        normalises). As in the reference implementation a map can be all zeros (every voxel's
-        weighted sum negative); faithfulness then orders its voxels at random (seeded ties)."""
+        weights uniform in [-1, 1] per image (drawn with that image's entry of ``seeds``),
+        ReLU(sum_k w_k A_k), upsampled (the caller min-max normalises). As in the reference
+        implementation a map can be all zeros (every voxel's weighted sum negative); faithfulness
+        then orders its voxels at random (seeded ties)."""
         a, _ = self.activations_and_gradients(x, target)
-        w = torch.rand(a.shape[:2], generator=generator).to(a.device) * 2 - 1
+        w = torch.stack([torch.rand(a.shape[1], generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        w = w.to(a.device) * 2 - 1
         return upsample(F.relu((w[..., None, None, None] * a).sum(1, keepdim=True)), x)
 
 

@@ -35,16 +35,17 @@ def vanilla_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) ->
 
 
 def smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, n_samples: int = 25,
-               stdev_spread: float = 0.15, generator_seed: int = 0) -> torch.Tensor:
+               stdev_spread: float = 0.15, seeds=None) -> torch.Tensor:
     """SmoothGrad (Smilkov et al.): the root mean square of the gradients over ``n_samples`` noisy
     copies (noise SD = ``stdev_spread`` x the image's range). monai draws the noise from torch's
-    global generator: it is seeded per image here, so maps are reproducible."""
+    global generator: it is seeded per image here with ``seeds`` (one per image; default 0, 1, ...),
+    so that a map is reproducible and independent of the batch it is computed in."""
     from monai.visualize import SmoothGrad
 
     sg = SmoothGrad(_hooked(model), stdev_spread=stdev_spread, n_samples=n_samples, magnitude=True, verbose=False)
     out = []
     for i in range(len(x)):
-        torch.manual_seed(generator_seed + i)
+        torch.manual_seed(int(seeds[i]) if seeds is not None else i)
         out.append(sg(x[i:i + 1].detach().clone(), index=target[i:i + 1])[:, 0])
     return torch.cat(out)
 

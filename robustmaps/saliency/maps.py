@@ -58,7 +58,7 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
                   atlas_nii=None, train_tsv=None, reference_nii=None) -> None:
     """Rule entry: maps of ``method`` for every session of ``table_tsv`` (the test set's baseline
     sessions) and, with ``faith`` (the faithfulness settings), their faithfulness metrics.
-    ``out``: maps, native (4D; optional), index, group, group_native[, faithfulness]. ``params``:
+    ``out``: maps, native (4D; optional), index, group, group_native (optional)[, faithfulness]. ``params``:
     the saliency section (target, layer, batch_size, seed and the method's own settings). With
     ``atlas_nii`` (the atlas on the working grid) the stack of per-session maps holds them inside
     the atlas only, which is all the analysis reads: zeros compress (0.44 instead of 1.57 bytes a
@@ -96,7 +96,7 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
         x = _images(store, rows[i:i + bs], dev)
         t = torch.as_tensor(targets[i:i + bs], device=dev)
         start = time.perf_counter()
-        m = explainer(x, t)
+        m = explainer(x, t, positions=range(i, i + len(x)))
         if dev.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
@@ -136,7 +136,7 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
             raise InputError(f"{atlas_nii}: atlas grid {atlas.shape} is not the maps' grid {volumes.shape[1:]}")
         stack = volumes * (atlas > 0)
     write_volumes(np.moveaxis(stack, 0, -1), grids, out["maps"], out.get("native"), dtype=np.int16, fill=0.0)
-    write_volumes(group, grids, out["group"], out["group_native"], fill=0.0)
+    write_volumes(group, grids, out["group"], out.get("group_native"), fill=0.0)
     write_tsv(idx, out["index"])
     log.info("%s: %d maps, group map over %d %s sessions, %.0f ms per map (median)", method, len(idx),
              int(chosen.sum()), group_class, float(np.median(runtimes)))
@@ -217,7 +217,7 @@ def actmax_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, params:
     chosen = idx["class"].to_numpy() == group_class
     group = volumes[chosen].mean(0) if chosen.any() else volumes.mean(0)
     write_volumes(np.moveaxis(volumes, 0, -1), grids, out["maps"], out.get("native"), dtype=np.int16, fill=0.0)
-    write_volumes(group, grids, out["group"], out["group_native"], fill=0.0)
+    write_volumes(group, grids, out["group"], out.get("group_native"), fill=0.0)
     write_tsv(idx, out["index"])
 
 

@@ -129,6 +129,24 @@ def test_rerun_does_nothing_and_one_value_reruns_only_its_descendants(smoke_run,
         **FINAL, "training_summary": 1, "masks_summary": 1, **ANALYSIS, **PROB}
 
 
+def test_pure_resources_rerun_nothing_and_thread_counts_rerun_their_rules(smoke_run, smoke_config, tmp_path):
+    """Every pure resource of robustmaps.config.RESOURCES (devices, caches, loader workers, data
+    threads, checkpoint interval) changed at once: nothing is planned, so retuning them on a
+    cluster retrains nothing. A thread count changes CPU numerics: it re-runs its rules."""
+    changed = {}
+    for section, keys in rmconfig.RESOURCES.items():
+        for key in keys:
+            old = smoke_config[section][key]
+            new = ("cpu" if old == "auto" else "auto") if key == "device" else old + 3
+            changed.setdefault(section, {})[key] = new
+    assert set(changed["train"]) == {"device", "cache_size", "workers"}
+    out = run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), overlay(tmp_path, changed)).stdout
+    assert "Nothing to be done" in out, out[-3000:]
+    threads = overlay(tmp_path, {"saliency": {"threads": smoke_config["saliency"]["threads"] + 1}})
+    counts = job_counts(run_snakemake(smoke_run, "-n", "--configfile", str(SMOKE), threads).stdout)
+    assert all(counts[m] == len(rmconfig.saliency_models(smoke_config)) for m in METHODS) and "train" not in counts
+
+
 def test_hpo_trials_best_and_training_from_it(smoke_run, tmp_path):
     import torch
     import yaml as _yaml
@@ -486,6 +504,9 @@ def test_paper_config_plans_against_a_stub_caps(tmp_path):
     assert counts["hpo_worker"] == 4 and counts["hpo_summary"] == 1  # the study's search, 4 GPU workers
     for k in range(5):
         assert f"results/splits/split-{k}/train.tsv" in out
+    # its working grid is the native grid: no native-grid copy of any mask or map is planned
+    assert "results/masks/group/main/AD/fold-0/seed-0/mask.nii.gz" in out and "_native.nii.gz" not in out
+    assert "results/saliency/occlusion/fold-0/seed-0/maps.nii.gz" in out
 
 
 # A real CAPS cohort (Clinica's and ClinicaDL's files) runs to the report: tests/integration/test_clinica.py.
@@ -534,6 +555,49 @@ def smoke_report(smoke_run):
     report = smoke_run / "results" / "report.html"
     run_snakemake(smoke_run, "--report", str(report), "--configfile", str(SMOKE))
     return report
+
+
+def test_pseudonymised_report_names_no_participant_and_results_keep_the_ids(smoke_run, tmp_path):
+    """report.pseudonymise on a copy of the smoke run: the key is made once, every table the
+    report registers is a pseudonymised copy, no file of the report (a zip of everything it
+    embeds) holds a real participant id or an absolute path, and results/ keeps the real ids."""
+    import zipfile
+
+    from robustmaps.privacy import pseudonym, read_key
+
+    copy = tmp_path / "copy"
+    shutil.copytree(smoke_run, copy, symlinks=True)
+    private = overlay(tmp_path, {"report": {"pseudonymise": True}})
+    plan = job_counts(run_snakemake(copy, "-n", "--configfile", str(SMOKE), private).stdout)
+    assert plan.pop("pseudonym_key") == 1 and plan.pop("pseudonymise_cohort_qc") == 2
+    assert {k for k in plan if not k.startswith("pseudonymise_")} == {"provenance", "all"}  # nothing recomputed
+    run_snakemake(copy, "--cores", "2", "--configfile", str(SMOKE), private)
+    key = read_key(copy / "results" / "private" / "pseudonym.key")
+    real = pd.read_csv(copy / "results" / "cohort" / "main" / "qc.tsv", sep="\t")
+    shown = pd.read_csv(copy / "results" / "pseudonymised" / "cohort" / "main" / "qc.tsv", sep="\t")
+    assert list(shown.participant_id) == [pseudonym(p, key) for p in real.participant_id]
+    assert real.participant_id.str.fullmatch(r"sub-S\d+").all()  # results/ keeps the real ids
+    report = tmp_path / "report.zip"
+    run_snakemake(copy, "--report", str(report), "--configfile", str(SMOKE), private)
+    ids = set(real.participant_id) | set(pd.read_csv(copy / "results" / "cohort" / "independent" / "qc.tsv",
+                                                     sep="\t").participant_id)
+    leaks, tables = [], {}
+    with zipfile.ZipFile(report) as z:
+        for name in z.namelist():
+            text = z.read(name).decode("utf-8", "replace")
+            leaks += [(name, i) for i in ids if i in text]
+            if name.endswith((".tsv", ".json")):
+                tables[name] = text
+                leaks += [(name, m) for m in re.findall(r"[\s\"'](/(?:tmp|home|work|data)/[^\s\"'<]*)", text)]
+            if name.endswith("report.html"):
+                html = text
+    assert not leaks, leaks[:10]
+    registered = json.loads(re.search(r'<script id="results">\s*(?:var )?results = (.*?);\s*</script>', html,
+                                      re.S).group(1))
+    shown = [p for p in registered if p.endswith((".tsv", ".json"))]
+    assert len(shown) >= 19 and all(p.startswith("results/pseudonymised/") for p in shown), shown
+    qc_tables = [text for name, text in tables.items() if name.endswith("/qc.tsv")]
+    assert len(qc_tables) == 2 and pseudonym(real.participant_id[0], key) in "".join(qc_tables)
 
 
 def test_report_registers_every_category_with_labelled_per_model_views(smoke_report, smoke_config):

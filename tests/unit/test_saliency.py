@@ -89,6 +89,31 @@ def test_gradcam_pp_and_random_cam_run_on_the_same_hooks_and_random_cam_is_seede
     assert not torch.allclose(a, c)
 
 
+@pytest.mark.parametrize("method", ["smoothgrad", "randomcam"])
+def test_random_methods_draw_per_session_whatever_the_batch(method):
+    """SmoothGrad's noise and Random-CAM's weights come from (seed, the session's position): the
+    maps of 5 sessions are the same in batches of 1, 2 or 5 (up to float rounding of batched
+    kernels), a session keeps its map when explained alone at its position, and the seed matters."""
+    from robustmaps.saliency import Explainer
+
+    model = frozen(TinyCNN())
+    x = torch.rand(5, 1, *SHAPE, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([1, 0, 1, 1, 0])
+    settings = {**SALIENCY, "smoothgrad": {"n_samples": 4, "stdev_spread": 0.15}}
+
+    def batched(bs, seed=0):
+        e = Explainer(model, method, {**settings, "seed": seed})
+        return torch.cat([e(x[i:i + bs], t[i:i + bs]) for i in range(0, 5, bs)])
+
+    whole = batched(5)
+    for bs in (1, 2):
+        torch.testing.assert_close(batched(bs), whole, rtol=1e-4, atol=1e-5)
+    alone = Explainer(model, method, settings)(x[3:4], t[3:4], positions=[3])
+    torch.testing.assert_close(alone[0], whole[3], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(alone[0], whole[2], atol=1e-3)  # another position, other draws
+    assert not torch.allclose(batched(5, seed=1), whole, atol=1e-3)
+
+
 def test_random_cam_is_the_reference_implementation_relu_of_random_channel_weights():
     """pytorch-grad-cam's RandomCAM (seed 002): weights uniform in [-1, 1] per image and channel on
     the layer's activations, then ReLU, then upsampling (normalisation by the caller)."""
@@ -97,8 +122,8 @@ def test_random_cam_is_the_reference_implementation_relu_of_random_channel_weigh
     model = frozen(TinyCNN())
     x = torch.rand(3, 1, *SHAPE, generator=torch.Generator().manual_seed(6))
     t = torch.tensor([1, 0, 1])
-    maps = CAMs(model, "auto").random_cam(x, t, torch.Generator().manual_seed(7))
-    w = torch.rand(3, 4, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    maps = CAMs(model, "auto").random_cam(x, t, [7, 8, 9])  # one seed per image
+    w = torch.stack([torch.rand(4, generator=torch.Generator().manual_seed(s)) for s in (7, 8, 9)]) * 2 - 1
     a = model.act2(model.conv2(model.act1(model.conv1(x))))
     weighted = (w[..., None, None, None] * a).sum(1, keepdim=True)
     assert float(weighted.min()) < 0  # the ReLU matters for these weights

@@ -1,0 +1,6 @@
+"""Rules pseudonymise_<table>: see robustmaps.privacy.pseudonymise_file."""
+from robustmaps.privacy import pseudonymise_file
+from robustmaps.runner import script
+
+with script(snakemake):
+    pseudonymise_file(snakemake.input.table, snakemake.output.reported_copy, snakemake.input.key)
