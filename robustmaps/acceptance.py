@@ -124,7 +124,7 @@ def check_masks(results: Path, config: dict) -> list[str]:
 
 def note_mask_l2_trend(results: Path, config: dict) -> list[str]:
     """The study's third sweep trend (coverage grows with l2) does not hold on the demo cohort at
-    4.5 mm (README, "Measured figures"): reported, not failed."""
+    4.5 mm (docs/development.md, "Figures measured during development"): reported, not failed."""
     from .masks import sweep_trend_failures
 
     table = read_tsv(results / "masks" / "summary.tsv", ["kind", "coverage"], dtype={"participant_id": str})
