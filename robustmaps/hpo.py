@@ -28,7 +28,9 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -193,22 +195,64 @@ def counted(trials) -> list:
     return [t for t in trials if t.state in states and not _interrupted(t)]
 
 
+def origin(trial) -> int:
+    """The number of the trial that first drew this point: a point enqueued again after an
+    interruption keeps it, and with it its checkpoint (``<study>-trial-<origin>.pt``)."""
+    return int(trial.user_attrs.get("origin", trial.number))
+
+
+def interrupt(study, trial, why: str) -> None:
+    """Mark a RUNNING trial (optuna's ``Trial`` or ``FrozenTrial``) as FAIL, ``interrupted``, and
+    enqueue its point again (keeping its origin, hence its checkpoint, and the baseline mark), so
+    that the search evaluates the same points as an uninterrupted run would."""
+    import optuna
+
+    study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+    study._storage.set_trial_user_attr(trial._trial_id, "error", f"interrupted: {why}")
+    study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    again = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+    study.enqueue_trial(dict(trial.params), user_attrs={**again, "retry_of": trial.number, "origin": origin(trial)})
+
+
 def release_dead_trials(study, worker: int) -> list[int]:
-    """Mark this worker's RUNNING trials (left by a killed run of it) as FAIL, ``interrupted``, and
-    enqueue their points again, so that the search evaluates the same points as an uninterrupted
-    run would (the baseline included, which is only enqueued when the study starts)."""
+    """Mark this worker's RUNNING trials (left by a killed run of it) as interrupted and enqueue
+    their points again (:func:`interrupt`)."""
     import optuna
 
     numbers = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.user_attrs.get("worker") == worker:
-            study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-            study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: its worker died; re-run")
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            again = {k: v for k, v in t.user_attrs.items() if k == "baseline"}
-            study.enqueue_trial(dict(t.params), user_attrs={**again, "retry_of": t.number})
+            interrupt(study, t, "its worker died; re-run")
             numbers.append(t.number)
     return numbers
+
+
+class Sigterm:
+    """SIGTERM to a search worker (what Slurm sends before a time-limit or preemption kill):
+    remembered and passed on to the trial's process, which saves its checkpoint at once and
+    exits; the worker then marks the trial interrupted, enqueues its point again and exits with
+    143, and a re-run resumes the point from its checkpoint."""
+
+    def __init__(self):
+        self.received = False
+        self.child = None
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+    def _handler(self, signum, frame):
+        self.received = True
+        log.warning("SIGTERM: the running trial saves its checkpoint; the worker then exits")
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)
 
 
 # ------------------------------------------------------------------------------- one trial
@@ -216,6 +260,8 @@ def _trial_main(spec_json) -> None:
     """Child process (``python -m robustmaps.hpo SPEC``): train one trial; one JSON line on stdout
     per epoch (its validation balanced accuracy goes to the parent, which asks the pruner),
     then ``done`` (value, best epoch) or ``error``."""
+    from .checkpoints import Terminated
+
     spec = json.loads(Path(spec_json).read_text())
 
     def send(*msg):
@@ -238,15 +284,21 @@ def _trial_main(spec_json) -> None:
                                                   float(row["validation_balanced_accuracy"]),
                                                   float(row["train_loss"]), float(row["validation_loss"])))
         send("done", float(best["balanced_accuracy"]), int(best["epoch"]))
+    except Terminated:  # SIGTERM: the checkpoint is saved; the worker enqueues the point again
+        send("terminated")
+        raise
     except BaseException as exc:  # noqa: BLE001 - every error of a trial is the trial's result
         send("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
 
 
 def run_trial(trial, paths: dict, settings: dict, *, seed: int, device: str, threads: int,
-              checkpoint: str, checkpoint_every: float = 0.0) -> tuple[str, float | None, str]:
+              checkpoint: str, checkpoint_every: float = 0.0, sigterm: Sigterm | None = None
+              ) -> tuple[str, float | None, str]:
     """Train ``settings`` in a child process (its own interpreter: a crash or an out-of-memory
     kill ends it, not the worker), feeding the pruner. Returns (state, value, error) with state
-    ``COMPLETE``, ``PRUNED`` or ``FAIL``."""
+    ``COMPLETE``, ``PRUNED``, ``FAIL`` or ``INTERRUPTED`` (SIGTERM: the checkpoint is kept for a
+    re-run; otherwise it is removed). ``sigterm``: the worker's :class:`Sigterm`, which passes a
+    SIGTERM on to the child."""
     import subprocess
     import sys
 
@@ -257,6 +309,10 @@ def run_trial(trial, paths: dict, settings: dict, *, seed: int, device: str, thr
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "robustmaps.hpo", str(spec)], stdout=subprocess.PIPE, text=True,
                             env=env)
+    if sigterm is not None:
+        sigterm.child = proc
+        if sigterm.received:  # the signal came while the child started
+            proc.send_signal(signal.SIGTERM)
     result = None
     try:
         for line in proc.stdout:
@@ -279,11 +335,18 @@ def run_trial(trial, paths: dict, settings: dict, *, seed: int, device: str, thr
             elif msg[0] == "error":
                 log.warning("trial %d failed: %s\n%s", trial.number, msg[1], msg[2])
                 result = ("FAIL", None, msg[1])
+            elif msg[0] == "terminated":
+                result = ("INTERRUPTED", None, "SIGTERM: its checkpoint is kept; a re-run resumes the point")
     finally:
         if proc.poll() is None and result is not None and result[0] == "PRUNED":
             proc.kill()
         code = proc.wait()
-        Path(checkpoint).unlink(missing_ok=True)
+        if sigterm is not None:
+            sigterm.child = None
+        if sigterm is not None and sigterm.received:
+            result = ("INTERRUPTED", None, "SIGTERM: its checkpoint is kept; a re-run resumes the point")
+        if result is None or result[0] != "INTERRUPTED":
+            Path(checkpoint).unlink(missing_ok=True)
         spec.unlink(missing_ok=True)
     if result is None:
         result = ("FAIL", None, f"the trial's process died (exit code {code}: out of memory or killed)")
@@ -347,36 +410,49 @@ def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv
             log.info("study %s: baseline enqueued as the first trial: %s", name, baseline)
     log.info("worker %d: study %s in %s, %s sampler, %s pruner, %d trials in all", worker, name, journal,
              params["sampler"], params["pruner"], params["n_trials"])
-    while True:
-        with _Reservation(journal):
-            trials = study.get_trials(deepcopy=False)
-            n = len(counted(trials))
-            if n >= params["n_trials"]:
+    with Sigterm() as sigterm:
+        while not sigterm.received:
+            with _Reservation(journal):
+                trials = study.get_trials(deepcopy=False)
+                n = len(counted(trials))
+                if n >= params["n_trials"]:
+                    break
+                # seeded by the trial's slot: random search draws the same points whatever the workers
+                study.sampler = make_sampler(params["sampler"], params["seed"] + n)
+                trial = study.ask()
+                trial.set_user_attr("worker", worker)
+                trial.set_user_attr("host", f"{socket.gethostname()}:{os.getpid()}")
+            point = suggest(trial, params["space"], params["baseline"])
+            trial.set_user_attr("point", point)
+            log.info("worker %d: trial %d (%d of %d): %s", worker, trial.number, n + 1, params["n_trials"], point)
+            try:
+                trial.set_user_attr("n_parameters", check_feasible(point, in_shape, params["max_parameters"]))
+                settings = settings_for(point, {**params["train"], "cache_size": cache_size})
+                # the checkpoint follows the point: a re-run that enqueued it again resumes it
+                state, value, error = run_trial(trial, paths, settings, seed=params["seed"], device=device,
+                                                threads=threads,
+                                                checkpoint=str(ckdir / f"{name}-trial-{origin(trial)}.pt"),
+                                                checkpoint_every=60 * checkpoint_minutes, sigterm=sigterm)
+            except InfeasibleTrial as exc:
+                state, value, error = "FAIL", None, f"infeasible: {exc}"
+            except Exception as exc:  # noqa: BLE001 - a point the network refuses is the trial's result
+                state, value, error = "FAIL", None, f"{type(exc).__name__}: {exc}"
+                log.warning("worker %d: trial %d failed: %s", worker, trial.number, error)
+            if state == "INTERRUPTED":
+                with _Reservation(journal):
+                    interrupt(study, trial, error)
+                log.warning("worker %d: trial %d interrupted (%s); exiting with 143", worker, trial.number, error)
                 break
-            # seeded by the trial's slot: random search draws the same points whatever the workers
-            study.sampler = make_sampler(params["sampler"], params["seed"] + n)
-            trial = study.ask()
-            trial.set_user_attr("worker", worker)
-            trial.set_user_attr("host", f"{socket.gethostname()}:{os.getpid()}")
-        point = suggest(trial, params["space"], params["baseline"])
-        trial.set_user_attr("point", point)
-        log.info("worker %d: trial %d (%d of %d): %s", worker, trial.number, n + 1, params["n_trials"], point)
-        try:
-            trial.set_user_attr("n_parameters", check_feasible(point, in_shape, params["max_parameters"]))
-            settings = settings_for(point, {**params["train"], "cache_size": cache_size})
-            state, value, error = run_trial(trial, paths, settings, seed=params["seed"], device=device, threads=threads,
-                                            checkpoint=str(ckdir / f"{name}-trial-{trial.number}.pt"),
-                                            checkpoint_every=60 * checkpoint_minutes)
-        except InfeasibleTrial as exc:
-            state, value, error = "FAIL", None, f"infeasible: {exc}"
-        except Exception as exc:  # noqa: BLE001 - a point the network refuses is the trial's result
-            state, value, error = "FAIL", None, f"{type(exc).__name__}: {exc}"
-            log.warning("worker %d: trial %d failed: %s", worker, trial.number, error)
-        if error:
-            trial.set_user_attr("error", error)
-        study.tell(trial, value if state == "COMPLETE" else None, state=getattr(optuna.trial.TrialState, state))
-        log.info("worker %d: trial %d %s%s", worker, trial.number, state,
-                 f" validation balanced accuracy {value:.3f}" if value is not None else f" ({error})" if error else "")
+            if error:
+                trial.set_user_attr("error", error)
+            study.tell(trial, value if state == "COMPLETE" else None, state=getattr(optuna.trial.TrialState, state))
+            log.info("worker %d: trial %d %s%s", worker, trial.number, state,
+                     f" validation balanced accuracy {value:.3f}" if value is not None
+                     else f" ({error})" if error else "")
+    if sigterm.received:
+        from .checkpoints import Terminated
+
+        raise Terminated()
     write_tsv(trials_table(study, worker), out_tsv)
 
 

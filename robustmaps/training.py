@@ -312,7 +312,9 @@ def on_sigterm(save):
         return
 
     def handler(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM is not caught again
+        # a second SIGTERM (Slurm signals every process of the job, and a search worker passes its
+        # own on to its trial's process) must not cut the save short: ignored; SIGKILL still ends it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         save()
         raise Terminated()
 

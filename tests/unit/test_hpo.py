@@ -217,3 +217,54 @@ def test_a_trial_resumes_only_a_checkpoint_of_its_own_point(trained_model, tmp_p
     assert trial_epochs() == [0, 1, 2]  # the foreign checkpoint was not resumed
     # its own checkpoint (the run above left it complete) is: nothing is trained again
     assert np.array_equal(trial_epochs(), [])
+
+
+def test_sigterm_interrupts_a_trial_and_the_rerun_resumes_its_point(trained_model, tmp_path):
+    """Slurm's SIGTERM before a time limit (to every process of the job: the worker and its
+    trial's process): the trial's process saves its checkpoint at once, the worker marks the
+    trial interrupted, enqueues its point again and exits with 143, writing no output; the re-run
+    resumes the point from that checkpoint (no epoch trained twice) and ends with the value of a
+    run that was never signalled."""
+    import optuna
+
+    p = params(n_trials=1, max_epochs=30)
+    ref = run_worker(trained_model, tmp_path / "ref" / "journal.log", tmp_path / "ref.tsv", 0, p)
+    ref_log = ref.communicate(timeout=900)[0]
+    assert ref.returncode == 0, ref_log
+    journal = tmp_path / "study" / "journal.log"
+    out = tmp_path / "worker-0.tsv"
+    proc = run_worker(trained_model, journal, out, 0, p, start_new_session=True)
+    name = hpo.study_name(p, [trained_model["index"], trained_model["train"], trained_model["validation"]])
+    deadline, running = time.time() + 300, []
+    while time.time() < deadline and not running:  # until the trial has reported two epochs
+        time.sleep(0.3)
+        if journal.exists():
+            try:
+                study = optuna.load_study(study_name=name, storage=hpo.storage(journal))
+            except KeyError:
+                continue
+            running = [t for t in study.get_trials(deepcopy=False)
+                       if t.state.name == "RUNNING" and len(t.intermediate_values) >= 2]
+    assert running, "no trial started"
+    os.killpg(proc.pid, signal.SIGTERM)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 143, log
+    assert not out.exists() and "interrupted (SIGTERM" in log
+    study = optuna.load_study(study_name=name, storage=hpo.storage(journal))
+    (cut,) = [t for t in study.get_trials() if t.user_attrs.get("interrupted")]
+    assert cut.state.name == "FAIL" and cut.user_attrs["error"].startswith("interrupted: SIGTERM")
+    ckpt = journal.parent / "checkpoints" / f"{name}-trial-{cut.number}.pt"
+    assert ckpt.exists(), sorted(p.name for p in ckpt.parent.iterdir())
+    again = run_worker(trained_model, journal, out, 0, p)
+    log = again.communicate(timeout=900)[0]
+    assert again.returncode == 0, log
+    study = optuna.load_study(study_name=name, storage=hpo.storage(journal))
+    (retry,) = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == cut.number]
+    assert retry.state.name == "COMPLETE" and retry.params == cut.params and retry.user_attrs["origin"] == cut.number
+    # resumed: its first reported epoch follows the last one the interrupted trial reported
+    assert min(retry.intermediate_values) == max(cut.intermediate_values) + 1, (retry.intermediate_values,
+                                                                                 cut.intermediate_values)
+    assert not ckpt.exists()  # removed once the point finished
+    reference = optuna.load_study(study_name=name, storage=hpo.storage(tmp_path / "ref" / "journal.log"))
+    (done,) = [t for t in reference.get_trials() if t.state.name == "COMPLETE"]
+    assert retry.value == done.value and retry.user_attrs["best_epoch"] == done.user_attrs["best_epoch"]
