@@ -155,6 +155,56 @@ def storage(journal) -> object:
     return optuna.storages.JournalStorage(backend)
 
 
+def repair_journal(journal) -> list[str]:
+    """Find and drop half-written records of the shared journal (a worker killed, or a disk full,
+    in the middle of an append): a last line without its newline, which optuna's readers skip
+    until another worker appends behind it and every reader then fails on the joined line; and
+    such a joined line, whose complete record (from its last ``{"op_code"``) is kept. The
+    dropped half was never read by anyone, so the study is what every reader saw. Runs under
+    optuna's own journal lock; returns what it repaired (empty: nothing). Damage it cannot
+    attribute to a cut append stops with one message naming the journal and the line."""
+    from optuna.storages.journal import JournalFileOpenLock
+
+    from .io import InputError, atomic_path
+
+    path = Path(journal)
+    if not path.exists():
+        return []
+    lock = JournalFileOpenLock(str(path))
+    lock.acquire()
+    try:
+        lines = path.read_bytes().split(b"\n")
+        tail = lines.pop()  # after the last newline: empty when the file ends with one
+        kept, notes = [], []
+        for number, line in enumerate(lines, 1):
+            if _record(line):
+                kept.append(line)
+                continue
+            start = line.rfind(b'{"op_code"')
+            if start > 0 and _record(line[start:]):
+                kept.append(line[start:])
+                notes.append(f"line {number}: a half-written record ({start} bytes) before a complete one: half dropped")
+                continue
+            raise InputError(f"{path}: line {number} is not a journal record and is not a cut append either "
+                             f"({line[:60]!r}...): the study cannot be read; move the journal aside (a new search "
+                             "starts) or restore it")
+        if tail:
+            notes.append(f"the last record was cut after {len(tail)} bytes (a killed or full-disk append): dropped")
+        if notes:
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+        return notes
+    finally:
+        lock.release()
+
+
+def _record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return False
+
+
 class _Reservation:
     """A lock around "count the trials, then ask for one", so that two workers never both take
     the last slot: a lock file safe on NFS and Lustre (robustmaps.locks: O_EXCL, owner recorded,
@@ -214,15 +264,20 @@ def interrupt(study, trial, why: str) -> None:
     study.enqueue_trial(dict(trial.params), user_attrs={**again, "retry_of": trial.number, "origin": origin(trial)})
 
 
-def release_dead_trials(study, worker: int) -> list[int]:
-    """Mark this worker's RUNNING trials (left by a killed run of it) as interrupted and enqueue
-    their points again (:func:`interrupt`)."""
+def release_dead_trials(study, worker: int, workers: int | None = None) -> list[int]:
+    """Mark the RUNNING trials left by a killed run of this worker, and those of workers that no
+    longer exist (``hpo.workers`` lowered to ``workers`` after a kill: no job of theirs will come
+    back), as interrupted and enqueue their points again (:func:`interrupt`)."""
     import optuna
 
     numbers = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t.user_attrs.get("worker") == worker:
+        owner = t.user_attrs.get("worker")
+        if owner == worker:
             interrupt(study, t, "its worker died; re-run")
+            numbers.append(t.number)
+        elif workers is not None and owner is not None and owner >= workers:
+            interrupt(study, t, f"worker {owner} no longer exists (hpo.workers is {workers}); re-run")
             numbers.append(t.number)
     return numbers
 
@@ -374,11 +429,13 @@ def trials_table(study, worker: int | None = None) -> pd.DataFrame:
 
 
 def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv, *, worker: int, params: dict,
-               device: str = "auto", threads: int = 1, cache_size: int = 0, checkpoint_minutes: float = 0.0) -> None:
+               workers: int | None = None, device: str = "auto", threads: int = 1, cache_size: int = 0,
+               checkpoint_minutes: float = 0.0) -> None:
     """Rule entry: one worker of the shared study. ``params``: the ``hpo`` config section (n_trials,
     sampler, pruner, hyperband, seed, space, baseline, max_parameters) and ``train`` (the
-    TrainConfig values not searched: epochs, patience, ...). ``device``, ``cache_size``,
-    ``checkpoint_minutes``: pure resources. Writes the trials this worker ran."""
+    TrainConfig values not searched: epochs, patience, ...). ``workers``: how many workers the
+    search has now (hpo.workers). ``device``, ``cache_size``, ``checkpoint_minutes``: pure
+    resources. Writes the trials this worker ran."""
     import optuna
 
     from .io import write_tsv
@@ -392,6 +449,10 @@ def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv
     in_shape = tuple(store.shape[1:])
     del store
     name = study_name(params, [index_tsv, train_tsv, validation_tsv])
+    Path(journal).parent.mkdir(parents=True, exist_ok=True)
+    with _Reservation(journal):
+        for note in repair_journal(journal):
+            log.warning("worker %d: repaired %s: %s", worker, journal, note)
     st = storage(journal)
     pruner = make_pruner(params["pruner"], params["hyperband"], params["train"]["max_epochs"])
     study = optuna.create_study(study_name=name, storage=st, direction="maximize", load_if_exists=True,
@@ -400,10 +461,11 @@ def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv
     ckdir = Path(journal).parent / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     with _Reservation(journal):
-        dead = release_dead_trials(study, worker)
+        dead = release_dead_trials(study, worker, workers)
         if dead:
-            log.warning("worker %d: trials %s were left running by a killed run of this worker: marked failed "
-                        "(interrupted); they do not count towards n_trials", worker, dead)
+            log.warning("worker %d: trials %s were left running by a killed run of this worker or by a worker that "
+                        "no longer exists: marked failed (interrupted), their points enqueued again; they do not "
+                        "count towards n_trials", worker, dead)
         if not study.get_trials(deepcopy=False):
             baseline = {k: params["baseline"][k] for k in params["space"]}
             study.enqueue_trial(baseline, user_attrs={"baseline": True})
@@ -478,6 +540,8 @@ def hpo_summary(journal, worker_tsvs, out: dict, *, params: dict, index_tsv, tra
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name(params, [index_tsv, train_tsv, validation_tsv])
+    for note in repair_journal(journal):
+        log.warning("repaired %s: %s", journal, note)
     try:
         study = optuna.load_study(study_name=name, storage=storage(journal))
     except KeyError:

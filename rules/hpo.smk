@@ -14,6 +14,7 @@ rule hpo_worker:
     params:
         settings=hpo_params(),
         journal=HPO_JOURNAL,
+        workers=HPO["workers"],  # a worker releases the trials of workers that no longer exist
         threads=HPO["threads"],
     threads: HPO["threads"]
     resources:

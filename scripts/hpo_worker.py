@@ -12,6 +12,7 @@ with script(snakemake):
         snakemake.params.journal,
         snakemake.output[0],
         worker=int(snakemake.wildcards.worker),
+        workers=snakemake.params.workers,
         params=snakemake.params.settings,
         # pure resources come from the config, not params: changing them re-runs nothing
         **job_resources(snakemake.config, "hpo", ("device", "cache_size")),

@@ -48,7 +48,7 @@ def test_a_point_too_large_for_the_input_is_infeasible():
         hpo.check_feasible({**BASELINE, "filters": 64, "fc_layers": 3}, (16, 20, 16), 1000)
 
 
-def run_worker(data, journal, out, worker, p, **popen):
+def run_worker(data, journal, out, worker, p, workers=None, **popen):
     """A worker as its own process (as the cluster runs it); returns the Popen."""
     code = ("import logging, sys, yaml; logging.basicConfig(level=logging.INFO); "
             "from robustmaps.hpo import hpo_worker; "
@@ -56,7 +56,8 @@ def run_worker(data, journal, out, worker, p, **popen):
     spec = out.with_suffix(".yaml")
     spec.write_text(yaml.safe_dump({"args": [str(data["store"]), str(data["index"]), str(data["train"]),
                                              str(data["validation"]), str(journal), str(out)],
-                                    "kwargs": {"worker": worker, "params": p, "device": "cpu", "threads": 1}}))
+                                    "kwargs": {"worker": worker, "params": p, "device": "cpu", "threads": 1,
+                                               "workers": workers}}))
     return subprocess.Popen([sys.executable, "-c", code, str(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **popen)
 
@@ -268,3 +269,68 @@ def test_sigterm_interrupts_a_trial_and_the_rerun_resumes_its_point(trained_mode
     reference = optuna.load_study(study_name=name, storage=hpo.storage(tmp_path / "ref" / "journal.log"))
     (done,) = [t for t in reference.get_trials() if t.state.name == "COMPLETE"]
     assert retry.value == done.value and retry.user_attrs["best_epoch"] == done.user_attrs["best_epoch"]
+
+
+def test_half_written_journal_records_are_repaired_or_named(trained_model, tmp_path):
+    """A worker killed (or a disk full) in the middle of an append leaves half a record: at the end
+    of the journal (optuna's readers skip it until another worker appends behind it, and then
+    every reader fails on the joined line) or already joined to the next record. The next worker
+    drops the half under the journal's lock and the search completes; damage that is not a cut
+    append stops the worker with one line naming the journal and the line."""
+    p = params(n_trials=1, max_epochs=2)
+    journal = tmp_path / "study" / "journal.log"
+    first = run_worker(trained_model, journal, tmp_path / "w0.tsv", 0, p)
+    assert first.wait(timeout=600) == 0, first.stdout.read()
+    whole = journal.read_bytes()
+    records = whole.splitlines()
+    # a cut record joined to a complete one in the middle, and a cut last record
+    journal.write_bytes(b"\n".join(records[:3]) + b"\n" + records[3][:25] + records[3] + b"\n"
+                        + b"\n".join(records[4:]) + b"\n" + records[-1][:40])
+    again = run_worker(trained_model, journal, tmp_path / "w1.tsv", 0, params(n_trials=2, max_epochs=2))
+    log = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, log
+    assert "line 4: a half-written record (25 bytes) before a complete one" in log
+    assert "the last record was cut after 40 bytes" in log
+    assert journal.read_bytes().startswith(whole)  # the records before the cut, as they were
+    table, _ = summarise(trained_model, journal, tmp_path, params(n_trials=2, max_epochs=2), [tmp_path / "w1.tsv"])
+    assert (table.state == "COMPLETE").sum() == 2
+    journal.write_bytes(whole.replace(records[2], b"not a record at all", 1))
+    bad = run_worker(trained_model, journal, tmp_path / "w2.tsv", 0, p)
+    log = bad.communicate(timeout=600)[0]
+    assert bad.returncode != 0
+    assert f"{journal}: line 3 is not a journal record and is not a cut append either" in log
+
+
+def test_lowering_the_workers_after_a_kill_releases_the_trials_of_the_workers_gone(trained_model, tmp_path):
+    """hpo.workers lowered from 4 to 2 after a kill: no job of worker 3 will come back, so worker 0
+    marks the trial worker 3 left running as interrupted and evaluates its point again; the search
+    still completes n_trials."""
+    import optuna
+
+    p = params(n_trials=2, max_epochs=40)
+    journal = tmp_path / "study" / "journal.log"
+    proc = run_worker(trained_model, journal, tmp_path / "worker-3.tsv", 3, p, workers=4, start_new_session=True)
+    name = hpo.study_name(p, [trained_model["index"], trained_model["train"], trained_model["validation"]])
+    deadline, running = time.time() + 300, []
+    while time.time() < deadline and not running:
+        time.sleep(0.3)
+        if journal.exists():
+            try:
+                study = optuna.load_study(study_name=name, storage=hpo.storage(journal))
+            except KeyError:
+                continue
+            running = [t for t in study.get_trials(deepcopy=False)
+                       if t.state.name == "RUNNING" and t.intermediate_values]
+    assert running, "no trial started"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    again = run_worker(trained_model, journal, tmp_path / "worker-0.tsv", 0, p, workers=2)
+    log = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, log
+    assert f"trials [{running[0].number}] were left running" in log
+    study = optuna.load_study(study_name=name, storage=hpo.storage(journal))
+    (gone,) = [t for t in study.get_trials() if t.user_attrs.get("interrupted")]
+    assert gone.user_attrs["error"] == "interrupted: worker 3 no longer exists (hpo.workers is 2); re-run"
+    (retry,) = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == gone.number]
+    assert retry.state.name == "COMPLETE" and retry.params == gone.params and retry.user_attrs["worker"] == 0
+    assert sum(t.state.name == "COMPLETE" for t in study.get_trials()) == 2
