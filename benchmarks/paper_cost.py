@@ -315,32 +315,38 @@ def work(cfg: dict, counts: dict, shape, occ_run_fraction: float) -> list[dict]:
     act = sal["actmax"]
     rows = []
 
-    def row(rule, jobs, units: dict, formula, cap_epochs=None, typ_epochs=None, note=""):
+    def row(rule, jobs, units: dict, formula, cap_epochs=None, typ_epochs=None, note="", reads=0.0):
+        """``reads``: images a job reads from the store at its caps (for the Slurm runtimes)."""
         rows.append({"rule": rule, "jobs": jobs, "units": units, "formula": formula, "note": note,
-                     "cap": cap_epochs, "typical": typ_epochs})
+                     "cap": cap_epochs, "typical": typ_epochs, "reads": reads})
 
     per_epoch = {"train": n_train, "forward": n_val}
     row("train", counts.get("train", n_models), per_epoch,
         f"epochs x ({n_train:.0f} train sessions x train + {n_val:.0f} validation x forward)",
-        t_train["max_epochs"], typical_epochs, "typical 20 epochs ASSUMED (early stopping, patience 5)")
+        t_train["max_epochs"], typical_epochs, "typical 20 epochs ASSUMED (early stopping, patience 5)",
+        reads=t_train["max_epochs"] * (n_train + n_val))
     row("evaluate", counts.get("evaluate", n_models), {"forward": n_test + n_val + aibl_ses},
-        f"{n_test} test + {n_val:.0f} validation + {aibl_ses} AIBL sessions x forward", 1, 1)
+        f"{n_test} test + {n_val:.0f} validation + {aibl_ses} AIBL sessions x forward", 1, 1,
+        reads=n_test + n_val + aibl_ses)
     row("group_mask (ADNI)", counts.get("group_mask", 2 * n_models) // 2,
         {"group_mask": n_group, "forward": n_group_val},
         f"epochs x ({n_group:.0f} AD train images x group_mask + {n_group_val:.0f} validation x forward)",
-        g["max_epochs"], min(g["max_epochs"], 40), "typical 40 epochs ASSUMED (patience 5, tol 0.05)")
+        g["max_epochs"], min(g["max_epochs"], 40), "typical 40 epochs ASSUMED (patience 5, tol 0.05)",
+        reads=g["max_epochs"] * (n_group + n_group_val))
     row("group_mask (AIBL)", counts.get("group_mask", 2 * n_models) // 2,
         {"group_mask": aibl_ad * (1 - gi["validation_fraction"]), "forward": aibl_ad * gi["validation_fraction"]},
         f"epochs x ({aibl_ad * (1 - gi['validation_fraction']):.0f} x group_mask + "
         f"{aibl_ad * gi['validation_fraction']:.0f} x forward)", gi["max_epochs"], min(gi["max_epochs"], 100),
-        "typical 100 epochs ASSUMED (patience 25)")
+        "typical 100 epochs ASSUMED (patience 25)", reads=gi["max_epochs"] * aibl_ad)
     sweep = cfg["masks"]["sweep"]
     row("sweep_mask", counts.get("sweep_mask", len(sweep["points"])), {"group_mask": n_group, "forward": n_group_val},
-        "as group_mask (ADNI)", sweep["max_epochs"] or g["max_epochs"], min(sweep["max_epochs"] or g["max_epochs"], 40))
+        "as group_mask (ADNI)", sweep["max_epochs"] or g["max_epochs"], min(sweep["max_epochs"] or g["max_epochs"], 40),
+        reads=(sweep["max_epochs"] or g["max_epochs"]) * (n_group + n_group_val))
     row("session_masks", counts.get("session_masks", n_models), {"session_mask": n_sessions},
         f"epochs x {n_sessions:.0f} sessions (100 AD test subjects x {ad_ses_per_subj:.2f}) x session_mask",
         ses["max_epochs"], min(ses["max_epochs"], 1000),
-        f"cap {ses['max_epochs']}; typical 1,000 ASSUMED (patience {ses['patience']}, tol {ses['tol']})")
+        f"cap {ses['max_epochs']}; typical 1,000 ASSUMED (patience {ses['patience']}, tol {ses['tol']})",
+        reads=n_sessions)  # a batch of sessions is read once, then optimised
     faith_units = {"forward": n_test * faith_fwd}
     faith_txt = f" + faithfulness {n_test} x {faith_fwd} forward"
     for cam in ("gradcam", "gradcampp", "layercam", "hirescam", "randomcam"):
@@ -382,7 +388,12 @@ def work(cfg: dict, counts: dict, shape, occ_run_fraction: float) -> list[dict]:
         "approximate (the pairs the analysis scores)")
     # the search, apart
     row("hpo (baseline trial)", t_hpo["n_trials"], per_epoch, "per trial as train, x the network's cost factor",
-        t_hpo["max_epochs"], min(t_hpo["max_epochs"], 20), "search: costed apart")
+        t_hpo["max_epochs"], min(t_hpo["max_epochs"], 20), "search: costed apart",
+        reads=t_hpo["max_epochs"] * (n_train + n_val))
+    for r in rows:  # the saliency, Sobol and prob_CNN jobs read each of their images once
+        if not r["reads"]:
+            r["reads"] = {"sobol": sob["n_images"] * len(sob["images"]),
+                          "prob_cnn": n_group_val + n_sessions}.get(r["rule"], n_test)
     return rows
 
 
@@ -404,6 +415,52 @@ def predict(rows: list[dict], units: dict, hpo: dict | None = None) -> list[dict
                             "total_s_typical": typ * f * r["jobs"],
                             "note": "ESTIMATE: baseline's measured cost x conv MAC ratio; search: costed apart"})
     return out
+
+
+# Slurm runtimes of the workflow profile (profiles/default/config.yaml, `set-resources`) from the
+# cost model's GPU column for config/paper.yaml, so that no job of the paper protocol reaches its
+# time limit: margin x the job's time at its caps + start-up, rounded up. The margin is 3 while
+# that column is an ESTIMATE (an assumed throughput), 1.5 once a GPU measured the units.
+SLURM_MARGIN = {"estimate": 3.0, "measured": 1.5}
+SLURM_STARTUP_S = 120     # Slurm, Snakemake and the job's imports
+# reading the store: 4.2 MB a full-grid float16 image at an ASSUMED 200 MB/s from a shared file
+# system (the GPU column's compute alone would make a training job I/O bound)
+SLURM_READ_S = 121 * 145 * 121 * 2 / 200e6
+SLURM_STEP_MIN = 10       # runtimes in steps of 10 minutes, never below one step
+SEARCH_NETWORK = "mean"   # a search worker is sized for trials of the space's mean network
+
+
+def slurm_runtimes(rows: list[dict], cfg: dict, measured: bool = False) -> dict[str, int]:
+    """rule -> `runtime` minutes (before Slurm retries multiply it by `attempt`). Rows of one rule
+    (group masks of two cohorts) take their longest; a search worker runs ceil(n_trials /
+    workers) trials of the space's mean network (:data:`SEARCH_NETWORK`): a worker that reaches
+    its limit anyway is sent SIGTERM, saves its trial's checkpoint and is resumed by the re-run.
+    Each job also reads its images from the store (``reads`` x :data:`SLURM_READ_S`)."""
+    margin = SLURM_MARGIN["measured" if measured else "estimate"]
+    seconds: dict[str, float] = {}
+    for r in rows:
+        name = r["rule"].split(" (")[0]
+        if name == "hpo":
+            if f"({SEARCH_NETWORK} network" not in r["rule"]:
+                continue
+            name = "hpo_worker"
+            trial = r["job_s_cap"] + SLURM_READ_S * r.get("reads", 0.0)
+            job = trial * math.ceil(cfg["hpo"]["n_trials"] / cfg["hpo"]["workers"])
+        else:
+            job = r["job_s_cap"] + SLURM_READ_S * r.get("reads", 0.0)
+        seconds[name] = max(seconds.get(name, 0.0), job)
+    step = 60 * SLURM_STEP_MIN
+    return {rule: SLURM_STEP_MIN * max(1, math.ceil((SLURM_STARTUP_S + margin * s) / step))
+            for rule, s in sorted(seconds.items())}
+
+
+def profile_runtimes(result_json: Path, cfg: dict) -> tuple[dict[str, int], str]:
+    """(:func:`slurm_runtimes`, the column's label) of a saved result: its measured GPU column
+    (a --device cuda run), else its GPU estimate."""
+    result = json.loads(Path(result_json).read_text())
+    measured = result["device"] == "cuda"
+    table = result["tables"]["cuda_after" if measured else "gpu_estimate_after"]
+    return slurm_runtimes(table["rows"], cfg, measured), table["label"]
 
 
 def fmt_s(s: float) -> str:
@@ -480,9 +537,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--units-only", action="store_true", help="measure and write the units, predict nothing")
     ap.add_argument("--json", help="write units, rows and totals here")
+    ap.add_argument("--slurm", metavar="JSON",
+                    help="print the workflow profile's per-rule runtimes from a --json result (its GPU column), "
+                         "measure nothing")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = load_config(Path(args.config))
+    if args.slurm:
+        runtimes, label = profile_runtimes(Path(args.slurm), cfg)
+        print(f"# runtimes (minutes) from {args.slurm}: {label}; margin and rounding: benchmarks/paper_cost.py")
+        print("set-resources:")
+        for rule, minutes in runtimes.items():
+            print(f"  {rule}:\n    runtime: {minutes} * attempt")
+        return {"runtimes": runtimes}
     shape = tuple(cfg["data"]["grid"]["shape"])
     sizes = {"inference": cfg["evaluation"]["batch_size"], "train": cfg["train"]["batch_size"],
              "mask": cfg["masks"]["batch_size"], "session": cfg["masks"]["session"]["max_batch"],

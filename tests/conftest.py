@@ -210,6 +210,14 @@ def slurm_gres_run(slurm_run):
     return work, proc.stdout + proc.stderr
 
 
+def profile_runtime(rule: str) -> int:
+    """The workflow profile's runtime (minutes, first attempt) of ``rule`` (profiles/default)."""
+    import yaml
+
+    spec = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())["set-resources"][rule]
+    return int(str(spec["runtime"]).split("*")[0])
+
+
 def job_blocks(log: str) -> list[dict]:
     """Every job a Snakemake log (of a run or a dry run) shows, also inside group jobs, where the
     job blocks are indented: rule, log file, gpu resource, the resources line, local or not."""

@@ -15,7 +15,7 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import GRES_TARGET, RECOVERY_MARK, REPO, job_blocks
+from conftest import GRES_TARGET, RECOVERY_MARK, REPO, job_blocks, profile_runtime
 
 pytestmark = pytest.mark.workflow
 
@@ -45,7 +45,8 @@ def test_run_used_the_installed_site_profile_and_the_workflow_profile(slurm_run)
     by_rule = {}
     for job in job_blocks(log):
         by_rule.setdefault(job["rule"], []).append(job["resources"])
-    assert all("mem_mb=8000" in r and "runtime=240" in r for r in by_rule["train"])  # workflow profile
+    runtime = f"runtime={profile_runtime('train')}"
+    assert all("mem_mb=8000" in r and runtime in r for r in by_rule["train"])  # workflow profile
     assert all("runtime=60" in r and "cpus_per_task=" in r for r in by_rule["qc"])  # site default-resources
     assert re.search(r"Group job model \(", log) and re.search(r"Group job analysis \(", log)
     # partitions.yaml was read from the profile's folder (the run's directory has none)

@@ -78,3 +78,28 @@ def test_cost_model_table_from_saved_units(tmp_path, monkeypatch):
     hpo = [r for r in tables["cuda_after"]["rows"] if r["rule"].startswith("hpo")]
     assert len(hpo) == 3 and hpo[2]["total_s_typical"] > hpo[1]["total_s_typical"] > hpo[0]["total_s_typical"]
     assert json.loads((tmp_path / "table.json").read_text())["tables"]["cuda_after"]["totals"]["protocol_typical_h"] > 0
+
+
+def test_the_workflow_profile_runtimes_are_the_cost_models():
+    """Every rule the cost model times gets, in profiles/default, the runtime paper_cost.py derives
+    from the saved model of config/paper.yaml (benchmarks/paper_cost_cpu.json: margin x the GPU
+    column at the caps + start-up + reading the store), and the derivation covers each job's time:
+    no paper job is predicted to reach its limit."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import paper_cost
+
+    cfg = paper_cost.load_config(REPO / "config" / "paper.yaml")
+    runtimes, label = paper_cost.profile_runtimes(REPO / "benchmarks" / "paper_cost_cpu.json", cfg)
+    assert "ESTIMATE" in label  # no GPU measured the units yet: the estimate's margin applies
+    profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())["set-resources"]
+    assert {rule: profile.get(rule, {}).get("runtime") for rule in runtimes} == {
+        rule: f"{minutes} * attempt" for rule, minutes in runtimes.items()}
+    rows = json.loads((REPO / "benchmarks" / "paper_cost_cpu.json").read_text())["tables"]["gpu_estimate_after"]["rows"]
+    for r in rows:
+        rule = "hpo_worker" if r["rule"].startswith("hpo") else r["rule"].split(" (")[0]
+        trials = -(-cfg["hpo"]["n_trials"] // cfg["hpo"]["workers"])  # a worker's share of the search
+        per_job = r["job_s_cap"] * (trials if rule == "hpo_worker" else 1)
+        if rule != "hpo_worker" or "mean" in r["rule"]:
+            assert 60 * runtimes[rule] >= paper_cost.SLURM_MARGIN["estimate"] * per_job, r["rule"]
+    # the rules that dominate get hours, not the site's default hour
+    assert runtimes["occlusion"] > 60 and runtimes["session_masks"] > 60 and runtimes["hpo_worker"] > 600
