@@ -664,7 +664,13 @@ def reported(path, **settings):
 
 def pseudonymised(path):
     """Where the report's pseudonymised copy of the table ``path`` lives."""
-    return "results/pseudonymised/" + path.removeprefix("results/")
+    return f"results/pseudonymised/{path.removeprefix('results/')}"
+
+
+def pseudonymise_rule(path):
+    """pseudonymise_<the table's path>, the name of the job that pseudonymises ``path``."""
+    stem = re.sub(r"\W+", "_", re.sub(r"\{\w+\}/?", "", path.removeprefix("results/")))
+    return f"pseudonymise_{stem.removesuffix('_tsv').removesuffix('_json').strip('_')}"
 
 
 def private_tables():

@@ -46,10 +46,7 @@ for _table, _settings in PRIVATE_TABLES.items():
 
     rule:
         name:
-            "pseudonymise_" + re.sub(r"\W+", "_", re.sub(r"\{\w+\}/?", "", _table.removeprefix("results/")))
-            .removesuffix("_tsv")
-            .removesuffix("_json")
-            .strip("_")
+            pseudonymise_rule(_table)
         localrule: True
         input:
             table=_table,
