@@ -260,6 +260,7 @@ def similarity_matrices_figure(matrices: dict, path, label: str = "ROI cosine si
                     xticklabels=True if max(m.shape) <= 40 else "auto", yticklabels=True if max(m.shape) <= 40
                     else "auto")
         ax.tick_params(labelsize=6 if max(m.shape) > 12 else 8)
+        ax.tick_params(axis="y", labelrotation=0)  # row labels read across, never stacked on each other
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel("")
