@@ -398,8 +398,8 @@ def run_trial(trial, paths: dict, settings: dict, *, seed: int, device: str, thr
         code = proc.wait()
         if sigterm is not None:
             sigterm.child = None
-        if sigterm is not None and sigterm.received:
-            result = ("INTERRUPTED", None, "SIGTERM: its checkpoint is kept; a re-run resumes the point")
+            if sigterm.received:  # whatever the child said last, the worker is stopping
+                result = ("INTERRUPTED", None, "SIGTERM: its checkpoint is kept; a re-run resumes the point")
         if result is None or result[0] != "INTERRUPTED":
             Path(checkpoint).unlink(missing_ok=True)
         spec.unlink(missing_ok=True)

@@ -62,6 +62,26 @@ def run_worker(data, journal, out, worker, p, workers=None, **popen):
                             text=True, **popen)
 
 
+def running_trial(journal, name, epochs=1, timeout=300):
+    """Wait until a trial of study ``name`` is RUNNING with ``epochs`` reported epochs; return it."""
+    import optuna
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.3)
+        if not journal.exists():
+            continue
+        try:
+            study = optuna.load_study(study_name=name, storage=hpo.storage(journal))
+        except KeyError:
+            continue
+        running = [t for t in study.get_trials(deepcopy=False)
+                   if t.state.name == "RUNNING" and len(t.intermediate_values) >= epochs]
+        if running:
+            return running[0]
+    raise AssertionError("no trial started")
+
+
 def summarise(data, journal, tmp_path, p, workers):
     out = {k: tmp_path / f"{k}.{ext}" for k, ext in (("trials", "tsv"), ("best", "yaml"), ("history", "png"),
                                                       ("importance", "png"), ("random_search", "png"))}
@@ -131,18 +151,7 @@ def test_a_killed_worker_is_continued_and_its_trial_marked_failed(trained_model,
     out = tmp_path / "worker-0.tsv"
     proc = run_worker(trained_model, journal, out, 0, p, start_new_session=True)
     name = hpo.study_name(p, [trained_model["index"], trained_model["train"], trained_model["validation"]])
-    deadline = time.time() + 300
-    running = []
-    while time.time() < deadline and not running:  # wait until a trial has reported an epoch
-        time.sleep(0.5)
-        if journal.exists():
-            try:
-                study = optuna.load_study(study_name=name, storage=hpo.storage(journal))
-            except KeyError:
-                continue
-            running = [t for t in study.get_trials(deepcopy=False)
-                       if t.state.name == "RUNNING" and t.intermediate_values]
-    assert running, "no trial started"
+    running = running_trial(journal, name)  # wait until a trial has reported an epoch
     os.killpg(proc.pid, signal.SIGKILL)  # the worker and its trial's process, as a dead cluster job
     proc.wait(timeout=60)
     assert not out.exists()
@@ -152,14 +161,14 @@ def test_a_killed_worker_is_continued_and_its_trial_marked_failed(trained_model,
     assert "left running by a killed run" in log
     table, _ = summarise(trained_model, journal, tmp_path, p, [out])
     interrupted = table[table.error.fillna("").str.startswith("interrupted")]
-    assert list(interrupted.number) == [running[0].number] and (interrupted.state == "FAIL").all()
+    assert list(interrupted.number) == [running.number] and (interrupted.state == "FAIL").all()
     assert (table.state == "COMPLETE").sum() == 2  # n_trials done, the interrupted one not counted
     # the interrupted point is evaluated again (here the baseline, trial 0): the same points as a
     # run that was never killed
     study = optuna.load_study(study_name=name, storage=hpo.storage(journal))
-    retry = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == running[0].number]
-    assert len(retry) == 1 and retry[0].params == running[0].params and retry[0].state.name == "COMPLETE"
-    assert retry[0].user_attrs.get("baseline") == running[0].user_attrs.get("baseline")
+    retry = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == running.number]
+    assert len(retry) == 1 and retry[0].params == running.params and retry[0].state.name == "COMPLETE"
+    assert retry[0].user_attrs.get("baseline") == running.user_attrs.get("baseline")
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe", "gp"])
@@ -236,17 +245,7 @@ def test_sigterm_interrupts_a_trial_and_the_rerun_resumes_its_point(trained_mode
     out = tmp_path / "worker-0.tsv"
     proc = run_worker(trained_model, journal, out, 0, p, start_new_session=True)
     name = hpo.study_name(p, [trained_model["index"], trained_model["train"], trained_model["validation"]])
-    deadline, running = time.time() + 300, []
-    while time.time() < deadline and not running:  # until the trial has reported two epochs
-        time.sleep(0.3)
-        if journal.exists():
-            try:
-                study = optuna.load_study(study_name=name, storage=hpo.storage(journal))
-            except KeyError:
-                continue
-            running = [t for t in study.get_trials(deepcopy=False)
-                       if t.state.name == "RUNNING" and len(t.intermediate_values) >= 2]
-    assert running, "no trial started"
+    running_trial(journal, name, epochs=2)  # until the trial has reported two epochs
     os.killpg(proc.pid, signal.SIGTERM)
     log = proc.communicate(timeout=300)[0]
     assert proc.returncode == 143, log
@@ -311,23 +310,13 @@ def test_lowering_the_workers_after_a_kill_releases_the_trials_of_the_workers_go
     journal = tmp_path / "study" / "journal.log"
     proc = run_worker(trained_model, journal, tmp_path / "worker-3.tsv", 3, p, workers=4, start_new_session=True)
     name = hpo.study_name(p, [trained_model["index"], trained_model["train"], trained_model["validation"]])
-    deadline, running = time.time() + 300, []
-    while time.time() < deadline and not running:
-        time.sleep(0.3)
-        if journal.exists():
-            try:
-                study = optuna.load_study(study_name=name, storage=hpo.storage(journal))
-            except KeyError:
-                continue
-            running = [t for t in study.get_trials(deepcopy=False)
-                       if t.state.name == "RUNNING" and t.intermediate_values]
-    assert running, "no trial started"
+    first = running_trial(journal, name)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     again = run_worker(trained_model, journal, tmp_path / "worker-0.tsv", 0, p, workers=2)
     log = again.communicate(timeout=600)[0]
     assert again.returncode == 0, log
-    assert f"trials [{running[0].number}] were left running" in log
+    assert f"trials [{first.number}] were left running" in log
     study = optuna.load_study(study_name=name, storage=hpo.storage(journal))
     (gone,) = [t for t in study.get_trials() if t.user_attrs.get("interrupted")]
     assert gone.user_attrs["error"] == "interrupted: worker 3 no longer exists (hpo.workers is 2); re-run"
