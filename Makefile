@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= cpu
 LOCK   := $(if $(filter cuda,$(TORCH)),requirements-cuda.txt,requirements.txt)
 
-.PHONY: venv demo test check-demo lint envs rulegraph clean-results slurm-profile
+.PHONY: venv demo test check-demo rehearsal lint envs rulegraph clean-results slurm-profile
 
 venv: $(STAMP)
 
@@ -30,6 +30,18 @@ demo: venv
 
 check-demo: venv
 	$(BIN)/python -m robustmaps.acceptance results
+
+# The paper protocol rehearsed at the study's grid on this machine (config/rehearsal.yaml: counts cut
+# so that it fits about 90 minutes on 2 cores), in rehearsal/, then its checks (robustmaps.acceptance).
+REHEARSAL        ?= rehearsal
+REHEARSAL_CONFIG := config/paper.yaml config/rehearsal.yaml
+rehearsal: venv
+	@start=$$(date +%s); \
+	$(BIN)/snakemake --cores $(CORES) -d $(REHEARSAL) --configfile $(REHEARSAL_CONFIG) && \
+	$(BIN)/snakemake -d $(REHEARSAL) --configfile $(REHEARSAL_CONFIG) --report $(REHEARSAL)/report.html && \
+	echo "rehearsal: the workflow and its report in $$(( $$(date +%s) - start )) s" && \
+	$(BIN)/python -m robustmaps.acceptance --rehearsal $(REHEARSAL) --configfile $(REHEARSAL_CONFIG) \
+	  --paper config/paper.yaml --table $(REHEARSAL)/rule_costs.tsv
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -265,7 +265,265 @@ NOTES = {
 }
 
 
+# --------------------------------------------------------------------------------------------
+# The rehearsal (config/rehearsal.yaml over config/paper.yaml, `make rehearsal`; issue 18)
+
+#: the full grid of the study (121 x 145 x 121 at 1.5 mm): every rehearsal job runs on it
+STUDY_SHAPE = (121, 145, 121)
+#: every job's peak resident memory must stay below this (MiB): 8 GiB, the paper's per-job request
+MAX_RSS_MIB = 8192
+#: the keys config/rehearsal.yaml may change in config/paper.yaml (dotted prefixes): counts, the
+#: training values the cut cohort needs, thread counts of this 2-core machine, the report's privacy
+#: (synthetic participants). Never a mask, saliency or analysis method setting, nor the atrophy.
+REHEARSAL_CUTS = (
+    "data.cohorts.main.name", "data.cohorts.main.source", "data.cohorts.independent.name",
+    "data.cohorts.independent.source",
+    *(f"data.cohorts.{c}.synthetic.{k}" for c in ("main", "independent")
+      for k in ("n_cn", "n_ad", "sessions_min", "sessions_max", "qc_defects", "id_prefix", "site")),
+    "split.test_per_class",
+    "train.folds", "train.seeds", "train.lr", "train.max_epochs", "train.patience", "train.threads", "train.workers",
+    "hpo.n_trials", "hpo.workers", "hpo.max_epochs", "hpo.patience", "hpo.threads",
+    "masks.threads", "masks.group.max_images", "masks.group.max_epochs", "masks.independent.max_images",
+    "masks.independent.max_epochs", "masks.session.models", "masks.session.max_epochs",
+    "masks.sweep.max_images", "masks.sweep.max_epochs", "masks.sweep.points",
+    "saliency.models", "saliency.threads", "saliency.occlusion.patch", "saliency.occlusion.stride",
+    "saliency.lots.iterations", "saliency.actmax.iterations", "saliency.faithfulness.max_sessions",
+    "sobol.models", "sobol.n", "sobol.convergence_min", "sobol.n_images", "sobol.threads",
+    "resources.data_threads", "report.pseudonymise",
+)
+
+
+def _leaves(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for k, v in tree.items():
+        out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_cuts(paper: dict, rehearsal: dict) -> list[tuple[str, object, object]]:
+    """(key, paper value, rehearsal value) of every leaf the rehearsal changes (validated configs)."""
+    a, b = _leaves(paper), _leaves(rehearsal)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def forbidden_cuts(cuts) -> list[str]:
+    """The cuts outside :data:`REHEARSAL_CUTS`, and sweep points that are not the paper's."""
+    fails = [f"{key}: {old!r} -> {new!r} is not a count (REHEARSAL_CUTS)" for key, old, new in cuts
+             if not any(key == c or key.startswith(c + ".") for c in REHEARSAL_CUTS)]
+    for key, old, new in cuts:
+        if key == "masks.sweep.points":
+            foreign = [p for p in new or [] if p not in (old or [])]
+            fails += [f"masks.sweep.points: {p} is not one of the paper's points" for p in foreign]
+    return fails
+
+
+def planned_jobs(workdir: Path, configfiles: list[str]) -> dict[str, int]:
+    """Jobs per rule of the whole plan (``snakemake -n --forceall``) of a run directory."""
+    import re
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--quiet", "rules",
+                           "-s", str(repo / "Snakefile"), "-d", str(workdir), "--configfile",
+                           *(str(Path(c).resolve()) for c in configfiles)],
+                          capture_output=True, text=True, cwd=workdir)
+    if proc.returncode != 0:
+        raise RuntimeError(f"snakemake -n failed in {workdir}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    table = proc.stdout.split("Job stats:", 1)[-1]
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+    jobs.pop("all", None)
+    jobs.pop("total", None)
+    return jobs
+
+
+def rule_costs(results: Path) -> "pd.DataFrame":
+    """One row per rule that ran: jobs recorded, seconds (sum and largest job), peak resident
+    memory (MiB) of its largest job: the kernel's high-water mark from the job's log where the job
+    wrote one (robustmaps.runner), else Snakemake's sampled ``max_rss`` (``benchmark:``)."""
+    import re
+
+    import pandas as pd
+
+    from .runner import PEAK_RSS_PATTERN
+
+    rows = []
+    for bench in sorted((results / "benchmarks").glob("*/*.tsv")):
+        t = pd.read_csv(bench, sep="\t")
+        sampled = pd.to_numeric(t["max_rss"], errors="coerce").max()
+        rows.append({"rule": bench.parent.name, "job": bench.stem, "seconds": float(t["s"].iloc[0]),
+                     "sampled_rss_mib": sampled})
+    table = pd.DataFrame(rows, columns=["rule", "job", "seconds", "sampled_rss_mib"])
+    # a job's log and its benchmark share the job's name (rules/*.smk); its last line names the rule
+    peaks = {}
+    for log in results.rglob("*.log"):
+        for rule, own, child in re.findall(r"(\w+): " + PEAK_RSS_PATTERN, log.read_text(errors="replace")):
+            peaks[(rule, log.stem)] = max(float(own), float(child))
+    table["peak_rss_mib"] = [peaks.get((r, j), float("nan")) for r, j in zip(table.rule, table.job)]
+    table["rss_mib"] = table.peak_rss_mib.fillna(table.sampled_rss_mib)
+    return (table.groupby("rule", sort=False)
+            .agg(jobs=("job", "size"), seconds_total=("seconds", "sum"), seconds_max=("seconds", "max"),
+                 rss_mib_max=("rss_mib", "max"), exact=("peak_rss_mib", lambda x: bool(x.notna().all())))
+            .reset_index())
+
+
+def check_full_grid_plan(results: Path, config: dict, plan: dict[str, int]) -> list[str]:
+    """The working grid is the study's, and every job of the plan ran (each left its benchmark)."""
+    from .grid import working_grid
+
+    fails = []
+    shape = tuple(working_grid(config).shape)
+    if shape != STUDY_SHAPE:
+        fails.append(f"working grid {shape}, not the study's {STUDY_SHAPE}")
+    store = results / "cohort" / "main" / "store.npy"
+    if store.exists():
+        stored = tuple(np.load(store, mmap_mode="r").shape[1:])
+        if stored[-3:] != STUDY_SHAPE:
+            fails.append(f"{store}: images of shape {stored}, not {STUDY_SHAPE}")
+    costs = rule_costs(results).set_index("rule")
+    for rule, n in sorted(plan.items()):
+        ran = int(costs.jobs.get(rule, 0))
+        if ran < n:
+            fails.append(f"rule {rule}: {ran} of its {n} planned job(s) recorded a benchmark")
+    return fails
+
+
+def check_memory(results: Path, config: dict, limit_mib: float = MAX_RSS_MIB) -> list[str]:
+    costs = rule_costs(results)
+    return [f"rule {r.rule}: peak resident memory {r.rss_mib_max:,.0f} MiB > {limit_mib:,.0f} MiB"
+            for r in costs.itertuples() if r.rss_mib_max > limit_mib]
+
+
+def _fmt(values) -> str:
+    return ", ".join(f"{v:.3g}" for v in values)
+
+
+def science_flip(results: Path, config: dict) -> tuple[bool, list[str]]:
+    """Group masks flip the class: the mean masked target probability of their correctly
+    classified validation images is below 0.5 (study 2.3.3)."""
+    t = read_tsv(results / "masks" / "summary.tsv", ["kind", "probability_after"], dtype={"participant_id": str})
+    g = t[t.kind == "group"]
+    lines = [f"{r.cohort} {r.target} fold {r.fold} seed {r.seed}: masked probability {r.probability_after:.3f} "
+             f"(coverage {r.coverage:.4f})" for r in g.itertuples()]
+    return bool(len(g)) and bool((g.probability_after < 0.5).all()), lines
+
+
+def science_planted_auc(results: Path, config: dict, min_auc: float = 0.9) -> tuple[bool, list[str]]:
+    """The group masks find the planted ROIs: ROC AUC of their ROI values against the planted
+    ROIs >= 0.9 (each main-cohort AD group mask)."""
+    rec = read_tsv(results / "analysis" / "regions" / "recovery.tsv", ["kind", "roc_auc"],
+                   dtype={"participant_id": str})
+    g = rec[(rec.kind == "group") & (rec.method == "mask")]
+    lines = [f"{r.cohort} {r.target} fold {r.fold} seed {r.seed}: planted-ROI ROC AUC {r.roc_auc:.3f}"
+             for r in g.itertuples()]
+    main = g[(g.cohort == "main")]
+    return bool(len(main)) and bool((main.roc_auc >= min_auc).all()), lines
+
+
+def science_session_masks(results: Path, config: dict) -> tuple[bool, list[str]]:
+    """Session masks with the study's x100 penalties are neither empty (all ones: coverage 0) nor
+    full (coverage 1)."""
+    t = read_tsv(results / "masks" / "summary.tsv", ["kind", "coverage"], dtype={"participant_id": str})
+    s = t[t.kind == "session"]
+    if s.empty:
+        return False, ["no session mask in masks/summary.tsv"]
+    cov = s.coverage.to_numpy(float)
+    empty, full = int((cov <= 0).sum()), int((cov >= 1).sum())
+    lines = [f"{len(cov)} session masks (penalty_scale {config['masks']['session']['penalty_scale']}): coverage "
+             f"min {cov.min():.4f}, median {np.median(cov):.4f}, max {cov.max():.4f}; {empty} empty, {full} full"]
+    return empty == 0 and full == 0, lines
+
+
+STUDY_TRENDS = {
+    "l1": "coverage falls as l1 grows",
+    "l2": "coverage grows with l2",
+    "b1": "b1 = 2 gives the densest mask",
+}
+
+
+def science_trends(results: Path, config: dict) -> tuple[bool, list[str]]:
+    """The sweep's l1, l2 and b1 series at the study's grid, beside the study's trends (3.1)."""
+    from .masks import sweep_series, sweep_trend_failures
+
+    t = read_tsv(results / "masks" / "summary.tsv", ["kind", "coverage"], dtype={"participant_id": str})
+    sweep = t[t.kind == "sweep"]
+    lines, ok = [], True
+    for param, fixed, rows in sweep_series(sweep):
+        if param not in STUDY_TRENDS:
+            continue
+        fails = sweep_trend_failures(rows, params=(param,))
+        ok &= not fails
+        at = ", ".join(f"{k}={v}" for k, v in fixed.items() if k in ("b1", "b2", "l1", "l2"))
+        series = ", ".join(f"{param}={v:g}: {c:.4f}" for v, c in zip(rows[param], rows.coverage))
+        lines.append(f"{param} series ({at}): {series} | study: {STUDY_TRENDS[param]} -> "
+                     f"{'as the study' if not fails else 'NOT as the study'}")
+    return ok and bool(lines), lines or ["no sweep series"]
+
+
+REHEARSAL_SCIENCE = {
+    "group masks flip the class (masked AD probability < 0.5)": science_flip,
+    "group masks find the planted ROIs (ROC AUC >= 0.9)": science_planted_auc,
+    "session masks at x100 are neither empty nor full": science_session_masks,
+    "the sweep's l1, l2 and b1 trends (study 3.1)": science_trends,
+}
+
+
+def rehearsal(workdir: Path, configfiles: list[str], paper: str | None = None, table: Path | None = None,
+              science: bool = True) -> int:
+    """Print the rehearsal's checks: the cuts against the paper config, the engineering checks
+    (every planned job ran at full grid, memory, the models learn: FAIL stops with 1) and the
+    science checks (printed with their numbers, as ok or as a finding: never a failure)."""
+    import pandas as pd
+
+    results = workdir / "results"
+    config = rmconfig.load(*configfiles)
+    failed = 0
+
+    def report(name, problems, word="FAIL"):
+        print(f"{word if problems else 'ok  '} {name}" + "".join(f"\n     - {p}" for p in problems))
+        return bool(problems)
+
+    if paper:
+        cuts = config_cuts(rmconfig.load(paper), config)
+        print("cuts (key: paper -> rehearsal):")
+        for key, old, new in cuts:
+            shown = f"{len(old)} points -> {len(new)}" if key == "masks.sweep.points" else f"{old!r} -> {new!r}"
+            print(f"     {key}: {shown}")
+        failed += report("only counts are cut (REHEARSAL_CUTS)", forbidden_cuts(cuts))
+    plan = planned_jobs(workdir, configfiles)
+    costs = rule_costs(results)
+    with pd.option_context("display.width", 160, "display.max_rows", 200):
+        print(costs.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+    if table:
+        table.parent.mkdir(parents=True, exist_ok=True)
+        costs.to_csv(table, sep="\t", index=False)
+    failed += report(f"every planned job ran at {' x '.join(map(str, STUDY_SHAPE))}",
+                     check_full_grid_plan(results, config, plan))
+    failed += report(f"every job's peak resident memory <= {MAX_RSS_MIB} MiB", check_memory(results, config))
+    if science:
+        failed += report("the models learn: test balanced accuracy >= 0.80", check_training(results, config))
+        for name, fn in REHEARSAL_SCIENCE.items():
+            ok, lines = fn(results, config)
+            report(name, [] if ok else lines, word="finding")
+            if ok:
+                print("".join(f"     - {line}\n" for line in lines), end="")
+    return 1 if failed else 0
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--rehearsal":
+        import argparse
+
+        ap = argparse.ArgumentParser(prog="python -m robustmaps.acceptance --rehearsal")
+        ap.add_argument("workdir", type=Path, help="the run directory (results/ inside)")
+        ap.add_argument("--configfile", nargs="+", required=True, help="the run's config files, in order")
+        ap.add_argument("--paper", help="the paper config the rehearsal cuts (prints and checks the cuts)")
+        ap.add_argument("--table", type=Path, help="write the per-rule cost table here (TSV)")
+        ap.add_argument("--engineering-only", action="store_true",
+                        help="skip the science (the minimal full-grid run: one epoch, one mask step)")
+        a = ap.parse_args(argv[1:])
+        return rehearsal(a.workdir, a.configfile, a.paper, a.table, science=not a.engineering_only)
     results = Path(argv[0] if argv else "results")
     config = rmconfig.load(argv[1] if len(argv) > 1 else "config/config.yaml")
     failed = 0

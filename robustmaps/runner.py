@@ -50,7 +50,23 @@ def script(smk) -> Iterator[logging.Logger]:
     finally:
         if lock is not None:
             lock.release()
+    logger.info(PEAK_RSS_LINE, *peak_rss_mib())
     logging.shutdown()
+
+
+#: the last line of every successful job's log (robustmaps.acceptance reads it back)
+PEAK_RSS_LINE = "peak resident memory: %.0f MiB (largest child process: %.0f MiB)"
+PEAK_RSS_PATTERN = r"peak resident memory: (\d+) MiB \(largest child process: (\d+) MiB\)"
+
+
+def peak_rss_mib() -> tuple[float, float]:
+    """The kernel's high-water marks of resident memory (MiB) of this process and of the largest
+    child it waited for (a search trial, a loader worker): exact peaks, where Snakemake's
+    ``benchmark:`` samples every 30 s after the first 15 s and can miss a short one."""
+    import resource
+
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
 JOB_LOCK_STALE = 600.0  # seconds without a refresh after which another node's job lock is stale

@@ -17,6 +17,8 @@ rule roi_vectors:
         masks=config["roi"]["masks"],
         maps=config["roi"]["maps"],
         group_class=SALIENCY["group_class"],
+    benchmark:
+        "results/benchmarks/roi_vectors/roi_vectors.tsv",
     log:
         "results/logs/analysis/roi_vectors.log",
     conda:
@@ -62,6 +64,8 @@ rule similarity:
         n_boot=ANALYSIS["n_boot"],
         level=ANALYSIS["level"],
         seed=ANALYSIS["seed"],
+    benchmark:
+        "results/benchmarks/similarity/similarity.tsv",
     log:
         "results/logs/analysis/similarity.log",
     conda:
@@ -119,6 +123,8 @@ rule regions:
         k=ANALYSIS["top_k"],
         masks=group_mask_files(),
         cut_coords=ANALYSIS["cut_coords"],
+    benchmark:
+        "results/benchmarks/regions/regions.tsv",
     log:
         "results/logs/analysis/regions.log",
     conda:
@@ -162,6 +168,8 @@ rule brain_maps:
         masks=group_mask_files(),
         maps=group_maps_by_method(),
         cut_coords=ANALYSIS["cut_coords"],
+    benchmark:
+        "results/benchmarks/brain_maps/brain_maps.tsv",
     log:
         "results/logs/analysis/brain_maps.log",
     conda:
@@ -191,6 +199,8 @@ rule sweep_figures:
     params:
         points=sweep_figure_masks(),
         cut_coords=ANALYSIS["cut_coords"],
+    benchmark:
+        "results/benchmarks/sweep_figures/sweep_figures.tsv",
     log:
         "results/logs/analysis/sweep_figures.log",
     conda:
@@ -224,6 +234,8 @@ rule stats:
         n_perm=ANALYSIS["n_perm"],
         level=ANALYSIS["level"],
         seed=ANALYSIS["seed"],
+    benchmark:
+        "results/benchmarks/stats/stats.tsv",
     log:
         "results/logs/analysis/stats.log",
     conda:
@@ -263,6 +275,8 @@ rule prob_cnn:
     threads: MASKS["threads"]
     resources:
         **MASK_GPU,
+    benchmark:
+        "results/benchmarks/prob_cnn/prob_cnn.tsv",
     log:
         "results/logs/analysis/prob_cnn.log",
     conda:

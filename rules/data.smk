@@ -17,6 +17,8 @@ rule synthetic_cohort:
     resources:
         mem_mb=4000,
         runtime=60,
+    benchmark:
+        "results/benchmarks/synthetic_cohort/{cohort}.tsv",
     log:
         "results/logs/synthetic_cohort/{cohort}.log",
     conda:
@@ -50,6 +52,8 @@ rule qc:
     resources:
         mem_mb=2000,
         runtime=60,
+    benchmark:
+        "results/benchmarks/qc/{cohort}.tsv",
     log:
         "results/logs/qc/{cohort}.log",
     conda:
@@ -77,6 +81,8 @@ rule preprocess:
     resources:
         mem_mb=4000,
         runtime=60,
+    benchmark:
+        "results/benchmarks/preprocess/{cohort}.tsv",
     log:
         "results/logs/preprocess/{cohort}.log",
     conda:
@@ -96,6 +102,8 @@ rule atlas:
     resources:
         mem_mb=2000,
         runtime=10,
+    benchmark:
+        "results/benchmarks/atlas/atlas.tsv",
     log:
         "results/logs/atlas/atlas.log",
     conda:
@@ -119,6 +127,8 @@ rule cohort_table:
     params:
         cohorts=COHORTS,
         names={c: s["name"] or c for c, s in config["data"]["cohorts"].items()},
+    benchmark:
+        "results/benchmarks/cohort_table/cohort_table.tsv",
     log:
         "results/logs/cohort_table/cohort_table.log",
     conda:

@@ -19,6 +19,8 @@ rule hpo_worker:
     threads: HPO["threads"]
     resources:
         **gpus_for(HPO["device"]),
+    benchmark:
+        "results/benchmarks/hpo_worker/worker-{worker}.tsv",
     log:
         f"{HPO_DIR}/logs/worker-{{worker}}.log",
     conda:
@@ -54,6 +56,8 @@ rule hpo_summary:
     params:
         settings=hpo_params(),
         journal=HPO_JOURNAL,
+    benchmark:
+        "results/benchmarks/hpo_summary/summary.tsv",
     log:
         f"{HPO_DIR}/logs/summary.log",
     conda:

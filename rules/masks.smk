@@ -16,6 +16,8 @@ rule mask_reference:
     params:
         reference_class="CN",
         working_grid=WORKING_GRID,
+    benchmark:
+        "results/benchmarks/mask_reference/reference_fold-{fold}.tsv",
     log:
         "results/logs/masks/reference_fold-{fold}.log",
     conda:
@@ -39,6 +41,8 @@ rule group_mask:
     threads: MASKS["threads"]
     resources:
         **MASK_GPU,
+    benchmark:
+        "results/benchmarks/group_mask/group_{cohort}_{target}_fold-{fold}_seed-{seed}.tsv",
     log:
         "results/logs/masks/group_{cohort}_{target}_fold-{fold}_seed-{seed}.log",
     conda:
@@ -51,6 +55,8 @@ rule group_mask:
 use rule group_mask as sweep_mask with:
     output:
         **{k: f"{SWEEP_DIR}/{v}" for k, v in GROUP_FILES.items()},
+    benchmark:
+        "results/benchmarks/sweep_mask/sweep_{point}_{target}_fold-{fold}_seed-{seed}.tsv",
     log:
         "results/logs/masks/sweep_{point}_{target}_fold-{fold}_seed-{seed}.log",
 
@@ -63,6 +69,8 @@ if EXCLUDE:
             unpack(lambda w: group_mask_inputs(w, screen=True)),
         output:
             **{k: f"{SCREEN_DIR}/{v}" for k, v in GROUP_FILES.items()},
+        benchmark:
+            "results/benchmarks/screen_mask/screen_{cohort}_{target}_fold-{fold}_seed-{seed}.tsv",
         log:
             "results/logs/masks/screen_{cohort}_{target}_fold-{fold}_seed-{seed}.log",
 
@@ -77,6 +85,8 @@ if EXCLUDE:
             excluded=EXCLUDED_TSV,
         params:
             models=[f"fold-{f}/seed-{s}" for f, s in MODELS],
+        benchmark:
+            "results/benchmarks/mask_exclusions/exclusions_{cohort}_{target}.tsv",
         log:
             "results/logs/masks/exclusions_{cohort}_{target}.log",
         conda:
@@ -113,6 +123,8 @@ rule session_masks:
     priority: 1  # the longest mask jobs: start them first
     resources:
         **MASK_GPU,
+    benchmark:
+        "results/benchmarks/session_masks/session_{target}_fold-{fold}_seed-{seed}.tsv",
     log:
         "results/logs/masks/session_{target}_fold-{fold}_seed-{seed}.log",
     conda:
@@ -159,6 +171,8 @@ rule masks_summary:
         entries=mask_entries(),
         views={name: {**labels, "cohort": MAIN} for name, (_, labels) in mask_views().items()},
         threshold=MASKS["threshold"],
+    benchmark:
+        "results/benchmarks/masks_summary/summary.tsv",
     log:
         "results/logs/masks/summary.log",
     conda:

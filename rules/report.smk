@@ -20,6 +20,8 @@ rule provenance:
     params:
         commit=WORKFLOW_COMMIT,
         config=rmconfig.without_resources(config),  # pure resources change no result
+    benchmark:
+        "results/benchmarks/provenance/provenance.tsv",
     log:
         "results/logs/provenance.log",
     run:
@@ -36,6 +38,8 @@ if PSEUDONYMISE and not config["report"]["pseudonym_key"]:
         localrule: True
         output:
             protected(PSEUDONYM_KEY),
+        benchmark:
+            "results/benchmarks/pseudonym_key/job.tsv",
         run:
             from robustmaps.privacy import new_key
 
@@ -53,6 +57,8 @@ for _table, _settings in PRIVATE_TABLES.items():
             key=PSEUDONYM_KEY,
         output:
             reported_copy=report(pseudonymised(_table), **_settings),
+        benchmark:
+            f"results/benchmarks/{pseudonymise_rule(_table)}/job.tsv",
         log:
             f"results/logs/pseudonymise/{_table.removeprefix('results/')}.log",
         conda:

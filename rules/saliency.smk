@@ -33,6 +33,8 @@ for _method in SAL_METHODS:
         threads: SALIENCY["threads"]
         resources:
             **SAL_GPU,
+        benchmark:
+            f"results/benchmarks/{_method}/{_method}_fold-{{fold}}_seed-{{seed}}.tsv",
         log:
             f"results/logs/saliency/{_method}_fold-{{fold}}_seed-{{seed}}.log",
         conda:
@@ -59,6 +61,8 @@ rule actmax:
     threads: SALIENCY["threads"]
     resources:
         **SAL_GPU,
+    benchmark:
+        "results/benchmarks/actmax/actmax_fold-{fold}_seed-{seed}.tsv",
     log:
         "results/logs/saliency/actmax_fold-{fold}_seed-{seed}.log",
     conda:
@@ -99,6 +103,8 @@ rule saliency_summary:
         group_maps=group_maps_by_method(),
         views={name: labels for name, (_, labels) in saliency_views().items()},
         comparison=SALIENCY["comparison"],
+    benchmark:
+        "results/benchmarks/saliency_summary/summary.tsv",
     log:
         "results/logs/saliency/summary.log",
     conda:
@@ -127,6 +133,8 @@ rule sobol:
     threads: SOBOL["threads"]
     resources:
         **SOBOL_GPU,
+    benchmark:
+        "results/benchmarks/sobol/fold-{fold}_seed-{seed}.tsv",
     log:
         "results/logs/sobol/fold-{fold}_seed-{seed}.log",
     conda:
@@ -155,6 +163,8 @@ rule sobol_summary:
         ),
     params:
         entries=[{"fold": f, "seed": s} for f, s in SOBOL_MODELS],
+    benchmark:
+        "results/benchmarks/sobol_summary/summary.tsv",
     log:
         "results/logs/sobol/summary.log",
     conda:

@@ -23,6 +23,8 @@ rule split:
         p_sex_threshold=config["split"]["p_sex_threshold"],
         max_tries=config["split"]["max_tries"],
         import_dir=config["split"]["import_dir"],
+    benchmark:
+        "results/benchmarks/split/split.tsv",
     log:
         "results/logs/split/split.log",
     conda:
@@ -41,6 +43,8 @@ rule test_cohort:
         summary="results/splits/{cohort}/summary.tsv",
     params:
         out_dir=lambda w, output: os.path.dirname(output.summary),
+    benchmark:
+        "results/benchmarks/test_cohort/{cohort}.tsv",
     log:
         "results/logs/split/{cohort}.log",
     conda:

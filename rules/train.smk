@@ -24,6 +24,8 @@ rule train:
     threads: config["train"]["threads"]
     resources:
         **gpus_for(config["train"]["device"]),
+    benchmark:
+        "results/benchmarks/train/fold-{fold}_seed-{seed}.tsv",
     log:
         "results/logs/train/fold-{fold}_seed-{seed}.log",
     conda:
@@ -50,6 +52,8 @@ rule evaluate:
         positive=config["evaluation"]["positive_class"],
         threads=config["train"]["threads"],
     threads: config["train"]["threads"]
+    benchmark:
+        "results/benchmarks/evaluate/fold-{fold}_seed-{seed}.tsv",
     log:
         "results/logs/evaluate/fold-{fold}_seed-{seed}.log",
     conda:
@@ -76,6 +80,8 @@ rule training_summary:
         ),
     params:
         models=[{"fold": f, "seed": s} for f in TRAIN_FOLDS for s in SEEDS],
+    benchmark:
+        "results/benchmarks/training_summary/summary.tsv",
     log:
         "results/logs/train/summary.log",
     conda:

@@ -105,11 +105,21 @@ def unchanged_windows(x: torch.Tensor, corners: torch.Tensor, patch: int, mode: 
     if mode != "mean_patch":
         return torch.zeros(len(corners), dtype=torch.bool)
     xf = x.detach().float()
-    hi = torch.nn.functional.max_pool3d(xf, patch, stride=1)[0, 0]
-    lo = -torch.nn.functional.max_pool3d(-xf, patch, stride=1)[0, 0]
+    hi, lo = _window_max(xf, patch)[0, 0], -_window_max(-xf, patch)[0, 0]
     c = corners.to(hi.device)
     hi, lo = hi[c[:, 0], c[:, 1], c[:, 2]], lo[c[:, 0], c[:, 1], c[:, 2]]
     return ((hi == lo) & ((hi == 0) | (hi == 1))).cpu()
+
+
+def _window_max(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """The maximum over every ``patch``-voxel cube of (1, 1, X, Y, Z) (stride 1), one axis at a
+    time: max is separable, so 3 x patch comparisons per cube instead of patch^3 (a 3D max pool
+    with a 32-voxel kernel on the 1.5 mm grid takes minutes; this, a fraction of a second)."""
+    for axis in range(3):
+        kernel = [1, 1, 1]
+        kernel[axis] = patch
+        x = torch.nn.functional.max_pool3d(x, tuple(kernel), stride=1)
+    return x
 
 
 def occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, patch: int = 8, stride: int = 4,

@@ -22,7 +22,7 @@ from conftest import SMOKE, SYSTEM, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
-EXEMPT_DIRS = ("logs", "hpo")
+EXEMPT_DIRS = ("logs", "hpo", "benchmarks")
 EXEMPT_FILES = ("report.html",)
 TIMING_COLUMNS = {"seconds", "runtime_ms", "runtime_ms_sd"}
 
