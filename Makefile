@@ -38,7 +38,7 @@ REHEARSAL_CONFIG := config/paper.yaml config/rehearsal.yaml
 rehearsal: venv
 	@start=$$(date +%s); \
 	$(BIN)/snakemake --cores $(CORES) -d $(REHEARSAL) --configfile $(REHEARSAL_CONFIG) && \
-	$(BIN)/snakemake -d $(REHEARSAL) --configfile $(REHEARSAL_CONFIG) --report $(REHEARSAL)/report.html && \
+	$(BIN)/snakemake -d $(REHEARSAL) --configfile $(REHEARSAL_CONFIG) --report $(abspath $(REHEARSAL))/report.html && \
 	echo "rehearsal: the workflow and its report in $$(( $$(date +%s) - start )) s" && \
 	$(BIN)/python -m robustmaps.acceptance --rehearsal $(REHEARSAL) --configfile $(REHEARSAL_CONFIG) \
 	  --paper config/paper.yaml --table $(REHEARSAL)/rule_costs.tsv

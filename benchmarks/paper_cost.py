@@ -463,6 +463,52 @@ def profile_runtimes(result_json: Path, cfg: dict) -> tuple[dict[str, int], str]
     return slurm_runtimes(table["rows"], cfg, measured), table["label"]
 
 
+# Memory: the peaks the rehearsal measured at the study's grid (make rehearsal writes its per-rule
+# table; benchmarks/rehearsal_costs.tsv is the committed copy), scaled to the paper's counts where a
+# job's memory grows with them, x a margin, in GB steps. On CPU every tensor is host memory: a GPU
+# job's host memory is below these.
+MEM_MARGIN = 1.5
+MEM_STEP_MB = 1000
+SITE_DEFAULT_MEM_MB = 4000   # profiles/slurm's default-resources (attempt 1)
+VOLUME_BYTES = 121 * 145 * 121 * 4   # one float32 map or mask at the study's grid (8.5 MB)
+#: a job holds its stack of maps or masks (float32, filled in place) and, while writing it, the
+#: int16 file's bytes: 1.5 x a float32 volume per volume of the stack
+STACK_FACTOR = 1.5
+_SALIENCY = ("gradcam", "gradcampp", "layercam", "hirescam", "randomcam", "vanilla", "smoothgrad", "occlusion",
+             "lots")
+#: rule -> (volumes a job held in the rehearsal, in the paper protocol). Rehearsal: 16 test baselines
+#: per saliency method, 13 AD test sessions' masks; paper (the cost model's cohort): 200 test
+#: baselines, 100 AD test subjects x 3.29 sessions
+STACKS = {"session_masks": (13, round(TEST_PER_CLASS * ADNI["AD"][1] / ADNI["AD"][0])),
+          **{m: (16, 2 * TEST_PER_CLASS) for m in _SALIENCY}}
+#: rule -> (batch in the rehearsal, the paper's): session masks optimise min(sessions, max_batch)
+#: masks at once, 13 in the rehearsal, 16 (masks.session.max_batch) in the paper; the measured peak
+#: is scaled by the ratio (an upper bound: the base of the process does not grow)
+BATCHES = {"session_masks": (13, 16)}
+
+
+def paper_memory_mib(rule: str, measured_mib: float) -> float:
+    """A rule's peak at the paper's counts, extrapolated from the rehearsal's measured peak."""
+    small, big = BATCHES.get(rule, (1, 1))
+    held, paper = STACKS.get(rule, (0, 0))
+    return measured_mib * big / small + max(0, paper - held) * STACK_FACTOR * VOLUME_BYTES / 2**20
+
+
+def profile_memory(costs_tsv: Path) -> dict[str, int]:
+    """rule -> `mem_mb` (before retries multiply it by `attempt`) for the rules whose paper-scale
+    peak (:func:`paper_memory_mib`) x :data:`MEM_MARGIN` exceeds the site profile's default; the
+    others keep the default."""
+    import pandas as pd
+
+    costs = pd.read_csv(costs_tsv, sep="\t")
+    out = {}
+    for r in costs.itertuples():
+        need = MEM_MARGIN * paper_memory_mib(r.rule, r.rss_mib_max) * 2**20 / 1e6
+        if need > SITE_DEFAULT_MEM_MB:
+            out[r.rule] = MEM_STEP_MB * math.ceil(need / MEM_STEP_MB)
+    return dict(sorted(out.items()))
+
+
 def fmt_s(s: float) -> str:
     if s < 120:
         return f"{s:.1f} s"

@@ -90,7 +90,8 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
                           lots_target=_lots_target(model, method, params, store, lots_train, dev))
     log.info("%s maps (layer %s) of %d sessions, target %s, on %s", method, explainer.layer, len(rows),
              params["target"], dev)
-    maps, runtimes = [], []
+    # filled in place: one copy of the stack in memory (a list then np.concatenate held it twice)
+    volumes, runtimes = None, []
     bs = params["batch_size"]
     for i in range(0, len(rows), bs):
         x = _images(store, rows[i:i + bs], dev)
@@ -100,10 +101,12 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
         if dev.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
-        maps.append(m.cpu().numpy())
+        m = m.cpu().numpy()
+        if volumes is None:
+            volumes = np.empty((len(rows), *m.shape[1:]), dtype=m.dtype)
+        volumes[i:i + len(m)] = m
         runtimes += [1000 * elapsed / len(x)] * len(x)
         log.info("%s: %d/%d maps, %.0f ms per map", method, min(i + bs, len(rows)), len(rows), runtimes[-1])
-    volumes = np.concatenate(maps)
     if not np.isfinite(volumes).all():
         raise FloatingPointError(f"{method}: non-finite values in the maps of {model_pt}")
     idx = table[["participant_id", "session_id", "diagnosis", "label"]].reset_index(names="volume")

@@ -2,7 +2,9 @@
 every count at its minimum (tests/config/fullgrid.yaml) runs every rule of its plan once at
 121 x 145 x 121, and the rehearsal's engineering checks hold on it (every planned job ran on the
 full grid and logged its peak memory, under 8 GiB). The science needs the real counts: `make
-rehearsal` (about 90 minutes here) prints it."""
+rehearsal` (about 90 minutes here) prints it.
+
+The run starts in the background when the tests are collected (tests/conftest.py, fullgrid_run)."""
 
 from __future__ import annotations
 
@@ -13,21 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, run_snakemake
+from conftest import FULLGRID, REPO
 from robustmaps import acceptance
 from robustmaps import config as rmconfig
 
 pytestmark = pytest.mark.workflow
 
-CONFIGS = [str(REPO / "config" / "paper.yaml"), str(REPO / "config" / "rehearsal.yaml"),
-           str(REPO / "tests" / "config" / "fullgrid.yaml")]
-
-
-@pytest.fixture(scope="module")
-def fullgrid_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("fullgrid")
-    run_snakemake(work, "--cores", "2", "--configfile", *CONFIGS)
-    return work
+CONFIGS = [str(c) for c in FULLGRID]
 
 
 def test_every_rule_of_the_paper_plan_runs_once_at_the_study_grid(fullgrid_run):

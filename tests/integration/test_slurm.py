@@ -46,7 +46,8 @@ def test_run_used_the_installed_site_profile_and_the_workflow_profile(slurm_run)
     for job in job_blocks(log):
         by_rule.setdefault(job["rule"], []).append(job["resources"])
     runtime = f"runtime={profile_runtime('train')}"
-    assert all("mem_mb=8000" in r and runtime in r for r in by_rule["train"])  # workflow profile
+    mem = f"mem_mb={profile_runtime('train', 'mem_mb')}"
+    assert all(mem in r and runtime in r for r in by_rule["train"])  # workflow profile
     assert all("runtime=60" in r and "cpus_per_task=" in r for r in by_rule["qc"])  # site default-resources
     assert re.search(r"Group job model \(", log) and re.search(r"Group job analysis \(", log)
     # partitions.yaml was read from the profile's folder (the run's directory has none)

@@ -770,7 +770,8 @@ def test_profiles_plan_gpu_jobs(tmp_path):
     for rule in ("train", "hpo_worker", "group_mask", "session_masks", "gradcam", "sobol", "prob_cnn"):
         assert slurm.get(rule) and all(j["gpu"] == 1 for j in slurm[rule]), rule
     train = slurm["train"][0]["resources"]
-    assert "mem_mb=8000" in train and f"runtime={profile_runtime('train')}" in train and "cpus_per_task=1" in train
+    assert f"mem_mb={profile_runtime('train', 'mem_mb')}" in train and f"runtime={profile_runtime('train')}" in train
+    assert "cpus_per_task=1" in train
     assert all("runtime=60" in j["resources"] for j in slurm["qc"])  # the site's default-resources
     for rule in ("qc", "split", "evaluate", "roi_vectors"):
         assert slurm.get(rule) and not any("gpu=" in j["resources"] for j in slurm[rule]), rule

@@ -103,3 +103,30 @@ def test_the_workflow_profile_runtimes_are_the_cost_models():
             assert 60 * runtimes[rule] >= paper_cost.SLURM_MARGIN["estimate"] * per_job, r["rule"]
     # the rules that dominate get hours, not the site's default hour
     assert runtimes["occlusion"] > 60 and runtimes["session_masks"] > 60 and runtimes["hpo_worker"] > 600
+
+
+def test_the_workflow_profile_memory_covers_the_rehearsals_peaks():
+    """Every rule's memory request (profiles/default's `mem_mb`, else the Slurm site profile's
+    default) is at least MEM_MARGIN x its peak at the paper's counts, extrapolated from the peak
+    the rehearsal measured at the study's grid (benchmarks/rehearsal_costs.tsv, what `make
+    rehearsal` writes); the rules above the site default carry paper_cost.profile_memory's value."""
+    import pandas as pd
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import paper_cost
+
+    costs_tsv = REPO / "benchmarks" / "rehearsal_costs.tsv"
+    costs = pd.read_csv(costs_tsv, sep="\t")
+    site = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())["default-resources"]
+    assert site["mem_mb"] == f"{paper_cost.SITE_DEFAULT_MEM_MB} * attempt"
+    profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())["set-resources"]
+    derived = paper_cost.profile_memory(costs_tsv)
+    asked = {rule: int(profile.get(rule, {}).get("mem_mb", site["mem_mb"]).split("*")[0]) for rule in costs.rule}
+    # exactly the derivation, but for the search's workers (8 GB: its larger networks)
+    assert {r: asked[r] for r in derived if r != "hpo_worker"} == {r: v for r, v in derived.items() if r != "hpo_worker"}
+    assert asked["hpo_worker"] >= max(8000, derived.get("hpo_worker", 0))
+    for r in costs.itertuples():
+        need = paper_cost.MEM_MARGIN * paper_cost.paper_memory_mib(r.rule, r.rss_mib_max) * 2**20 / 1e6
+        assert asked[r.rule] >= need, (r.rule, asked[r.rule], need)
+    # the stacks grow with the paper's counts: the session masks' job is the largest
+    assert max(derived, key=derived.get) == "session_masks"
