@@ -99,7 +99,7 @@ def main() -> int:
         overlay = copy / "norm.yaml"
         overlay.write_text(yaml.safe_dump({"masks": {"norm": other}}))
         cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(copy),
-               "--cores", a.cores, "--configfile", *map(str, CONFIGS), str(overlay), *TARGETS]
+               "--cores", a.cores, *TARGETS, "--configfile", *map(str, CONFIGS), str(overlay.resolve())]
         print(" ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     found = {ran: criteria(a.rehearsal / "results"), other: criteria(copy / "results")}
