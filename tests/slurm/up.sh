@@ -52,7 +52,12 @@ for i in 0 1; do [ -e "/dev/fakegpu$i" ] || mknod -m 666 "/dev/fakegpu$i" c 1 3;
 H=$(hostname -s)
 NODELINE=$(slurmd -C | head -1)
 MEM=$(echo "$NODELINE" | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
-NODELINE=$(echo "$NODELINE" | sed "s/RealMemory=[0-9]*/RealMemory=$((MEM * 90 / 100))/")
+# The node declares at least 48 GB, as it declares two fake GPUs: the workflow profile sizes each
+# rule's memory for the paper protocol (session masks 19 GB; profiles/default/config.yaml), and a
+# request above the node's RealMemory is refused at submission. The smoke jobs use under 1 GB;
+# config_overrides keeps slurmd from draining a node with less real memory than declared.
+DECLARED=$((MEM * 90 / 100)); [ "$DECLARED" -ge 48000 ] || DECLARED=48000
+NODELINE=$(echo "$NODELINE" | sed "s/RealMemory=[0-9]*/RealMemory=$DECLARED/")
 mkdir -p /etc/slurm
 cat >/etc/slurm/slurm.conf <<CONF
 ClusterName=robustmaps
@@ -77,6 +82,7 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
+SlurmdParameters=config_overrides
 GresTypes=gpu
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
