@@ -349,10 +349,12 @@ def rule_costs(results: Path) -> "pd.DataFrame":
     from .runner import PEAK_RSS_PATTERN
 
     rows = []
-    for bench in sorted((results / "benchmarks").glob("*/*.tsv")):
+    # results/benchmarks/<rule>/<job>.tsv (a job's name may hold folders: the pseudonymised tables)
+    for bench in sorted((results / "benchmarks").rglob("*.tsv")):
         t = pd.read_csv(bench, sep="\t")
         sampled = pd.to_numeric(t["max_rss"], errors="coerce").max()
-        rows.append({"rule": bench.parent.name, "job": bench.stem, "seconds": float(t["s"].iloc[0]),
+        rule = bench.relative_to(results / "benchmarks").parts[0]
+        rows.append({"rule": rule, "job": bench.stem, "seconds": float(t["s"].iloc[0]),
                      "sampled_rss_mib": sampled})
     table = pd.DataFrame(rows, columns=["rule", "job", "seconds", "sampled_rss_mib"])
     # a job's log and its benchmark share the job's name (rules/*.smk); its last line names the rule

@@ -58,7 +58,7 @@ for _table, _settings in PRIVATE_TABLES.items():
         output:
             reported_copy=report(pseudonymised(_table), **_settings),
         benchmark:
-            f"results/benchmarks/{pseudonymise_rule(_table)}/job.tsv",
+            f"results/benchmarks/{pseudonymise_rule(_table)}/{_table.removeprefix('results/')}.tsv",
         log:
             f"results/logs/pseudonymise/{_table.removeprefix('results/')}.log",
         conda:

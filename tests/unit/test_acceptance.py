@@ -79,6 +79,8 @@ def test_rule_costs_take_the_logs_exact_peaks_over_the_sampled_ones(tmp_path):
     _bench(results / "benchmarks" / "train" / "fold-1_seed-0.tsv", 50.0, 800.0)
     _bench(results / "benchmarks" / "provenance" / "provenance.tsv", 0.5, "NA")
     _bench(results / "benchmarks" / "hpo_worker" / "worker-0.tsv", 10.0, 300.0)
+    # a job's name may hold folders (the pseudonymised copy of a per-cohort table)
+    _bench(results / "benchmarks" / "pseudonymise_cohort_qc" / "cohort" / "main" / "qc.tsv.tsv", 0.4, 200.0)
     (results / "logs" / "train").mkdir(parents=True)
     (results / "logs" / "train" / "fold-0_seed-0.log").write_text("12:00:00 train: epoch 1\n12:00:01 train: "
                                                                    + PEAK_RSS_LINE % (9000.4, 12.0) + "\n")
@@ -91,6 +93,7 @@ def test_rule_costs_take_the_logs_exact_peaks_over_the_sampled_ones(tmp_path):
     assert costs.loc["train", "rss_mib_max"] == 9000.0 and not costs.loc["train", "exact"]
     assert costs.loc["hpo_worker", "rss_mib_max"] == 8500.0  # the trial child's peak
     assert costs.loc["provenance", "rss_mib_max"] != costs.loc["provenance", "rss_mib_max"]  # NA: not measured
+    assert costs.loc["pseudonymise_cohort_qc", "jobs"] == 1
     problems = acceptance.check_memory(results, {}, limit_mib=8192)
     assert sorted(p.split(":")[0] for p in problems) == ["rule hpo_worker", "rule train"]
 
