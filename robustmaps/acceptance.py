@@ -370,8 +370,9 @@ def rule_costs(results: Path) -> "pd.DataFrame":
             .reset_index())
 
 
-def check_full_grid_plan(results: Path, config: dict, plan: dict[str, int]) -> list[str]:
-    """The working grid is the study's, and every job of the plan ran (each left its benchmark)."""
+def check_full_grid_plan(results: Path, config: dict, plan: dict[str, int], costs=None) -> list[str]:
+    """The working grid is the study's, and every job of the plan ran (each left its benchmark).
+    ``costs``: :func:`rule_costs` of ``results`` if already read."""
     from .grid import working_grid
 
     fails = []
@@ -383,7 +384,7 @@ def check_full_grid_plan(results: Path, config: dict, plan: dict[str, int]) -> l
         stored = tuple(np.load(store, mmap_mode="r").shape[1:])
         if stored[-3:] != STUDY_SHAPE:
             fails.append(f"{store}: images of shape {stored}, not {STUDY_SHAPE}")
-    costs = rule_costs(results).set_index("rule")
+    costs = (rule_costs(results) if costs is None else costs).set_index("rule")
     for rule, n in sorted(plan.items()):
         ran = int(costs.jobs.get(rule, 0))
         if ran < n:
@@ -391,14 +392,10 @@ def check_full_grid_plan(results: Path, config: dict, plan: dict[str, int]) -> l
     return fails
 
 
-def check_memory(results: Path, config: dict, limit_mib: float = MAX_RSS_MIB) -> list[str]:
-    costs = rule_costs(results)
+def check_memory(results: Path, config: dict, limit_mib: float = MAX_RSS_MIB, costs=None) -> list[str]:
+    costs = rule_costs(results) if costs is None else costs
     return [f"rule {r.rule}: peak resident memory {r.rss_mib_max:,.0f} MiB > {limit_mib:,.0f} MiB"
             for r in costs.itertuples() if r.rss_mib_max > limit_mib]
-
-
-def _fmt(values) -> str:
-    return ", ".join(f"{v:.3g}" for v in values)
 
 
 def science_flip(results: Path, config: dict) -> tuple[bool, list[str]]:
@@ -501,8 +498,9 @@ def rehearsal(workdir: Path, configfiles: list[str], paper: str | None = None, t
         table.parent.mkdir(parents=True, exist_ok=True)
         costs.to_csv(table, sep="\t", index=False)
     failed += report(f"every planned job ran at {' x '.join(map(str, STUDY_SHAPE))}",
-                     check_full_grid_plan(results, config, plan))
-    failed += report(f"every job's peak resident memory <= {MAX_RSS_MIB} MiB", check_memory(results, config))
+                     check_full_grid_plan(results, config, plan, costs))
+    failed += report(f"every job's peak resident memory <= {MAX_RSS_MIB} MiB",
+                     check_memory(results, config, costs=costs))
     if science:
         failed += report("the models learn: test balanced accuracy >= 0.80", check_training(results, config))
         for name, fn in REHEARSAL_SCIENCE.items():
