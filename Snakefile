@@ -25,7 +25,7 @@ if not CONFIG_NAMED:
 # one line naming it (it fills the schema's defaults, as Snakemake's validation does); then
 # Snakemake's own validation against the same schema.
 sys.path.insert(0, workflow.basedir)
-from robustmaps.config import validate as validate_config
+from robustmaps.jobs.common import validate as validate_config
 from robustmaps.runner import or_exit
 
 or_exit(validate_config, config, deep=workflow.is_main_process)

@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     from robustmaps.models import build_model
     from robustmaps.preprocess import StoreReader
     from robustmaps.saliency import Explainer
-    from robustmaps.training import TrainConfig, seed_everything, train
+    from robustmaps.training import TrainConfig, train
+    from robustmaps.devices import seed_everything
 
     cfg = load_config(Path(args.config))
     cuda = torch.cuda.is_available() and not args.cpu

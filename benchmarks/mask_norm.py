@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from robustmaps import config as rmconfig  # noqa: E402
 from robustmaps.io import read_tsv  # noqa: E402
-from robustmaps.masks import sweep_series, sweep_trend_failures  # noqa: E402
+from robustmaps.sweep import sweep_series, sweep_trend_failures
 
 CONFIGS = [REPO / "config" / "paper.yaml", REPO / "config" / "rehearsal.yaml"]
 TARGETS = ["results/masks/summary.tsv", "results/analysis/regions/recovery.tsv"]

@@ -21,7 +21,8 @@ import torch
 
 from robustmaps.masks import MaskSettings, optimise_independent
 from robustmaps.models import build_model
-from robustmaps.training import Classifier, device_for, seed_everything
+from robustmaps.trained import Classifier
+from robustmaps.devices import device_for, seed_everything
 
 GRIDS = {"demo 40x48x40": ((40, 48, 40), 5), "small 20x24x20": ((20, 24, 20), 4)}
 

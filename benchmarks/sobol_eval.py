@@ -25,7 +25,8 @@ from robustmaps.atlas import atlas_on_grid
 from robustmaps.grid import Grid
 from robustmaps.models import build_model
 from robustmaps.saliency.sobol import evaluate, problem, roi_lookup
-from robustmaps.training import Classifier, device_for, seed_everything
+from robustmaps.trained import Classifier
+from robustmaps.devices import device_for, seed_everything
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ masks empty (the all-ones mask), full, or in between? A measurement, not a bench
     .venv/bin/python benchmarks/study_session_masks.py results
     .venv/bin/python benchmarks/study_session_masks.py results --subjects 4 --max-epochs 1000 --norms sum mean
 
-Each arm runs the workflow's rule entry (``robustmaps.masks.session_masks``) on the AD sessions
+Each arm runs the workflow's rule entry (``robustmaps.jobs.masks.session_masks``) on the AD sessions
 of the first ``--subjects`` AD test subjects, with the study's values from the schema (score
 probability, l1 1e-4, l2 0.01, b1 0.1, b2 1, lr 0.1, penalty_scale 100, threshold 0.95, patience
 200, tol 0.01) and only the norm changed. ``--max-epochs`` caps the study's 5,000 epochs (the
@@ -25,7 +25,7 @@ import pandas as pd
 
 from robustmaps import config as rmconfig
 from robustmaps.grid import native_grid, working_grid
-from robustmaps.masks import session_masks
+from robustmaps.jobs.masks import session_masks
 
 
 def study_params(norm: str, max_epochs: int) -> dict:

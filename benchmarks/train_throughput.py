@@ -31,7 +31,8 @@ from monai.data import CacheDataset, DataLoader  # noqa: F401  (imported before 
 
 from robustmaps.models import build_model
 from robustmaps.preprocess import StoreReader
-from robustmaps.training import TrainConfig, seed_everything, train
+from robustmaps.training import TrainConfig, train
+from robustmaps.devices import seed_everything
 
 DEMO_ARCH = {"name": "paper", "n_blocks": 5, "filters": 8}
 

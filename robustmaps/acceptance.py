@@ -11,9 +11,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from . import config as rmconfig
-from .io import read_tsv
+from .grid import working_grid
+from .io import load_nifti, read_tsv
+from .preprocess import open_store, read_index
+from .roi import ID_COLUMNS, roi_means, top_rois
+from .runner import PEAK_RSS_PATTERN
+from .splits import verify
+from .sweep import sweep_series, sweep_trend_failures
 
 
 def check_qc(results: Path, config: dict) -> list[str]:
@@ -40,8 +47,6 @@ def check_planted_signal(results: Path, config: dict) -> list[str]:
     clearly more than the ROIs where nothing was planted."""
     import nibabel as nib
 
-    from .preprocess import open_store
-    from .roi import roi_means
 
     fails = []
     atlas = np.asarray(nib.load(results / "atlas" / "atlas.nii.gz").dataobj).astype(int)
@@ -67,8 +72,6 @@ def check_planted_signal(results: Path, config: dict) -> list[str]:
 
 
 def check_splits(results: Path, config: dict) -> list[str]:
-    from .preprocess import read_index
-    from .splits import verify
 
     index = read_index(results / "cohort" / "main" / "index.tsv")
     fails = verify(results / "splits", config["split"]["n_folds"], index)
@@ -104,7 +107,6 @@ def check_masks(results: Path, config: dict) -> list[str]:
     validation images below 0.5 and is neither empty nor full (0 < coverage < 0.5); the sweep
     shows the study's trends (coverage falls with l1, b1 = 2 densest; the l2 trend is reported
     by :func:`note_mask_l2_trend`)."""
-    from .masks import sweep_trend_failures
 
     table = read_tsv(results / "masks" / "summary.tsv", ["kind", "cohort", "target", "fold", "seed", "coverage",
                                                          "probability_after"], dtype={"participant_id": str})
@@ -125,7 +127,6 @@ def check_masks(results: Path, config: dict) -> list[str]:
 def note_mask_l2_trend(results: Path, config: dict) -> list[str]:
     """The study's third sweep trend (coverage grows with l2) does not hold on the demo cohort at
     4.5 mm (docs/development.md, "Figures measured during development"): reported, not failed."""
-    from .masks import sweep_trend_failures
 
     table = read_tsv(results / "masks" / "summary.tsv", ["kind", "coverage"], dtype={"participant_id": str})
     return sweep_trend_failures(table[table.kind == "sweep"], params=("l2",))
@@ -136,9 +137,6 @@ def check_saliency(results: Path, config: dict) -> list[str]:
     each beats Random-CAM is reported by :func:`note_beats_random`)."""
     import numpy as np
 
-    from .grid import working_grid
-    from .io import load_nifti
-    from .similarity import ID_COLUMNS
 
     fails = []
     grid = working_grid(config)
@@ -174,7 +172,7 @@ def check_saliency(results: Path, config: dict) -> list[str]:
 def note_beats_random(results: Path, config: dict) -> list[str]:
     """Every real method beats Random-CAM by the paired test of the faithfulness summary (deletion
     AUC significantly lower and insertion AUC significantly higher over (image, model) pairs;
-    robustmaps.saliency.maps.faithfulness_table). A method that does not is a finding about the
+    robustmaps.faithfulness.faithfulness_table). A method that does not is a finding about the
     method on this cohort, not a broken workflow: reported with its numbers, never failed."""
     cols = ["method", "n_pairs", "deletion_auc", "insertion_auc", "deletion_diff", "deletion_diff_lo",
             "deletion_diff_hi", "deletion_p", "insertion_diff", "insertion_diff_lo", "insertion_diff_hi",
@@ -217,8 +215,6 @@ def _session_rows_failures(roi, folder: Path, method: str, fold, seed, id_column
 def check_regions(results: Path, config: dict, min_auc: float = 0.8) -> list[str]:
     """Every main-cohort AD group mask has a planted ROI among its top 10, their mean planted-ROI
     ROC AUC is >= 0.8, and intra-subject similarity of session masks exceeds inter-subject."""
-    from .analysis import top_rois
-    from .similarity import ID_COLUMNS
 
     fails = []
     analysis = results / "analysis"
@@ -346,7 +342,6 @@ def rule_costs(results: Path) -> "pd.DataFrame":
 
     import pandas as pd
 
-    from .runner import PEAK_RSS_PATTERN
 
     rows = []
     # results/benchmarks/<rule>/<job>.tsv (a job's name may hold folders: the pseudonymised tables)
@@ -373,7 +368,6 @@ def rule_costs(results: Path) -> "pd.DataFrame":
 def check_full_grid_plan(results: Path, config: dict, plan: dict[str, int], costs=None) -> list[str]:
     """The working grid is the study's, and every job of the plan ran (each left its benchmark).
     ``costs``: :func:`rule_costs` of ``results`` if already read."""
-    from .grid import working_grid
 
     fails = []
     shape = tuple(working_grid(config).shape)
@@ -443,7 +437,6 @@ STUDY_TRENDS = {
 
 def science_trends(results: Path, config: dict) -> tuple[bool, list[str]]:
     """The sweep's l1, l2 and b1 series at the study's grid, beside the study's trends (3.1)."""
-    from .masks import sweep_series, sweep_trend_failures
 
     t = read_tsv(results / "masks" / "summary.tsv", ["kind", "coverage"], dtype={"participant_id": str})
     sweep = t[t.kind == "sweep"]

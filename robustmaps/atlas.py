@@ -104,17 +104,3 @@ def roi_index(table: pd.DataFrame, names: list[str], where: str = "atlas") -> li
     return [int(lookup[n]) for n in names]
 
 
-def write_atlas(image_out: str, labels_out: str, *, grid: dict, atlas: dict) -> None:
-    """Rule entry point: the atlas on the working grid + its label table (with voxel counts)."""
-    import logging
-
-    from .io import save_nifti, write_tsv
-
-    g = Grid.from_config(grid)
-    data, table = atlas_on_grid(g, atlas.get("image"), atlas.get("labels"))
-    lost = table[table.n_voxels == 0]
-    if len(lost):
-        logging.getLogger(__name__).warning(
-            "atlas: %d ROI(s) have no voxel at %g mm: %s", len(lost), g.voxel_size, ", ".join(lost.name))
-    save_nifti(data, g.affine, image_out, dtype=np.int16)
-    write_tsv(table, labels_out)

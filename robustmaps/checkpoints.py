@@ -129,3 +129,37 @@ class Checkpoint:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def fingerprint(settings: dict, files) -> str:
+    """Hash of everything a training run depends on: its settings and its input files' contents
+    (tables whole; the store, too large to hash at every start, by its size and 64 KiB read at 32
+    evenly spaced offsets). Neither paths nor times enter it, so that two runs in different
+    directories write the same model files."""
+    import hashlib
+    import json
+    import os
+
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for f in files:
+        if str(f).endswith(".npy"):
+            size = os.stat(f).st_size
+            h.update(str(size).encode())
+            with open(f, "rb") as fh:
+                for k in range(32):
+                    fh.seek(size * k // 32)
+                    h.update(fh.read(1 << 16))
+        else:
+            h.update(Path(f).read_bytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------- rule entries
+def job_checkpoint(path, minutes: float, settings: dict, inputs, device):
+    """A rule entry's :class:`~robustmaps.checkpoints.Checkpoint` at ``path`` (None: none),
+    valid for exactly these settings and input files."""
+    if not path:
+        return None
+
+    return Checkpoint(path, fingerprint(settings, [f for f in inputs if f]), device=device,
+                      every_seconds=60 * minutes)

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import logging
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter, maximum_filter
 
-from .atlas import atlas_on_grid, roi_index
+from .atlas import roi_index
 from .grid import Grid
+from .io import CLINICA_GM_PATTERN, gm_path, save_nifti
 from .parallel import pmap
-from .io import CLINICA_GM_PATTERN, atomic_path, gm_path, save_nifti, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +130,26 @@ def subject_seed(seed: int, cohort: str, index: int) -> np.random.SeedSequence:
 _W: dict = {}
 
 
+def synthesise_subjects(jobs: list[dict], caps_dir, *, spec: dict, grid, seed: int, name: str, template,
+                        atrophy, labels, defects: set, threads: int = 1):
+    """Each subject of ``jobs`` drawn (``threads`` forked workers, one subject each, results in
+    ``jobs``' order whatever the count) and its GM maps written into the CAPS folder ``caps_dir``
+    (the rule's temporary output); yields per subject its session rows and ROI sums."""
+    import torch  # noqa: F401  (imported once here, inherited by the forked workers)
+
+    # Voxels a warped template can reach: its support grown by 5 SD of the displacement.
+    reach = int(np.ceil(5 * spec["deformation_mm"] / grid.voxel_size)) + 1
+    support = maximum_filter(template > 1e-3, size=2 * reach + 1)
+    _W.update(spec=spec, grid=grid, seed=seed, name=name, template=template, atrophy=atrophy, support=support,
+              labels=labels, n_labels=int(labels.max()) + 1, defects=defects, caps_tmp=caps_dir,
+              deform=FieldSampler(grid, spec["deformation_smoothness_mm"]),
+              intensity=FieldSampler(grid, spec["intensity_smoothness_mm"]))
+    try:
+        yield from pmap(_make_subject, jobs, threads)
+    finally:
+        _W.clear()
+
+
 def _make_subject(job: dict) -> dict:
     """Generate and write every session of one subject; return its rows and ROI sums."""
     spec, grid = _W["spec"], _W["grid"]
@@ -180,71 +199,3 @@ def _make_subject(job: dict) -> dict:
     return {"rows": rows, "roi_sums": roi_sums, "diagnosis": dx}
 
 
-def generate_cohort(caps_dir: str, sessions_tsv: str, ground_truth_tsv: str, truth_sessions_tsv: str,
-                    *, name: str, spec: dict, grid: dict, atlas: dict, seed: int, threads: int = 1) -> None:
-    """Write a synthetic cohort: CAPS folder, session table and ground truth (see module doc)."""
-    import torch  # noqa: F401  (imported once here, inherited by the forked workers)
-
-    g = Grid.from_config(grid)
-    labels, table = atlas_on_grid(g, atlas.get("image"), atlas.get("labels"))
-    template = load_template(g)
-    atro = spec["atrophy"]
-    amap = atrophy_map(labels, table, atro["rois"], atro["smoothing_mm"], g.voxel_size)
-
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),)))
-    diagnoses = np.array(["CN"] * spec["n_cn"] + ["AD"] * spec["n_ad"])
-    rng.shuffle(diagnoses)
-    prefix = spec["id_prefix"]
-    jobs = [{"index": i, "participant_id": f"sub-{prefix}{i + 1:04d}", "diagnosis": str(dx)}
-            for i, dx in enumerate(diagnoses)]
-    # Planted QC defects: baseline sessions of randomly chosen subjects.
-    n_def = min(spec["qc_defects"], len(jobs))
-    defects = {(jobs[i]["participant_id"], "ses-M000") for i in rng.choice(len(jobs), n_def, replace=False)}
-    log.info("cohort %s: %d CN + %d AD subjects on %s, %d planted QC defect(s)", name,
-             spec["n_cn"], spec["n_ad"], g.describe(), n_def)
-
-    with atomic_path(caps_dir) as caps_tmp:
-        # Voxels a warped template can reach: its support grown by 5 SD of the displacement.
-        reach = int(np.ceil(5 * spec["deformation_mm"] / g.voxel_size)) + 1
-        support = maximum_filter(template > 1e-3, size=2 * reach + 1)
-        _W.update(spec=spec, grid=g, seed=seed, name=name, template=template, atrophy=amap, support=support,
-                  labels=labels, n_labels=int(labels.max()) + 1, defects=defects, caps_tmp=caps_tmp,
-                  deform=FieldSampler(g, spec["deformation_smoothness_mm"]),
-                  intensity=FieldSampler(g, spec["intensity_smoothness_mm"]))
-        (Path(caps_tmp) / "subjects").mkdir(parents=True)
-        results = []
-        for i, res in enumerate(pmap(_make_subject, jobs, threads)):
-            results.append(res)
-            if (i + 1) % 10 == 0 or i + 1 == len(jobs):
-                log.info("cohort %s: %d/%d subjects written", name, i + 1, len(jobs))
-        _W.clear()
-
-    rows = [r for res in results for r in res["rows"]]
-    sessions = pd.DataFrame(rows)
-    write_tsv(sessions[["participant_id", "session_id", "diagnosis", "age", "sex"]], sessions_tsv)
-    write_tsv(sessions[["participant_id", "session_id", "diagnosis", "severity", "planted_defect"]],
-              truth_sessions_tsv)
-
-    # Ground truth: planted ROIs, their planted effect and the effect measured on baseline maps
-    # (relative GM reduction of the AD mean vs the CN mean inside the ROI, unwarped atlas).
-    counts = np.bincount(labels.ravel(), minlength=int(labels.max()) + 1).astype(float)
-    ids = roi_index(table, [r["name"] for r in atro["rois"]])
-    mean_sev = float(np.mean([res["rows"][0]["severity"] for res in results if res["diagnosis"] == "AD"] or [0]))
-
-    def class_mean(dx):
-        sums = [res["roi_sums"] for res in results if res["diagnosis"] == dx
-                and not res["rows"][0]["planted_defect"]]
-        return np.mean(sums, axis=0) / np.maximum(counts, 1) if sums else np.full(counts.size, np.nan)
-
-    cn, ad = class_mean("CN"), class_mean("AD")
-    truth = pd.DataFrame({
-        "roi_index": ids,
-        "roi_name": [r["name"] for r in atro["rois"]],
-        "weight": [float(r["weight"]) for r in atro["rois"]],
-        "planted_reduction": [float(r["weight"]) * mean_sev for r in atro["rois"]],
-        "measured_reduction": [float(1 - ad[i] / cn[i]) if cn[i] > 0 else np.nan for i in ids],
-        "n_voxels_native": [int(counts[i]) for i in ids],
-    })
-    write_tsv(truth, ground_truth_tsv)
-    log.info("cohort %s: %d sessions; measured GM reduction in planted ROIs: %s", name, len(sessions),
-             ", ".join(f"{n} {v:.3f}" for n, v in zip(truth.roi_name, truth.measured_reduction)))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from .io import InputError
+from .grid import working_grid
+from .io import CLINICA_GM_PATTERN, InputError, missing_file_reason
 
 SCHEMA = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
 
@@ -20,10 +21,11 @@ class ConfigError(InputError):
     """A config value that cannot work: the message names the key."""
 
 
-def validate(config: dict, schema_path: str | Path = SCHEMA, deep: bool = True) -> dict:
-    """Validate ``config`` against the schema, filling defaults in place (as Snakemake does).
-    ``deep`` adds the checks that import heavy libraries (atlas labels, building the network):
-    the Snakefile runs them in the main process only, not again in every cluster job."""
+def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
+    """Validate ``config`` against the schema, filling defaults in place (as Snakemake does), and
+    check what crosses keys. The checks that read the atlas or build the network live above the
+    library's layers, in robustmaps.jobs.common.validate (the Snakefile runs them in the main
+    process only, not again in every cluster job)."""
     import jsonschema
     from jsonschema import validators
 
@@ -42,7 +44,7 @@ def validate(config: dict, schema_path: str | Path = SCHEMA, deep: bool = True) 
     except jsonschema.ValidationError as exc:
         where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise ConfigError(f"config: {where}: {exc.message}") from None
-    check(config, deep)
+    check(config)
     return config
 
 
@@ -50,9 +52,8 @@ def _fail(key: str, msg: str):
     raise ConfigError(f"config: {key}: {msg}")
 
 
-def check(config: dict, deep: bool = True) -> None:
+def check(config: dict) -> None:
     """Cross-key checks; raises :class:`ConfigError` naming the key."""
-    from .grid import working_grid
 
     data = config["data"]
     if sorted(data["labels"].values()) != [0, 1]:
@@ -79,17 +80,6 @@ def check(config: dict, deep: bool = True) -> None:
             s_lo, s_hi = syn["atrophy"]["severity"]
             if s_lo > s_hi:
                 _fail(f"{key}.synthetic.atrophy.severity", f"[{s_lo}, {s_hi}] is empty")
-            if deep:
-                from .atlas import aal2_files, load_labels, roi_index
-
-                try:
-                    roi_index(load_labels(config["atlas"]["labels"] or aal2_files()[1]),
-                              [r["name"] for r in syn["atrophy"]["rois"]],
-                              where=f"config: {key}.synthetic.atrophy.rois")
-                except ConfigError:
-                    raise
-                except InputError as exc:
-                    raise ConfigError(str(exc)) from None
             if set(data["labels"]) != {"CN", "AD"}:
                 _fail("data.labels", "synthetic cohorts have diagnoses CN and AD: keep data.labels {CN: 0, AD: 1}")
         else:
@@ -102,8 +92,6 @@ def check(config: dict, deep: bool = True) -> None:
     if folds is not None and max(folds) >= split["n_folds"]:
         _fail("train.folds", f"fold {max(folds)} does not exist: split.n_folds is {split['n_folds']} (folds 0.."
               f"{split['n_folds'] - 1})")
-    if deep:
-        _check_architecture(config)
     _check_masks(config)
     _check_saliency(config)
     _check_hpo(config)
@@ -128,22 +116,6 @@ def _check_hpo(config: dict) -> None:
         top = hb["max_resource"] or hpo["max_epochs"]
         if hb["min_resource"] > top:
             _fail("hpo.hyperband.min_resource", f"{hb['min_resource']} > the maximum resource {top} (epochs)")
-
-
-def _check_architecture(config: dict) -> None:
-    """Build the configured network on the working grid (meta device: no memory, no time), so
-    that an unknown name, a bad keyword or a grid too small for it stops before any job runs."""
-    import torch
-
-    from .grid import working_grid
-    from .models import build_model
-
-    spec = config["train"]["architecture"]
-    try:
-        with torch.device("meta"):
-            build_model(spec, working_grid(config).shape)
-    except (ValueError, TypeError, RuntimeError) as exc:
-        _fail("train.architecture", f"{spec['name']}: {exc}")
 
 
 #: Pure resources (config/README.md, "Resources and results"): how a job computes, never what it
@@ -215,25 +187,6 @@ def mask_models(config: dict, kind: str) -> list[tuple[int, int]]:
 CAM_METHODS = ("gradcam", "gradcampp", "layercam", "hirescam", "randomcam")
 
 
-def point_id(b1: float, b2: float, l1: float, l2: float, lr: float | None = None) -> str:
-    """Readable, path-safe id of a sweep point, e.g. ``b1-0.1_b2-1_l1-1e-04_l2-1e-03`` (one
-    formatting for every rule, so that ids from config and from wildcards agree)."""
-    def num(v: float) -> str:
-        return f"{v:.0e}" if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e3) else f"{v:g}"
-
-    out = f"b1-{num(b1)}_b2-{num(b2)}_l1-{num(l1)}_l2-{num(l2)}"
-    return out if lr is None else f"{out}_lr-{num(lr)}"
-
-
-def sweep_points(config: dict) -> dict[str, dict]:
-    """Sweep point id -> its penalties and learning rate (the masks' lr where a point sets none)."""
-    out = {}
-    for p in config["masks"]["sweep"]["points"]:
-        out[point_id(p["b1"], p["b2"], p["l1"], p["l2"], p.get("lr"))] = {
-            "b1": p["b1"], "b2": p["b2"], "l1": p["l1"], "l2": p["l2"], "lr": p.get("lr", config["masks"]["lr"])}
-    return out
-
-
 def _check_masks(config: dict) -> None:
     masks = config["masks"]
     for t in masks["targets"]:
@@ -244,7 +197,8 @@ def _check_masks(config: dict) -> None:
         for fold, seed in mask_models(config, kind):
             if (fold, seed) not in trained:
                 _fail(f"masks.{kind}.models", f"fold {fold} seed {seed} is not trained (train.folds x train.seeds)")
-    if len(sweep_points(config)) != len(masks["sweep"]["points"]):
+    values = [(p["b1"], p["b2"], p["l1"], p["l2"], p.get("lr")) for p in masks["sweep"]["points"]]
+    if len(set(values)) != len(values):
         _fail("masks.sweep.points", "lists the same point twice")
 
 
@@ -278,7 +232,8 @@ def _check_saliency(config: dict) -> None:
 
 
 def load(*paths: str | Path) -> dict:
-    """Merge YAML config files (later ones win, dicts merged recursively) and validate."""
+    """Merge YAML config files (later ones win, dicts merged recursively) and validate (without the
+    checks of robustmaps.jobs.common.validate)."""
     merged: dict = {}
     for p in paths:
         _merge(merged, yaml.safe_load(Path(p).read_text()) or {})
@@ -310,7 +265,6 @@ def gm_settings(config: dict, cohort: str) -> dict:
     if spec["source"] == "caps":
         c = spec["caps"]
         return {"pattern": c["gm_pattern"], "space": c["space"], "modulated": c["modulated"]}
-    from .io import CLINICA_GM_PATTERN
 
     return {"pattern": CLINICA_GM_PATTERN, "space": "Ixi549Space", "modulated": "off"}
 
@@ -351,7 +305,6 @@ def present_maps(paths: list[str], source: str, *, missing: str, max_fraction: f
     path. A dangling symlink is named as such."""
     import os
 
-    from .io import missing_file_reason
 
     absent = [p for p in paths if not os.path.exists(p)]
     if not absent:
@@ -370,7 +323,7 @@ def present_maps(paths: list[str], source: str, *, missing: str, max_fraction: f
 
 
 def synthetic_participants(spec: dict) -> set[str]:
-    """The participant ids a synthetic cohort will have (robustmaps.cohort.generate_cohort)."""
+    """The participant ids a synthetic cohort will have (robustmaps.jobs.data.generate_cohort)."""
     syn = spec["synthetic"]
     return {f"sub-{syn['id_prefix']}{i + 1:04d}" for i in range(syn["n_cn"] + syn["n_ad"])}
 

@@ -4,7 +4,7 @@ Removing information from a GM map is not neutral: zeros or a blurred copy lower
 atrophy, i.e. evidence FOR AD. The image a voxel takes once its information is removed (the
 ``baseline``) is therefore, by default, the masks' mu of equation (1) for the map's target:
 X' = m X + (1 - m) mu (``robustmaps.masks.masked``; mu = 1 "GM restored", or the per-voxel
-reference map of ``robustmaps.masks.load_reference``). ``zero`` and ``blur`` (the seed's choices
+reference map of ``robustmaps.volumes.load_reference``). ``zero`` and ``blur`` (the seed's choices
 for natural images) remain available.
 
 - Deletion / insertion AUC: voxels ranked by the map (highest first; ties, e.g. the zeros of a
@@ -26,6 +26,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+
+from .masks import masked
+from .saliency import BASELINE
 
 COLUMNS = ["deletion_auc", "insertion_auc", "average_drop", "average_increase", "coherency"]
 BASELINES = ("mask", "zero", "blur")
@@ -52,7 +55,7 @@ def baseline_images(x: torch.Tensor, target: torch.Tensor, baseline: str = "mask
     """(B, 1, X, Y, Z): what every voxel of ``x`` becomes once its information is removed.
 
     ``mask``: the masks' mu of equation (1) for each image's target class (``mu``: a number, a
-    per-voxel map (X, Y, Z) or (1, 1, X, Y, Z), as :func:`robustmaps.masks.load_reference` gives it,
+    per-voxel map (X, Y, Z) or (1, 1, X, Y, Z), as :func:`robustmaps.volumes.load_reference` gives it,
     or a dict class -> either of those); ``zero``: 0; ``blur``: a Gaussian-blurred copy of x."""
     if baseline not in BASELINES:
         raise ValueError(f"faithfulness baseline must be one of {BASELINES}, got {baseline!r}")
@@ -139,7 +142,6 @@ def faithfulness(model, explainer, x: torch.Tensor, maps: torch.Tensor, target: 
     (B,) targets. ``explainer`` (x, target, positions) -> maps recomputes maps for coherency. ``baseline``,
     ``mu``, ``blur_sigma_voxels``: see :func:`baseline_images`. The order of equal map values of
     the image at ``start + i`` of its table is drawn with :func:`image_seed` (``seed``, ``start + i``)."""
-    from .masks import masked
 
     base = baseline_images(x, target, baseline, mu=mu, blur_sigma_voxels=blur_sigma_voxels)
     explained = masked(x, maps[:, None].to(x.dtype), base)  # equation (1) with the map as the mask
@@ -187,3 +189,62 @@ def paired_comparison(diff, *, permutations: int = 10000, bootstrap: int = 2000,
             hits += int(np.sum(np.abs(signs @ d / n) >= abs(mean) - tol))
         p = float((1 + hits) / (1 + permutations))
     return {"n": n, "mean": mean, "lo": float(lo), "hi": float(hi), "p": p}
+
+
+FAITHFULNESS_TABLE = ["method", "n_models", "deletion_auc", "deletion_auc_sd", "insertion_auc", "insertion_auc_sd",
+                      "average_drop", "average_drop_sd", "average_increase", "average_increase_sd", "coherency",
+                      "coherency_sd", "runtime_ms", "runtime_ms_sd", "n_pairs", "deletion_diff", "deletion_diff_lo",
+                      "deletion_diff_hi", "deletion_p", "insertion_diff", "insertion_diff_lo", "insertion_diff_hi",
+                      "insertion_p", "beats_random"]
+
+
+PAIR_KEYS = ["fold", "seed", "participant_id", "session_id"]
+
+
+COMPARISON = {"alpha": 0.05, "level": 0.95, "permutations": 10000, "bootstrap": 2000, "seed": 0}
+
+
+def faithfulness_table(per_map: pd.DataFrame, comparison: dict | None = None) -> pd.DataFrame:
+    """Tables 5.2-5.3 of seed 002: per method, the mean and SD over models of each model's mean
+    metric, and the comparison with Random-CAM over (image, model) pairs (same session, same model;
+    ``PAIR_KEYS``): for deletion and insertion AUC the mean paired difference method - Random-CAM,
+    its bootstrap CI and sign-flip permutation p-value (robustmaps.faithfulness.paired_comparison).
+    ``beats_random``: deletion significantly lower AND insertion significantly higher (two-sided
+    p < alpha each, in the right direction; an intersection-union test, at level alpha without
+    correction). ``comparison``: alpha, level, permutations, bootstrap, seed (``COMPARISON``)."""
+
+    cmp = {**COMPARISON, **(comparison or {})}
+    metrics = [*COLUMNS, "runtime_ms"]
+    per_model = per_map.groupby(["method", "fold", "seed"])[metrics].mean().reset_index()
+    agg = per_model.groupby("method")[metrics].agg(["mean", "std"])
+    out = pd.DataFrame({"method": agg.index, "n_models": per_model.groupby("method").size().to_numpy()})
+    for m in metrics:
+        out[m] = agg[(m, "mean")].to_numpy()
+        out[f"{m}_sd"] = agg[(m, "std")].fillna(0).to_numpy()
+    for c in ["n_pairs", *FAITHFULNESS_TABLE[FAITHFULNESS_TABLE.index("deletion_diff"):-1]]:
+        out[c] = np.nan
+    out["beats_random"] = pd.array([pd.NA] * len(out), dtype="boolean")
+    if BASELINE not in set(out.method):
+        return out[FAITHFULNESS_TABLE]
+    missing = [k for k in PAIR_KEYS if k not in per_map.columns]
+    if missing:
+        raise ValueError(f"faithfulness table: per-map rows lack {missing}, needed to pair maps with Random-CAM's")
+    keyed = per_map.assign(**{k: per_map[k].astype(str) for k in PAIR_KEYS})
+    base = keyed[keyed.method == BASELINE].set_index(PAIR_KEYS)[["deletion_auc", "insertion_auc"]]
+    for i, method in zip(out.index, out.method):
+        if method == BASELINE:
+            continue
+        own = keyed[keyed.method == method].set_index(PAIR_KEYS)[["deletion_auc", "insertion_auc"]]
+        pairs = own.join(base, how="inner", rsuffix="_random")
+        res = {}
+        for metric, name in (("deletion_auc", "deletion"), ("insertion_auc", "insertion")):
+            r = paired_comparison(pairs[metric] - pairs[f"{metric}_random"], permutations=cmp["permutations"],
+                                  bootstrap=cmp["bootstrap"], level=cmp["level"], seed=cmp["seed"])
+            res[name] = r
+            out.loc[i, [f"{name}_diff", f"{name}_diff_lo", f"{name}_diff_hi", f"{name}_p"]] = \
+                [r["mean"], r["lo"], r["hi"], r["p"]]
+        out.loc[i, "n_pairs"] = res["deletion"]["n"]
+        out.loc[i, "beats_random"] = bool(res["deletion"]["n"] > 0
+                                          and res["deletion"]["mean"] < 0 and res["deletion"]["p"] < cmp["alpha"]
+                                          and res["insertion"]["mean"] > 0 and res["insertion"]["p"] < cmp["alpha"])
+    return out[FAITHFULNESS_TABLE]

@@ -29,14 +29,20 @@ import logging
 import math
 import os
 import signal
-import socket
 import threading
-import time
 import traceback
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .checkpoints import Terminated, fingerprint
+from .io import InputError, atomic_path
+from .locks import FileLock
+from .models import build_model
+from .preprocess import open_store
+from .splits import read_split_rows
+from .training import TrainConfig, result_settings, train
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +114,6 @@ def settings_for(point: dict, train: dict) -> dict:
 def check_feasible(point: dict, in_shape, max_parameters: int) -> int:
     """Raise :class:`InfeasibleTrial` for a point too large for the input (more blocks than the
     grid allows, or more parameters than ``max_parameters``); else return the parameter count."""
-    from .models import build_model
 
     limit = max_blocks(in_shape)
     if point["n_blocks"] > limit:
@@ -165,7 +170,6 @@ def repair_journal(journal) -> list[str]:
     attribute to a cut append stops with one message naming the journal and the line."""
     from optuna.storages.journal import JournalFileOpenLock
 
-    from .io import InputError, atomic_path
 
     path = Path(journal)
     if not path.exists():
@@ -211,7 +215,6 @@ class _Reservation:
     a dead local owner's lock broken at once, another node's after 60 s without a refresh)."""
 
     def __init__(self, journal):
-        from .locks import FileLock
 
         self.lock = FileLock(f"{journal}.reserve", stale_after=60)
 
@@ -226,7 +229,6 @@ class _Reservation:
 def study_name(settings: dict, files) -> str:
     """``hpo-<hash>`` of the search's settings and input files: a changed configuration starts a
     new study (in the same journal) instead of mixing trials of two searches."""
-    from .training import fingerprint
 
     return "hpo-" + fingerprint(settings, files)[:16]
 
@@ -315,7 +317,6 @@ def _trial_main(spec_json) -> None:
     """Child process (``python -m robustmaps.hpo SPEC``): train one trial; one JSON line on stdout
     per epoch (its validation balanced accuracy goes to the parent, which asks the pruner),
     then ``done`` (value, best epoch) or ``error``."""
-    from .checkpoints import Terminated
 
     spec = json.loads(Path(spec_json).read_text())
 
@@ -323,8 +324,6 @@ def _trial_main(spec_json) -> None:
         print(json.dumps(msg), flush=True)
 
     try:
-        from .preprocess import open_store
-        from .training import TrainConfig, fingerprint, read_split_rows, result_settings, train
 
         store, index = open_store(spec["store"], spec["index"])
         tr, va = read_split_rows(spec["train"], index), read_split_rows(spec["validation"], index)
@@ -428,152 +427,18 @@ def trials_table(study, worker: int | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols).sort_values("number")
 
 
-def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv, *, worker: int, params: dict,
-               workers: int | None = None, device: str = "auto", threads: int = 1, cache_size: int = 0,
-               checkpoint_minutes: float = 0.0) -> None:
-    """Rule entry: one worker of the shared study. ``params``: the ``hpo`` config section (n_trials,
-    sampler, pruner, hyperband, seed, space, baseline, max_parameters) and ``train`` (the
-    TrainConfig values not searched: epochs, patience, ...). ``workers``: how many workers the
-    search has now (hpo.workers). ``device``, ``cache_size``, ``checkpoint_minutes``: pure
-    resources. Writes the trials this worker ran."""
-    import optuna
-
-    from .io import write_tsv
-    from .preprocess import open_store
-
-    from .training import device_for
-
-    device_for(device)  # no usable CUDA where a GPU was asked for: stop here, not as failed trials
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store, _ = open_store(store_npy, index_tsv)
-    in_shape = tuple(store.shape[1:])
-    del store
-    name = study_name(params, [index_tsv, train_tsv, validation_tsv])
-    Path(journal).parent.mkdir(parents=True, exist_ok=True)
-    with _Reservation(journal):
-        for note in repair_journal(journal):
-            log.warning("worker %d: repaired %s: %s", worker, journal, note)
-    st = storage(journal)
-    pruner = make_pruner(params["pruner"], params["hyperband"], params["train"]["max_epochs"])
-    study = optuna.create_study(study_name=name, storage=st, direction="maximize", load_if_exists=True,
-                                sampler=make_sampler(params["sampler"], params["seed"]), pruner=pruner)
-    paths = {"store": store_npy, "index": index_tsv, "train": train_tsv, "validation": validation_tsv}
-    ckdir = Path(journal).parent / "checkpoints"
-    ckdir.mkdir(parents=True, exist_ok=True)
-    with _Reservation(journal):
-        dead = release_dead_trials(study, worker, workers)
-        if dead:
-            log.warning("worker %d: trials %s were left running by a killed run of this worker or by a worker that "
-                        "no longer exists: marked failed (interrupted), their points enqueued again; they do not "
-                        "count towards n_trials", worker, dead)
-        if not study.get_trials(deepcopy=False):
-            baseline = {k: params["baseline"][k] for k in params["space"]}
-            study.enqueue_trial(baseline, user_attrs={"baseline": True})
-            log.info("study %s: baseline enqueued as the first trial: %s", name, baseline)
-    log.info("worker %d: study %s in %s, %s sampler, %s pruner, %d trials in all", worker, name, journal,
-             params["sampler"], params["pruner"], params["n_trials"])
-    with Sigterm() as sigterm:
-        while not sigterm.received:
-            with _Reservation(journal):
-                trials = study.get_trials(deepcopy=False)
-                n = len(counted(trials))
-                if n >= params["n_trials"]:
-                    break
-                # seeded by the trial's slot: random search draws the same points whatever the workers
-                study.sampler = make_sampler(params["sampler"], params["seed"] + n)
-                trial = study.ask()
-                trial.set_user_attr("worker", worker)
-                trial.set_user_attr("host", f"{socket.gethostname()}:{os.getpid()}")
-            point = suggest(trial, params["space"], params["baseline"])
-            trial.set_user_attr("point", point)
-            log.info("worker %d: trial %d (%d of %d): %s", worker, trial.number, n + 1, params["n_trials"], point)
-            try:
-                trial.set_user_attr("n_parameters", check_feasible(point, in_shape, params["max_parameters"]))
-                settings = settings_for(point, {**params["train"], "cache_size": cache_size})
-                # the checkpoint follows the point: a re-run that enqueued it again resumes it
-                state, value, error = run_trial(trial, paths, settings, seed=params["seed"], device=device,
-                                                threads=threads,
-                                                checkpoint=str(ckdir / f"{name}-trial-{origin(trial)}.pt"),
-                                                checkpoint_every=60 * checkpoint_minutes, sigterm=sigterm)
-            except InfeasibleTrial as exc:
-                state, value, error = "FAIL", None, f"infeasible: {exc}"
-            except Exception as exc:  # noqa: BLE001 - a point the network refuses is the trial's result
-                state, value, error = "FAIL", None, f"{type(exc).__name__}: {exc}"
-                log.warning("worker %d: trial %d failed: %s", worker, trial.number, error)
-            if state == "INTERRUPTED":
-                with _Reservation(journal):
-                    interrupt(study, trial, error)
-                log.warning("worker %d: trial %d interrupted (%s); exiting with 143", worker, trial.number, error)
-                break
-            if error:
-                trial.set_user_attr("error", error)
-            study.tell(trial, value if state == "COMPLETE" else None, state=getattr(optuna.trial.TrialState, state))
-            log.info("worker %d: trial %d %s%s", worker, trial.number, state,
-                     f" validation balanced accuracy {value:.3f}" if value is not None
-                     else f" ({error})" if error else "")
-    if sigterm.received:
-        from .checkpoints import Terminated
-
-        raise Terminated()
-    write_tsv(trials_table(study, worker), out_tsv)
-
-
 def best_trial(table: pd.DataFrame) -> pd.Series:
     done = table[table.state == "COMPLETE"]
     if done.empty:
-        from .io import InputError
 
         raise InputError("no hyperparameter trial completed: see results/hpo/trials.tsv for the errors")
     return done.sort_values(["value", "number"], ascending=[False, True]).iloc[0]
-
-
-def hpo_summary(journal, worker_tsvs, out: dict, *, params: dict, index_tsv, train_tsv, validation_tsv) -> None:
-    """Rule entry: ``trials.tsv`` (every trial of the study: params, state, value, duration),
-    ``best.yaml`` (the best completed trial's settings, read by training when
-    ``train.architecture_from_hpo``), optuna's history and importance plots and the random-search
-    curve of seed 003 eq. 2.20."""
-    import optuna
-    import yaml
-
-    from .io import InputError, atomic_path, read_tsv, write_tsv
-    from .plots import hpo_figures
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name = study_name(params, [index_tsv, train_tsv, validation_tsv])
-    for note in repair_journal(journal):
-        log.warning("repaired %s: %s", journal, note)
-    try:
-        study = optuna.load_study(study_name=name, storage=storage(journal))
-    except KeyError:
-        raise InputError(f"{journal}: no study {name}: the journal was removed or replaced after the workers ran; "
-                         f"re-run the hpo_worker jobs") from None
-    table = trials_table(study)
-    ran = set()  # the workers' own records must all be in the journal
-    for f in worker_tsvs:
-        ran |= set(read_tsv(f, ["number", "state"], what="HPO worker table").number.astype(int))
-    if not ran <= set(table.number):
-        raise InputError(f"{journal}: trials {sorted(ran - set(table.number))} of the workers are not in study "
-                         f"{name}: re-run the hpo_worker jobs")
-    best = best_trial(table)
-    point = study.trials[int(best.number)].user_attrs["point"]
-    write_tsv(table, out["trials"])
-    with atomic_path(out["best"]) as tmp:
-        Path(tmp).write_text(yaml.safe_dump({"trial": int(best.number), "validation_balanced_accuracy":
-                                             float(best.value), "study": name, "point": point,
-                                             "settings": {"architecture": {"name": "paper", **{
-                                                 k: point[k] for k in ARCHITECTURE_KEYS}},
-                                                 **{k: point[k] for k in TRAINING_KEYS}}}, sort_keys=False))
-    hpo_figures(study, table, out["history"], out["importance"], out["random_search"])
-    counts = table.state.value_counts().to_dict()
-    log.info("study %s: %d trials (%s); best trial %d, validation balanced accuracy %.3f: %s", name, len(table),
-             ", ".join(f"{k} {v}" for k, v in counts.items()), best.number, best.value, point)
 
 
 def load_best(best_yaml) -> dict:
     """The training settings of ``results/hpo/best.yaml``."""
     import yaml
 
-    from .io import InputError
 
     try:
         data = yaml.safe_load(Path(best_yaml).read_text())

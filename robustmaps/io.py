@@ -24,6 +24,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from .grid import canonical, to_orientation
+
 
 class InputError(Exception):
     """Bad input (file, table or config value): the message names the culprit and the problem."""
@@ -125,7 +127,6 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
     ``orientation``: RAS+ (a positive diagonal on an axis-aligned grid) for every file the workflow
     writes; the synthetic cohort stores its CAPS as SPM does (``LAS``: x right-to-left).
     """
-    from .grid import to_orientation
 
     dtype = np.dtype(dtype)
     data, affine = to_orientation(np.asarray(data), affine, orientation)
@@ -172,7 +173,6 @@ def load_nifti(path: str | os.PathLike, squeeze: bool = True, reorient: bool = T
     permutations only: the values are identical), so that an x-flipped SPM image and its
     canonical copy are the same image (:func:`robustmaps.grid.canonical`).
     """
-    from .grid import canonical
 
     path = Path(path)
     if not path.exists():

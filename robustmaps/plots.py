@@ -15,7 +15,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .hpo import p_top_found
 from .io import atomic_path  # noqa: E402
+from .sweep import sweep_series
 
 
 @contextlib.contextmanager
@@ -83,7 +85,6 @@ def group_masks_figure(masks: list, path, threshold: float = 0.95) -> None:
 def sweep_figure(sweep: pd.DataFrame, path) -> None:
     """Coverage (fraction of voxels < threshold) and the masked probability along each one-parameter
     series of the sweep; one panel per varied parameter (log x for l1, l2 and lr)."""
-    from .masks import sweep_series
 
     series = sweep_series(sweep) if len(sweep) else []
     params = list(dict.fromkeys(p for p, _, _ in series))
@@ -451,7 +452,6 @@ def hpo_figures(study, table: pd.DataFrame, history_path, importance_path, rando
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-    from .hpo import p_top_found
 
     complete = table[table.state == "COMPLETE"]
     with warnings.catch_warnings():

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .grid import Grid
+from .io import InputError, load_nifti, natural_key, read_tsv
 from .parallel import pmap
-from .io import InputError, atomic_path, load_nifti, natural_key, read_tsv, save_nifti, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -67,46 +67,14 @@ def _load(path: str) -> np.ndarray:
     return resample_to(data, _W["source"], _W["target"]).astype(_W["dtype"])
 
 
-def build_store(qc_tsv: str, atlas_nii: str, store_npy: str, index_tsv: str, mean_nii: str, *,
-                native: dict, working: dict, dtype: str = "float16", baseline_column: str | None = None,
-                threads: int = 1) -> None:
-    """Rule entry point: write the memory-mappable store, its index and the mean image."""
-    source, target = Grid.from_config(native), Grid.from_config(working)
-    atlas = nib.load(atlas_nii)
-    if not target.matches(atlas.shape, atlas.affine):
-        raise InputError(f"{atlas_nii}: atlas grid {atlas.shape} / affine does not match the working grid "
-                         f"{target.describe()}: re-run the atlas rule with the same preprocess settings")
-    qc = read_tsv(qc_tsv, ["participant_id", "session_id", "status", "path"], what="QC table",
-                  dtype={"participant_id": str, "session_id": str})
-    passed = qc[qc.status == "pass"].copy()
-    passed["_key"] = passed["session_id"].map(natural_key)
-    passed = passed.sort_values(["participant_id", "_key"], kind="stable").drop(columns="_key")
-    passed = passed.reset_index(drop=True)
-    passed["baseline"] = mark_baseline(passed, baseline_column)
-    passed["label"] = passed["label"].astype(int)
-    passed.insert(0, "row", np.arange(len(passed)))
-    log.info("store: %d sessions of %d subjects, %s -> %s, %s", len(passed),
-             passed.participant_id.nunique(), source.describe(), target.describe(), dtype)
-
+def resampled(paths: list[str], source: Grid, target: Grid, dtype, threads: int = 1):
+    """The GM maps at ``paths`` resampled from ``source`` to ``target`` as ``dtype``, in order
+    (``threads`` forked workers)."""
     _W.update(source=source, target=target, dtype=np.dtype(dtype))
-    total = np.zeros(target.shape, dtype=np.float64)
-    # Written as a stream (the .npy header, then one volume after another), never through a
-    # memory map: on a full disk a write fails with an error (StorageError, naming the store)
-    # instead of a SIGBUS when a page of a sparse map is touched. The bytes are those of np.save.
-    dt = np.dtype(dtype)
-    header = {"descr": np.lib.format.dtype_to_descr(dt), "fortran_order": False,
-              "shape": (len(passed),) + target.shape}
-    with atomic_path(store_npy) as tmp, open(tmp, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, header)
-        paths = passed["path"].tolist()
-        for i, vol in enumerate(pmap(_load, paths, threads, chunksize=2)):
-            f.write(np.ascontiguousarray(vol, dtype=dt).tobytes())
-            total += vol
-            if (i + 1) % 50 == 0 or i + 1 == len(paths):
-                log.info("store: %d/%d sessions", i + 1, len(paths))
-    _W.clear()
-    save_nifti(total / max(len(passed), 1), target.affine, mean_nii)
-    write_tsv(passed[INDEX_COLUMNS], index_tsv)
+    try:
+        yield from pmap(_load, paths, threads, chunksize=2)
+    finally:
+        _W.clear()
 
 
 def read_index(index_tsv) -> pd.DataFrame:

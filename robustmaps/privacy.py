@@ -92,13 +92,3 @@ def pseudonymise_text(text: str, key: bytes) -> str:
     return PARTICIPANT.sub(lambda m: pseudonym(m.group(0), key), text)
 
 
-def pseudonymise_file(src: str | os.PathLike, dst: str | os.PathLike, key_file: str | os.PathLike) -> None:
-    """Rule entry: the pseudonymised copy ``dst`` of the report table ``src`` (TSV or JSON text)."""
-    key = read_key(key_file)
-    try:
-        text = Path(src).read_text()
-    except UnicodeDecodeError:
-        raise InputError(f"{src}: not a text table; only TSV and JSON tables are pseudonymised") from None
-    with atomic_path(dst) as tmp:
-        tmp.write_text(pseudonymise_text(text, key))
-

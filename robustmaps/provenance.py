@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 
+from .io import atomic_path
+
 # the distributions whose versions decide the numbers (and the workflow engine that ran them)
 PACKAGES = ("robustmaps", "snakemake", "snakemake-executor-plugin-slurm", "torch", "monai", "numpy", "scipy",
             "pandas", "nibabel", "nilearn", "SALib", "optuna", "scikit-learn", "matplotlib", "seaborn")
@@ -89,7 +91,6 @@ def provenance(targets: Iterable[str], record: Record, commit: str, config: dict
 
 def write_provenance(path: str | Path, targets: Iterable[str], record: Record, commit: str, config: dict) -> dict:
     """Write :func:`provenance` as sorted, indented JSON (atomically); returns the document."""
-    from .io import atomic_path
 
     doc = provenance(targets, record, commit, config)
     with atomic_path(path) as tmp:

@@ -23,9 +23,13 @@ import numpy as np
 import pandas as pd
 
 from .grid import Grid, describe_affine
+from .io import (
+    InputError,
+    blank_demographics_reason,
+    load_nifti,
+    missing_file_reason,
+)
 from .parallel import pmap
-from .io import (InputError, blank_demographics_reason, gm_path, load_nifti, missing_file_reason,
-                 read_sessions, read_tsv, write_tsv)
 
 log = logging.getLogger(__name__)
 
@@ -148,40 +152,3 @@ def check_not_empty(qc: pd.DataFrame, labels: dict[str, int], cohort: str, sourc
                              f"data.diagnoses {dict(diagnoses or {})})")
 
 
-def qc_cohort(sessions_tsv: str, caps_dir: str, out_tsv: str, *, cohort: str, grid: dict,
-              labels: dict[str, int], min_max_gm: float, gm: dict, threads: int = 1,
-              diagnoses: dict[str, str] | None = None, blank_demographics: str = "error",
-              missing: str = "error", value_tolerance: float = VALUE_TOLERANCE) -> None:
-    """Rule entry point: read the session table, QC every image, write ``qc.tsv``."""
-    sessions = read_sessions(sessions_tsv, labels, diagnoses, blank_demographics)
-    paths = [gm_path(caps_dir, p, s, gm["pattern"], gm["space"], gm["modulated"])
-             for p, s in zip(sessions.participant_id, sessions.session_id)]
-    qc = run_qc(sessions, paths, Grid.from_config(grid), labels, min_max_gm, threads,
-                probability=gm["modulated"] == "off", tolerance=value_tolerance, missing=missing)
-    check_not_empty(qc, labels, cohort, sessions_tsv, diagnoses)
-    write_tsv(qc, out_tsv)
-
-
-def cohort_table(qc_tsvs: list[str], index_tsvs: list[str], out_tsv: str, *, cohorts: list[str],
-                 names: dict[str, str]) -> None:
-    """Rule entry point: demographics at baseline per cohort and diagnosis (the study's Table 1),
-    with the sessions QC rejected and the sessions excluded by label mapping."""
-    rows = []
-    for cohort, qc_tsv, index_tsv in zip(cohorts, qc_tsvs, index_tsvs):
-        qc = read_tsv(qc_tsv, QC_COLUMNS, what="QC table")
-        index = read_tsv(index_tsv, ["participant_id", "diagnosis", "age", "sex", "baseline"], what="store index")
-        for dx in sorted(qc.diagnosis.unique()):
-            sel = index[index.diagnosis == dx]
-            base = sel[sel.baseline.astype(bool)]
-            q = qc[qc.diagnosis == dx]
-            rows.append({
-                "cohort": cohort, "name": names.get(cohort, cohort), "diagnosis": dx,
-                "n_subjects": int(base.participant_id.nunique()), "n_sessions": len(sel),
-                "age_mean": base.age.mean(), "age_sd": base.age.std(), "age_min": base.age.min(),
-                "age_max": base.age.max(), "n_male": int((base.sex == "M").sum()),
-                "n_female": int((base.sex == "F").sum()),
-                "qc_failed_sessions": int((q.status == "fail").sum()),
-                "excluded_sessions": int((q.status == "excluded").sum()),
-                "missing_maps": int(q.reason.fillna("").str.startswith("GM map missing").sum()),
-            })
-    write_tsv(pd.DataFrame(rows), out_tsv)

@@ -8,6 +8,7 @@ the atlas times the (voxel x map) matrix of the maps, never one boolean mask per
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 REDUCTIONS = ("mean", "sum")
 
@@ -120,3 +121,35 @@ def roi_outline(atlas: np.ndarray, label_ids) -> np.ndarray:
     """1 inside the ROIs ``label_ids`` of the label image, 0 elsewhere (uint8): the planted ROIs'
     outline is its 0.5 contour."""
     return np.isin(np.asarray(atlas, dtype=np.int64), np.asarray(label_ids, dtype=np.int64)).astype(np.uint8)
+
+
+def top_rois(table: pd.DataFrame, rois: list[str], k: int = 5) -> pd.DataFrame:
+    """The ``k`` ROIs of highest value (mask density, map mean, ST) of every row -> tidy
+    (ids..., rank, roi, value); ROIs of value 0 are not ranked."""
+    rows = []
+    values = table[rois].to_numpy(dtype=np.float64)
+    ids = table[ID_COLUMNS].to_dict("records")
+    for i, v in enumerate(values):
+        order = np.argsort(-v, kind="stable")[:k]
+        rows += [{**ids[i], "rank": r + 1, "roi": rois[j], "value": v[j]} for r, j in enumerate(order) if v[j] > 0]
+    return pd.DataFrame(rows, columns=ID_COLUMNS + ["rank", "roi", "value"])
+
+
+def recovery(table: pd.DataFrame, rois: list[str], planted: list[str]) -> pd.DataFrame:
+    """How well each row's ROI ranking finds the planted ROIs: ROC AUC (planted = positives,
+    ties count half; 0.5 for a zero vector) and precision at k = number of planted ROIs."""
+    from sklearn.metrics import roc_auc_score
+
+    positive = np.isin(rois, planted)
+    k = int(positive.sum())
+    values = table[rois].to_numpy(dtype=np.float64)
+    out = table[ID_COLUMNS].copy()
+    out["roc_auc"] = [roc_auc_score(positive, v) if positive.any() and not positive.all() else np.nan
+                      for v in values]
+    out["precision_at_k"] = [positive[np.argsort(-v, kind="stable")[:k]].mean() if k else np.nan for v in values]
+    out["k"] = k
+    return out
+
+
+ID_COLUMNS = ["kind", "method", "cohort", "target", "fold", "seed", "point", "participant_id", "session_id",
+              "baseline"]

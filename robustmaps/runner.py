@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .io import InputError, StorageError
+from .locks import FileLock
 
 
 @contextlib.contextmanager
@@ -76,7 +77,6 @@ def job_lock(output):
     """The lock a job holds on its first output while it runs (``.lock-<name>`` beside it): a
     job of a killed Snakemake still running is seen by the re-run's job for the same output,
     which stops instead of writing the same files (robustmaps.locks: safe on NFS and Lustre)."""
-    from .locks import FileLock
 
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +176,6 @@ def gpu_form(value: str | None) -> tuple[str, str]:
     """Parse ROBUSTMAPS_SLURM_GPU: (kind, argument); kind in gpus, gres, model, constraint."""
     import re
 
-    from .io import InputError
 
     value = (value or "gpus").strip()
     m = re.fullmatch(r"(gpus)|(gres)(?::([\w.]+))?|(model|constraint):([\w.&|!-]+)", value)

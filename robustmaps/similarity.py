@@ -12,10 +12,10 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from .roi import cosine_matrix
+from .roi import ID_COLUMNS, cosine, cosine_matrix
+from .stats import cluster_bootstrap_ci
+from .sweep import parse_point, point_series, sweep_neighbours
 
-ID_COLUMNS = ["kind", "method", "cohort", "target", "fold", "seed", "point", "participant_id", "session_id",
-              "baseline"]
 #: The study's order: Tables 2-3, 3.2.1, 3.2.2, 3.3; then this workflow's method comparison.
 FAMILIES = ("sweep_neighbours", "sweep_all", "cohorts", "intra_subject", "inter_subject", "folds", "seeds",
             "methods")
@@ -32,50 +32,6 @@ PUBLISHED = {
 }
 PAIR_COLUMNS = ["family", "a", "b", "target", "fold_a", "seed_a", "fold_b", "seed_b", "detail", "unit_a", "unit_b",
                 "cosine"]
-
-
-def parse_point(point: str) -> dict[str, float]:
-    """``b1-0.1_b2-1_l1-1e-04_l2-1e-03[_lr-0.01]`` -> {"b1": 0.1, ...} (inverse of config.point_id)."""
-    out = {}
-    for part in point.split("_"):
-        key, value = part.split("-", 1)
-        out[key] = float(value)
-    return out
-
-
-def sweep_neighbours(points: list[str]) -> list[tuple[str, str, str]]:
-    """Pairs of sweep points that differ in one parameter and are adjacent along it (among the
-    points that share the other values) -> (a, b, parameter)."""
-    parsed = {p: parse_point(p) for p in points}
-    out = []
-    keys = sorted({k for v in parsed.values() for k in v})
-    for param in keys:
-        groups: dict[tuple, list[str]] = {}
-        for p, v in parsed.items():
-            rest = tuple((k, v.get(k)) for k in keys if k != param)
-            groups.setdefault(rest, []).append(p)
-        for members in groups.values():
-            ordered = sorted(members, key=lambda p: parsed[p].get(param, np.nan))
-            out += [(a, b, param) for a, b in zip(ordered, ordered[1:])]
-    return out
-
-
-def point_series(points: list[str]) -> list[tuple[str, dict, list[str]]]:
-    """The one-parameter series among sweep point ids (the study's Figures 3-4 and Tables 2-3):
-    points that share every other value, two or more of them, sorted by the varied parameter ->
-    (parameter, the fixed values, points). A point without ``lr`` has the masks' default lr."""
-    parsed = {p: parse_point(p) for p in points}
-    keys = [k for k in ("b1", "b2", "l1", "l2", "lr") if any(k in v for v in parsed.values())]
-    out = []
-    for param in keys:
-        groups: dict[tuple, list[str]] = {}
-        for p, v in parsed.items():
-            groups.setdefault(tuple((k, v.get(k)) for k in keys if k != param), []).append(p)
-        for rest, members in groups.items():
-            if len({parsed[m].get(param) for m in members}) >= 2:
-                ordered = sorted(members, key=lambda m: parsed[m].get(param, np.nan))
-                out.append((param, {k: v for k, v in rest if v is not None}, ordered))
-    return out
 
 
 #: The study's Tables 2-3 (Thibeau-Sutre et al. 2020, 3.2.3): ROI similarity between the group
@@ -117,7 +73,6 @@ def sweep_tables(table: pd.DataFrame, roi_columns: list[str]) -> pd.DataFrame:
     every pair of its points with their masks' ROI cosine (mean over the sweep's models), whether
     they are neighbours along the series, and the study's printed value for the same pair of
     values (``study_cosine``, NaN where it has none; its fixed values in ``study_fixed``)."""
-    from .roi import cosine
 
     sweep = table[table.kind == "sweep"]
     rows = []
@@ -236,7 +191,6 @@ def summary(pairs: pd.DataFrame, *, n_boot: int = 2000, level: float = 0.95, see
     ``intra_subject`` (:data:`PER_UNIT_FAMILIES`): mean, SD and CI are those of the per-subject
     means (the study's definition, 2.3.4; the CI a bootstrap over subjects of the mean of their
     means); ``min`` / ``max`` stay those of the pairs."""
-    from .stats import cluster_bootstrap_ci
 
     rows = []
     for family in [f for f in FAMILIES if f in set(pairs.family)]:
@@ -255,3 +209,93 @@ def summary(pairs: pd.DataFrame, *, n_boot: int = 2000, level: float = 0.95, see
                      "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
                      "ci_low": lo, "ci_high": hi, "min": float(c.min()), "max": float(c.max())})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def similarity_matrices(table: pd.DataFrame, rois: list[str], group_class: str = "AD") -> dict:
+    """Labelled cosine matrices, one per family that has a natural matrix: the main cohort's
+    ``group_class`` group masks of every model (fold x seed), main vs independent cohort group
+    masks (rows main, columns independent), the sweep points of each swept model (Tables 2-3),
+    the session masks of each model (sessions grouped by subject: intra-subject blocks on the
+    diagonal), and the methods (group mask, saliency group maps, Sobol ST) averaged over models."""
+
+    def labelled(rows, labels, cols=None, col_labels=None):
+        a = rows[rois].to_numpy(float)
+        if cols is None:
+            return pd.DataFrame(cosine_matrix(a), index=labels, columns=labels)
+        b = cols[rois].to_numpy(float)
+        both = cosine_matrix(np.vstack([a, b]))[: len(a), len(a):]
+        return pd.DataFrame(both, index=labels, columns=col_labels)
+
+    out = {}
+    masks = table[(table.kind == "group") & (table.method == "mask") & (table.target == group_class)]
+    g = masks[masks.cohort == "main"].sort_values(["fold", "seed"])
+    if len(g) > 1:
+        out[f"{group_class} group masks (fold, seed)"] = labelled(g, [f"f{f} s{s}" for f, s in zip(g.fold, g.seed)])
+    other = masks[masks.cohort != "main"].sort_values(["cohort", "fold", "seed"])
+    if len(g) and len(other):
+        out["main (rows) vs other cohort (columns) group masks"] = labelled(
+            g, [f"main f{f} s{s}" for f, s in zip(g.fold, g.seed)], other,
+            [f"{c} f{f} s{s}" for c, f, s in zip(other.cohort, other.fold, other.seed)])
+    for (target, fold, seed), sw in table[table.kind == "sweep"].groupby(["target", "fold", "seed"]):
+        if len(sw) > 1:
+            out[f"sweep points, {target} fold {fold} seed {seed}"] = labelled(sw, list(sw.point))
+    sessions = table[table.kind == "session"]
+    for (target, fold, seed), se in sessions.groupby(["target", "fold", "seed"]):
+        se = se.sort_values(["participant_id", "session_id"])
+        if len(se) > 1:
+            # subjects numbered in the order of their ids: a figure never names a participant
+            # (report.pseudonymise; the pairs table holds the ids)
+            number = {p: i + 1 for i, p in enumerate(dict.fromkeys(se.participant_id))}
+            out[f"session masks, {target} fold {fold} seed {seed}"] = labelled(
+                se, [f"subject {number[p]} {s.removeprefix('ses-')}" for p, s in zip(se.participant_id,
+                                                                                     se.session_id)])
+    level = pd.concat([g, table[table.kind.isin(["saliency", "sobol"])]])
+    methods = list(dict.fromkeys(level.method))
+    if len(methods) > 1:
+        acc, n = np.zeros((len(methods), len(methods))), 0
+        for _, m in level.groupby(["fold", "seed"]):
+            if set(m.method) != set(methods):
+                continue
+            m = m.drop_duplicates("method").set_index("method").loc[methods]
+            acc += cosine_matrix(m[rois].to_numpy(float))
+            n += 1
+        if n:
+            out[f"methods (mean over {n} models)"] = pd.DataFrame(acc / n, index=methods, columns=methods)
+    return out
+
+
+def prob_cnn_summary(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per family (alphabetical): the number of pairs and the mean and SD of their prob_CNN. The
+    ``intra_subject`` family as the study defines it (2.3.4, as
+    robustmaps.similarity.PER_UNIT_FAMILIES): each subject's mean over its (ordered) session
+    pairs, then the mean and SD over subjects, so that a subject with more sessions does not
+    weigh more; every other family over its pairs."""
+    rows = []
+    for family, p in pairs.groupby("family"):
+        v = p.probability.astype(float)
+        if family == "intra_subject":
+            v = v.groupby(p.participant_a.astype(str).to_numpy()).mean()
+        rows.append({"family": family, "n_pairs": len(p), "mean": v.mean(), "sd": v.std()})
+    return pd.DataFrame(rows, columns=["family", "n_pairs", "mean", "sd"])
+
+
+def prob_cnn_matrices(pairs: pd.DataFrame) -> dict:
+    """prob_CNN as matrices: rows = whose mask (A), columns = whose model and images (B); the
+    models' group masks (fold, seed), and each model's session masks (sessions of one subject
+    side by side; pairs of two follow-up sessions of different subjects are not scored)."""
+    out = {}
+    models = pairs[pairs.family.isin(["own", "folds", "seeds", "other"])]
+    if len(models):
+        m = models.assign(a=[f"f{f} s{s}" for f, s in zip(models.fold_a, models.seed_a)],
+                          b=[f"f{f} s{s}" for f, s in zip(models.fold_b, models.seed_b)])
+        out["group masks: mask of (rows) on model of (columns)"] = m.pivot_table(index="a", columns="b",
+                                                                                values="probability")
+    sessions = pairs[pairs.family.isin(["own_session", "intra_subject", "inter_subject"])]
+    for (f, s), se in sessions.groupby(["fold_a", "seed_a"]):
+        se = se.assign(a=[f"{p.removeprefix('sub-')} {x.removeprefix('ses-')}" for p, x in
+                          zip(se.participant_a, se.session_a)],
+                       b=[f"{p.removeprefix('sub-')} {x.removeprefix('ses-')}" for p, x in
+                          zip(se.participant_b, se.session_b)])
+        out[f"session masks of f{f} s{s}: mask of (rows) on session (columns)"] = se.pivot_table(
+            index="a", columns="b", values="probability")
+    return out

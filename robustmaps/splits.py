@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 from sklearn.model_selection import StratifiedKFold
 
-from .io import InputError, read_tsv, write_tsv
+from .io import InputError, read_tsv
 
 log = logging.getLogger(__name__)
 
@@ -227,51 +227,6 @@ def summarise(index: pd.DataFrame, sets: list[tuple[str, str, list[str], list[st
     return pd.DataFrame(rows)
 
 
-def make_splits(index_tsv: str, out_dir: str, *, cohort: str, n_folds: int, seed: int,
-                test_per_class: int, p_age_threshold: float, p_sex_threshold: float,
-                max_tries: int, import_dir: str | None = None) -> None:
-    """Rule entry point: write every split TSV of the main cohort and ``summary.tsv``.
-
-    With ``import_dir``, the splits are read from there (:func:`import_splits`); a test set
-    asked for (``test_per_class`` > 0) then requires its test_baseline.tsv."""
-    from .preprocess import read_index
-
-    index = read_index(index_tsv)
-    subjects = subjects_table(index)
-    if import_dir:
-        test, folds = import_splits(index, import_dir, n_folds, need_test=test_per_class > 0)
-    else:
-        test = select_test(subjects, test_per_class, seed, p_age_threshold, p_sex_threshold,
-                           max_tries, n_folds)
-        folds = kfold(subjects[~subjects.participant_id.isin(test)], n_folds, seed)
-    out = Path(out_dir)
-    rest = sorted(set(subjects.participant_id) - set(test))
-    sets = [("test", "", test, rest)] if test else []
-    for k, (tr, va) in enumerate(folds):
-        d = out / f"split-{k}"
-        write_tsv(sessions_of(index, tr, False, cohort), d / "train.tsv")
-        write_tsv(sessions_of(index, tr, True, cohort), d / "train_baseline.tsv")
-        write_tsv(sessions_of(index, va, True, cohort), d / "validation_baseline.tsv")
-        sets += [("train", k, tr, va), ("validation", k, va, tr)]
-        log.info("split-%d: %d train subjects (%d sessions), %d validation subjects", k, len(tr),
-                 int(index.participant_id.isin(tr).sum()), len(va))
-    write_tsv(sessions_of(index, test, True, cohort), out / "test_baseline.tsv")
-    write_tsv(sessions_of(index, test, False, cohort), out / "test.tsv")
-    write_tsv(summarise(index, sets), out / "summary.tsv")
-
-
-def make_test_cohort(index_tsv: str, out_dir: str, *, cohort: str) -> None:
-    """Rule entry point for an independent cohort: all of it is a test set."""
-    from .preprocess import read_index
-
-    index = read_index(index_tsv)
-    ids = sorted(index.participant_id.unique())
-    out = Path(out_dir)
-    write_tsv(sessions_of(index, ids, True, cohort), out / "test_baseline.tsv")
-    write_tsv(sessions_of(index, ids, False, cohort), out / "test.tsv")
-    write_tsv(summarise(index, [("test", "", ids, [])]), out / "summary.tsv")
-
-
 def verify(split_dir: str | Path, n_folds: int, index: pd.DataFrame | None = None) -> list[str]:
     """Problems with a split folder (empty list = sound): every set disjoint within a fold, every
     non-test subject in exactly one validation fold, validation/test baseline-only, and, given the
@@ -306,3 +261,27 @@ def verify(split_dir: str | Path, n_folds: int, index: pd.DataFrame | None = Non
         if set(seen) != rest:
             problems.append(f"{len(rest - set(seen))} subject(s) are in no validation fold")
     return problems
+
+
+# ------------------------------------------------------------------------------ rule entry point
+SPLIT_TABLE_COLUMNS = ["participant_id", "session_id", "label", "row"]
+
+
+def read_split_rows(table_tsv, index, allow_empty: bool = False):
+    """A split table's sessions with their store rows, checked against the store's index (a
+    table written for another store stops here, naming the file)."""
+    table = read_tsv(table_tsv, SPLIT_TABLE_COLUMNS, what="split table",
+                     dtype={"participant_id": str, "session_id": str})
+    rows = table["row"].to_numpy()
+    if len(table) == 0:
+        if allow_empty:
+            return table
+        raise InputError(f"{table_tsv}: no sessions")
+    if rows.min() < 0 or rows.max() >= len(index):
+        raise InputError(f"{table_tsv}: store rows outside 0..{len(index) - 1}: the table was written for "
+                         "another store; re-run the split rule")
+    ref = index.iloc[rows]
+    if not ((ref.participant_id.to_numpy() == table.participant_id.to_numpy()).all()
+            and (ref.session_id.to_numpy() == table.session_id.to_numpy()).all()):
+        raise InputError(f"{table_tsv}: sessions do not match the store index rows: re-run the split rule")
+    return table

@@ -14,7 +14,6 @@ best epoch by validation balanced accuracy; deterministic and resumable.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import signal
 import threading
@@ -27,9 +26,12 @@ import torch
 from torch import nn
 
 from .checkpoints import Terminated, device_description, plain  # noqa: F401  (plain: training.plain)
-from .io import InputError, atomic_path, read_tsv, write_tsv
+from .config import RESOURCES
+from .devices import device_for, seed_everything
+from .io import atomic_path
 from .metrics import binary_metrics
 from .models import build_model
+from .trained import NORMALISATIONS, _short_reason
 
 log = logging.getLogger(__name__)
 
@@ -49,86 +51,6 @@ class EarlyStopping:
         else:
             self.bad_epochs += 1
         return self.bad_epochs >= self.patience
-
-
-# cuBLAS needs a fixed workspace for reproducible matrix products on CUDA >= 10.2 (PyTorch's
-# reproducibility notes); read when the first cuBLAS handle is made, so set before any CUDA work.
-CUBLAS_WORKSPACE = ":4096:8"
-# The documented escape for a scheduler's fake GPUs (the test cluster's gres File=/dev/null
-# devices): a job given a GPU by Slurm but no usable CUDA then runs on CPU instead of stopping.
-FAKE_GPUS_ENV = "ROBUSTMAPS_FAKE_GPUS"
-
-
-def seed_everything(seed: int, threads: int | None = None) -> None:
-    """Seeds and deterministic mode, on CPU and CUDA: torch's deterministic algorithms (with
-    warn_only: an op without a deterministic CUDA kernel warns in the job's log and runs; none of
-    the paper CNN's ops is one in torch 2.13, README "Reproducibility" lists them), cuDNN's
-    deterministic convolutions without benchmarking, and cuBLAS's fixed workspace
-    (CUBLAS_WORKSPACE_CONFIG, unless the environment sets its own)."""
-    import os
-    import random
-
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if threads:
-        torch.set_num_threads(threads)
-    try:  # the public wrapper also imports torch._inductor (seconds per job) to set a flag unused here
-        torch._C._set_deterministic_algorithms(True, warn_only=True)
-    except AttributeError:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-    # deterministic mode would also fill every new tensor with NaN (17% of a CPU step): not needed
-    torch.utils.deterministic.fill_uninitialized_memory = False
-
-
-def slurm_gpus(env=None) -> str:
-    """The GPUs Slurm allocated to this job ("" when none, or not in a Slurm job): the ids of
-    SLURM_JOB_GPUS / SLURM_STEP_GPUS, or SLURM_GPUS_ON_NODE's count."""
-    import os
-
-    env = os.environ if env is None else env
-    if not env.get("SLURM_JOB_ID"):
-        return ""
-    for var in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
-        if env.get(var, "").strip():
-            return f"{var}={env[var].strip()}"
-    on_node = env.get("SLURM_GPUS_ON_NODE", "").strip()
-    return f"SLURM_GPUS_ON_NODE={on_node}" if on_node.isdigit() and int(on_node) > 0 else ""
-
-
-def device_for(prefer: str = "auto") -> torch.device:
-    """The device of a job: ``cpu`` -> CPU; ``cuda`` or ``auto`` -> CUDA when torch can use it.
-    Without usable CUDA, ``auto`` runs on CPU (a machine without a GPU), but ``cuda``, or ``auto``
-    in a Slurm job that was allocated a GPU, stops at once with one message naming the host and
-    the torch build (a CPU-only build, or a driver it cannot use), instead of training on CPU until
-    the time limit. ROBUSTMAPS_FAKE_GPUS=1 (the test cluster's fake GPUs) runs on CPU instead."""
-    import os
-    import socket
-
-    if prefer == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    allocated = slurm_gpus()
-    if prefer == "cuda" or allocated:
-        why = f"device '{prefer}'" + (f" and Slurm allocated a GPU ({allocated})" if allocated else "")
-        build = f"torch {torch.__version__}, " + (f"CUDA {torch.version.cuda} build" if torch.version.cuda
-                                                   else "a CPU-only build")
-        if os.environ.get(FAKE_GPUS_ENV) == "1":
-            log.warning("%s but no usable CUDA on host %s (%s): %s=1, running on CPU", why,
-                        socket.gethostname(), build, FAKE_GPUS_ENV)
-            return torch.device("cpu")
-        raise InputError(f"{why} but CUDA is not usable on host {socket.gethostname()} ({build}): install the "
-                         "CUDA build (make venv TORCH=cuda, requirements-cuda.txt) or check the node's driver "
-                         f"(nvidia-smi); `device: cpu` runs on CPU on purpose ({FAKE_GPUS_ENV}=1 only for "
-                         "fake GPUs, as on the test cluster)")
-    return torch.device("cpu")
-
-
-NORMALISATIONS = ("none", "minmax", "zscore")
 
 
 class _LoadRow:
@@ -180,40 +102,6 @@ def make_dataset(store, rows, labels, normalisation: str = "none", cache_size: i
     return CacheDataset(data, Compose(steps), cache_num=int(cache_size), num_workers=0, progress=False)
 
 
-class Normalise(nn.Module):
-    """The training normalisation as a differentiable module, per sample (tested equal to the
-    MONAI transforms), so that a trained model takes raw GM maps and gradients reach them."""
-
-    def __init__(self, mode: str = "none"):
-        super().__init__()
-        if mode not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {mode!r}")
-        self.mode = mode
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "none":
-            return x
-        flat = x.flatten(1)
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        if self.mode == "minmax":
-            lo, hi = flat.min(1).values.view(shape), flat.max(1).values.view(shape)
-            return torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-12), torch.zeros_like(x))
-        mean, std = flat.mean(1).view(shape), flat.std(1, unbiased=False).view(shape)
-        return torch.where(std > 0, (x - mean) / std.clamp_min(1e-12), x - mean)
-
-
-class Classifier(nn.Module):
-    """A trained model as downstream stages use it: raw GM map -> normalisation -> network."""
-
-    def __init__(self, net: nn.Module, normalisation: str = "none"):
-        super().__init__()
-        self.norm = Normalise(normalisation)
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.norm(x))
-
-
 @dataclass
 class TrainConfig:
     architecture: dict = field(default_factory=lambda: {"name": "paper"})
@@ -259,19 +147,6 @@ def _epoch(model, loader, device, optimizer=None, scaler=None, amp=False):
             ps.append(torch.softmax(logits.detach().float(), 1)[:, 1].cpu().numpy())
     n = sum(len(y) for y in ys)
     return sum(losses) / max(n, 1), np.concatenate(ys), np.concatenate(ps)
-
-
-
-
-def _short_reason(exc: BaseException, limit: int = 160) -> str:
-    """The gist of a loading error in one short line: torch's refusal of an unsafe pickle is a
-    page long and ends by advising to allow the class, which is what must not be done here."""
-    text = str(exc)
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    line = " ".join(text.split()).split(" Please use ", 1)[0].split(" Check the documentation", 1)[0]
-    line = line or type(exc).__name__
-    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def _load_checkpoint(checkpoint: Path, dev: torch.device) -> dict | None:
@@ -436,160 +311,10 @@ def train(store, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfi
     return best, history
 
 
-# ------------------------------------------------------------------------------ rule entry point
-SPLIT_TABLE_COLUMNS = ["participant_id", "session_id", "label", "row"]
-
-
-def read_split_rows(table_tsv, index, allow_empty: bool = False):
-    """A split table's sessions with their store rows, checked against the store's index (a
-    table written for another store stops here, naming the file)."""
-    table = read_tsv(table_tsv, SPLIT_TABLE_COLUMNS, what="split table",
-                     dtype={"participant_id": str, "session_id": str})
-    rows = table["row"].to_numpy()
-    if len(table) == 0:
-        if allow_empty:
-            return table
-        raise InputError(f"{table_tsv}: no sessions")
-    if rows.min() < 0 or rows.max() >= len(index):
-        raise InputError(f"{table_tsv}: store rows outside 0..{len(index) - 1}: the table was written for "
-                         "another store; re-run the split rule")
-    ref = index.iloc[rows]
-    if not ((ref.participant_id.to_numpy() == table.participant_id.to_numpy()).all()
-            and (ref.session_id.to_numpy() == table.session_id.to_numpy()).all()):
-        raise InputError(f"{table_tsv}: sessions do not match the store index rows: re-run the split rule")
-    return table
-
-
 def result_settings(settings: dict) -> dict:
     """``settings`` without the pure resources (cache_size, workers: robustmaps.config.RESOURCES):
     a checkpoint stays valid when only they change."""
-    from .config import RESOURCES
 
     return {k: v for k, v in settings.items() if k not in RESOURCES["train"]}
 
 
-def fingerprint(settings: dict, files) -> str:
-    """Hash of everything a training run depends on: its settings and its input files' contents
-    (tables whole; the store, too large to hash at every start, by its size and 64 KiB read at 32
-    evenly spaced offsets). Neither paths nor times enter it, so that two runs in different
-    directories write the same model files."""
-    import hashlib
-    import json
-    import os
-
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for f in files:
-        if str(f).endswith(".npy"):
-            size = os.stat(f).st_size
-            h.update(str(size).encode())
-            with open(f, "rb") as fh:
-                for k in range(32):
-                    fh.seek(size * k // 32)
-                    h.update(fh.read(1 << 16))
-        else:
-            h.update(Path(f).read_bytes())
-    return h.hexdigest()
-
-
-MODEL_KEYS = ("architecture", "in_shape", "normalisation", "state_dict", "classes")
-
-
-def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, history_tsv, checkpoint, *,
-                fold: int, seed: int, settings: dict, labels: dict, device: str = "auto",
-                threads: int = 1, best_yaml=None, checkpoint_minutes: float = 0.0) -> None:
-    """Rule entry point: train the model of (fold, seed) and write ``model.pt`` (best-epoch
-    weights + everything needed to rebuild it) and ``history.tsv``. The checkpoint (every
-    ``checkpoint_minutes``, 0: every epoch; and on SIGTERM) lives outside the outputs and is
-    removed once the outputs are in place. ``best_yaml``: the
-    hyperparameter search's result (``train.architecture_from_hpo``), whose architecture and
-    training values replace those of ``settings``."""
-    import pandas as pd
-
-    from .preprocess import open_store
-
-    if best_yaml:
-        from .hpo import load_best
-
-        settings = {**settings, **load_best(best_yaml)}
-
-    store, index = open_store(store_npy, index_tsv)
-    tr, va = read_split_rows(train_tsv, index), read_split_rows(validation_tsv, index)
-    cfg = TrainConfig(**settings)
-    # (the device is checked apart: robustmaps.checkpoints ignores a checkpoint of another device)
-    fp = fingerprint({"settings": result_settings(settings), "fold": fold, "seed": seed, "threads": threads},
-                     [store_npy, index_tsv, train_tsv, validation_tsv])
-    log.info("fold %d, seed %d: %s", fold, seed, settings)
-    best, history = train(store, tr.row.to_numpy(), tr.label.to_numpy(), va.row.to_numpy(), va.label.to_numpy(),
-                          cfg, seed=seed, checkpoint=checkpoint, device=device, threads=threads, fingerprint=fp,
-                          checkpoint_every=60 * checkpoint_minutes)
-    log.info("best epoch %d: validation balanced accuracy %.3f", best["epoch"], best["balanced_accuracy"])
-    hist = pd.DataFrame(history).drop(columns="stop")
-    hist["best"] = hist.epoch == best["epoch"]
-    names = {v: k for k, v in labels.items()}
-    # serialised in memory: torch.save names the zip archive's folder after the file it writes to,
-    # which would put the temporary name into the model file (and make it differ between runs)
-    buffer = io.BytesIO()
-    # plain types only (torch.__version__ is a str subclass): load_trained reads with weights_only
-    torch.save(plain({"architecture": cfg.architecture, "in_shape": list(store.shape[1:]),
-                      "normalisation": cfg.normalisation, "state_dict": best["state"],
-                      "classes": [names[0], names[1]], "fold": fold, "seed": seed, "best_epoch": best["epoch"],
-                      "validation_balanced_accuracy": best["balanced_accuracy"], "fingerprint": fp,
-                      "torch": torch.__version__}), buffer)
-    with atomic_path(model_pt) as tmp:
-        Path(tmp).write_bytes(buffer.getvalue())
-    write_tsv(hist, history_tsv)
-    Path(checkpoint).unlink(missing_ok=True)
-
-
-def load_trained(model_pt, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
-    """A trained ``model.pt`` as an eval-mode :class:`Classifier` (raw GM maps in) and its
-    metadata (architecture, classes, fold, seed, best epoch ...).
-
-    Read with ``weights_only=True``, so that a result file cannot run code (a pickle that would
-    import or call anything is refused before it does). Any file that is not a model of this
-    workflow (empty, text, another archive, a bare tensor, missing keys, weights that do not fit
-    the architecture ...) stops here as one :class:`InputError` naming it."""
-    try:
-        if Path(model_pt).stat().st_size == 0:
-            raise ValueError("empty file")
-        meta = torch.load(model_pt, map_location="cpu", weights_only=True)
-        if not isinstance(meta, dict):
-            raise ValueError(f"it holds a {type(meta).__name__}, not a dict")
-        missing = [k for k in MODEL_KEYS if k not in meta]
-        if missing:
-            raise ValueError(f"no {', '.join(missing)}")
-        net = build_model(meta["architecture"], tuple(meta["in_shape"]))
-        net.load_state_dict(meta.pop("state_dict"))
-        model = Classifier(net, meta["normalisation"])
-    except Exception as exc:  # torch.load and a foreign model's metadata fail with many types
-        raise InputError(f"{model_pt}: not a trained model of this workflow ({_short_reason(exc)})") from None
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, meta
-
-
-def load_model(model_pt, device: str = "auto", threads: int = 1, seed: int = 0):
-    """A trained model for the stages downstream of training (masks, saliency): seeded, frozen,
-    eval mode, channels-last on the chosen device -> (model, metadata)."""
-    seed_everything(seed, threads)
-    model, meta = load_trained(model_pt, device_for(device))
-    return model.to(memory_format=torch.channels_last_3d), meta
-
-
-def class_index(meta: dict, name: str, model_pt) -> int:
-    """The output index of class ``name`` (a diagnosis) of a trained model."""
-    if name not in meta["classes"]:
-        raise InputError(f"{model_pt}: the model's classes are {meta['classes']}, not {name!r}")
-    return meta["classes"].index(name)
-
-
-def open_for_model(store_npy, index_tsv, meta: dict, model_pt):
-    """A cohort store whose images have the shape the model was trained on -> (store, index)."""
-    from .preprocess import open_store
-
-    store, index = open_store(store_npy, index_tsv)
-    if tuple(store.shape[1:]) != tuple(meta["in_shape"]):
-        raise InputError(f"{store_npy}: images {tuple(store.shape[1:])} but {model_pt} was trained on "
-                         f"{tuple(meta['in_shape'])}")
-    return store, index

@@ -4,7 +4,7 @@
 
 rule roi_vectors:
     """One ROI vector per mask, map and Sobol table, in one tidy table
-    (robustmaps.analysis.roi_vectors_entry)."""
+    (robustmaps.jobs.analysis.roi_vectors_entry)."""
     input:
         atlas="results/atlas/atlas.nii.gz",
         labels="results/atlas/labels.tsv",
@@ -30,7 +30,7 @@ rule roi_vectors:
 rule similarity:
     """ROI-cosine similarity of every pair of every family (folds, seeds, cohorts, sweep, intra-
     and inter-subject, methods), the families' summary and figure
-    (robustmaps.analysis.similarity_entry)."""
+    (robustmaps.jobs.analysis.similarity_entry)."""
     input:
         "results/analysis/roi_vectors.tsv",
     output:
@@ -76,7 +76,7 @@ rule similarity:
 
 rule regions:
     """Top-5 ROIs of every group mask and their frequency over folds and seeds (study 3.2.1);
-    planted-ROI recovery of every mask and map on a synthetic cohort (robustmaps.analysis.regions_entry)."""
+    planted-ROI recovery of every mask and map on a synthetic cohort (robustmaps.jobs.analysis.regions_entry)."""
     input:
         unpack(ground_truth_input),
         roi="results/analysis/roi_vectors.tsv",
@@ -136,7 +136,7 @@ rule regions:
 rule brain_maps:
     """Brain views over the MNI152 template, the same cuts (analysis.cut_coords) for every model
     and method, voxel maps beside ROI-level maps, the planted ROIs outlined on a synthetic cohort:
-    group masks, saliency group maps, Sobol ST (robustmaps.analysis.brain_maps_entry)."""
+    group masks, saliency group maps, Sobol ST (robustmaps.jobs.analysis.brain_maps_entry)."""
     input:
         unpack(ground_truth_input),
         roi="results/analysis/roi_vectors.tsv",
@@ -180,7 +180,7 @@ rule brain_maps:
 
 rule sweep_figures:
     """The study's Figures 3-4: the group masks of one model along each one-parameter series of
-    the sweep, b1 / b2 and l1 / l2 (robustmaps.analysis.sweep_figures_entry)."""
+    the sweep, b1 / b2 and l1 / l2 (robustmaps.jobs.analysis.sweep_figures_entry)."""
     input:
         list(sweep_figure_masks().values()),
     output:
@@ -212,7 +212,7 @@ rule sweep_figures:
 rule stats:
     """Fold and seed components of the variance of test balanced accuracy and of the maps' ROI
     patterns; permutation tests (over models or subjects) between similarity families (Varoquaux and Colliot 2023;
-    robustmaps.analysis.stats_entry)."""
+    robustmaps.jobs.analysis.stats_entry)."""
     input:
         training="results/training/summary.tsv",
         roi="results/analysis/roi_vectors.tsv",
@@ -246,7 +246,7 @@ rule stats:
 
 rule prob_cnn:
     """prob_CNN (study 2.4): masks of one context on the images of another, scored by the other
-    context's model, per family (robustmaps.analysis.prob_cnn_entry)."""
+    context's model, per family (robustmaps.jobs.analysis.prob_cnn_entry)."""
     input:
         store=f"results/cohort/{MAIN}/store.npy",
         index=f"results/cohort/{MAIN}/index.tsv",

@@ -15,6 +15,7 @@ from robustmaps import config as rmconfig
 from robustmaps.grid import native_grid, working_grid
 from robustmaps.io import gm_path, read_sessions
 from robustmaps.provenance import git_commit
+from robustmaps.sweep import sweep_points
 from robustmaps.runner import GPU_FORM_ENV, gpu_form, gpu_request, gpu_resources, or_exit, visible_gpus
 
 # the workflow's git commit, a param of the provenance rule (results/provenance.json)
@@ -22,18 +23,16 @@ WORKFLOW_COMMIT = git_commit(workflow.basedir)
 
 
 def record_provenance(targets, out_json, params, log_file):
-    """The provenance rule's body (rules/report.smk): robustmaps.provenance over Snakemake's own
-    records of the jobs that wrote ``targets`` and their inputs (workflow.persistence)."""
+    """The provenance rule's body (rules/report.smk): robustmaps.jobs.report.provenance over
+    Snakemake's own records of the jobs that wrote ``targets`` and their inputs."""
     from snakemake.io import IOFile
-    from robustmaps.provenance import write_provenance
+    from robustmaps.jobs.report import provenance
 
     def record(path):
         m = workflow.persistence.metadata(IOFile(path))
         return m and {"rule": m.rule, "params": m.params, "input": m.input}
 
-    doc = write_provenance(out_json, targets, record, params.commit, params.config)
-    with open(log_file, "w") as fh:
-        print(f"commit {doc['workflow']['commit']}; {len(doc['rules'])} rules:", *doc["rules"], file=fh)
+    provenance(targets, out_json, record, commit=params.commit, config=params.config, log_file=log_file)
 
 
 # GPU placement: each network rule asks for one GPU (`gpu` resource) unless its device is cpu or
@@ -166,7 +165,7 @@ MODEL_DIR = "results/models/fold-{fold}/seed-{seed}"
 MASKS = config["masks"]
 MODELS = rmconfig.trained_models(config)
 MASK_TARGETS = MASKS["targets"]
-SWEEP_POINTS = rmconfig.sweep_points(config)
+SWEEP_POINTS = sweep_points(config)
 SESSION_MODELS = rmconfig.mask_models(config, "session")
 SWEEP_MODELS = rmconfig.mask_models(config, "sweep")
 GROUP_DIR = "results/masks/group/{cohort}/{target}/fold-{fold}/seed-{seed}"

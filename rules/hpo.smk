@@ -6,7 +6,7 @@
 rule hpo_worker:
     """One worker of the shared study: asks for trials until hpo.n_trials are done or running,
     trains each in a child process, reports every epoch to the pruner
-    (robustmaps.hpo.hpo_worker). A GPU job."""
+    (robustmaps.jobs.hpo.hpo_worker). A GPU job."""
     input:
         **HPO_INPUTS,
     output:
@@ -31,7 +31,7 @@ rule hpo_worker:
 
 rule hpo_summary:
     """Every trial of the study, the best one as training settings, optuna's history and
-    importance plots, the random-search curve of Bertrand (2019) eq. 2.20 (robustmaps.hpo.hpo_summary)."""
+    importance plots, the random-search curve of Bertrand (2019) eq. 2.20 (robustmaps.jobs.hpo.hpo_summary)."""
     input:
         **HPO_INPUTS,
         workers=expand(f"{HPO_DIR}/workers/worker-{{worker}}.tsv", worker=range(HPO["workers"])),

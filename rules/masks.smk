@@ -6,7 +6,7 @@
 
 rule mask_reference:
     """The mean CN map of a fold's training sessions: mu of equation (1) when masks.reference is
-    mean_cn (robustmaps.masks.mean_reference)."""
+    mean_cn (robustmaps.jobs.masks.mean_reference)."""
     input:
         store=f"results/cohort/{MAIN}/store.npy",
         index=f"results/cohort/{MAIN}/index.tsv",
@@ -28,7 +28,7 @@ rule mask_reference:
 
 rule group_mask:
     """One group mask (2.3.3) of one model on one cohort; the second QC step's flagged images
-    (robustmaps.masks.group_mask)."""
+    (robustmaps.jobs.masks.group_mask)."""
     input:
         unpack(group_mask_inputs),
     output:
@@ -77,7 +77,7 @@ if EXCLUDE:
     rule mask_exclusions:
         """Second QC step (2.3.1), cohort-wide: every session that made the loss of some model's
         screening group mask jump, excluded from every group and sweep mask of the cohort
-        (robustmaps.masks.cohort_exclusions)."""
+        (robustmaps.jobs.masks.cohort_exclusions)."""
         input:
             flagged=[f"{SCREEN_DIR}/{GROUP_FILES['flagged']}".format(cohort="{cohort}", target="{target}", fold=f,
                                                                       seed=s) for f, s in MODELS],
@@ -97,7 +97,7 @@ if EXCLUDE:
 
 rule session_masks:
     """One mask per session of the test set's target subjects (2.3.4), optimised as batches and
-    stored stacked: a 4D NIfTI + an index TSV per model (robustmaps.masks.session_masks)."""
+    stored stacked: a 4D NIfTI + an index TSV per model (robustmaps.jobs.masks.session_masks)."""
     input:
         unpack(reference_input),
         model=f"{MODEL_DIR}/model.pt",
@@ -135,7 +135,7 @@ rule session_masks:
 
 rule masks_summary:
     """Every mask's summary in one table, the second QC step's flagged images, the group masks
-    and the sweep's trends as figures (robustmaps.masks.summarise_masks)."""
+    and the sweep's trends as figures (robustmaps.jobs.masks.summarise_masks)."""
     input:
         group=group_masks("summary"),
         group_flagged=group_masks("flagged"),

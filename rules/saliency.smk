@@ -45,7 +45,7 @@ for _method in SAL_METHODS:
 
 rule actmax:
     """Activation maximisation (Miao and Matveev 2025, eq. 4) of every class in saliency.actmax.classes
-    (robustmaps.saliency.maps.actmax_maps)."""
+    (robustmaps.jobs.saliency.actmax_maps)."""
     input:
         model=f"{MODEL_DIR}/model.pt",
         store=f"results/cohort/{MAIN}/store.npy",
@@ -73,7 +73,7 @@ rule actmax:
 
 rule saliency_summary:
     """Tables 5.2-5.3 of Weber (2023) (one row per method, mean and SD over models), every map's
-    metrics, and figures (robustmaps.saliency.maps.summarise_saliency)."""
+    metrics, and figures (robustmaps.jobs.saliency.summarise_saliency)."""
     input:
         faithfulness=faithfulness_files(),
         group_maps=saliency_maps("group"),
@@ -115,7 +115,7 @@ rule saliency_summary:
 
 rule sobol:
     """Sobol indices of P(target) to one multiplicative GM factor per atlas ROI, with the
-    convergence over N (Miao and Matveev 2025; robustmaps.saliency.maps.sobol_entry)."""
+    convergence over N (Miao and Matveev 2025; robustmaps.jobs.saliency.sobol_entry)."""
     input:
         model=f"{MODEL_DIR}/model.pt",
         store=f"results/cohort/{MAIN}/store.npy",
@@ -145,7 +145,7 @@ rule sobol:
 
 rule sobol_summary:
     """Every model's Sobol indices in one tidy table and the convergence figure
-    (robustmaps.saliency.maps.summarise_sobol)."""
+    (robustmaps.jobs.saliency.summarise_sobol)."""
     input:
         indices=sobol_files("indices"),
         convergence=sobol_files("convergence"),

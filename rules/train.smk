@@ -3,7 +3,7 @@
 
 rule train:
     """Train the CNN of one (fold, seed) on the fold's training sessions, early stopping on its
-    validation baselines (robustmaps.training.train_model); with train.architecture_from_hpo the
+    validation baselines (robustmaps.jobs.train.train_model); with train.architecture_from_hpo the
     search's best architecture and training values (results/hpo/best.yaml) replace
     train.architecture, lr, weight_decay, batch_size and normalisation. GPU when visible."""
     input:
@@ -36,7 +36,7 @@ rule train:
 
 rule evaluate:
     """Predictions and metrics (bootstrap CIs) of one model on its validation set, the test set
-    and every independent cohort (robustmaps.evaluation.evaluate_model)."""
+    and every independent cohort (robustmaps.jobs.train.evaluate_model)."""
     input:
         unpack(evaluation_inputs),
         model=f"{MODEL_DIR}/model.pt",

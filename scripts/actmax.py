@@ -1,7 +1,7 @@
-"""Rule actmax: see robustmaps.saliency.maps.actmax_maps."""
+"""Rule actmax: see robustmaps.jobs.saliency.actmax_maps."""
 from robustmaps.config import job_resources
 from robustmaps.runner import script
-from robustmaps.saliency.maps import actmax_maps
+from robustmaps.jobs.saliency import actmax_maps
 
 with script(snakemake):
     actmax_maps(

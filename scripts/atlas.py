@@ -1,5 +1,5 @@
-"""Rule atlas: see robustmaps.atlas.write_atlas."""
-from robustmaps.atlas import write_atlas
+"""Rule atlas: see robustmaps.jobs.data.write_atlas."""
+from robustmaps.jobs.data import write_atlas
 from robustmaps.runner import script
 
 with script(snakemake):

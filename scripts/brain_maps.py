@@ -1,5 +1,5 @@
-"""Rule brain_maps: see robustmaps.analysis.brain_maps_entry."""
-from robustmaps.analysis import brain_maps_entry
+"""Rule brain_maps: see robustmaps.jobs.analysis.brain_maps_entry."""
+from robustmaps.jobs.analysis import brain_maps_entry
 from robustmaps.runner import script
 
 with script(snakemake):

@@ -1,5 +1,5 @@
-"""Rule cohort_table: see robustmaps.qc.cohort_table."""
-from robustmaps.qc import cohort_table
+"""Rule cohort_table: see robustmaps.jobs.data.cohort_table."""
+from robustmaps.jobs.data import cohort_table
 from robustmaps.runner import script
 
 with script(snakemake):

@@ -1,6 +1,6 @@
-"""Rule evaluate: see robustmaps.evaluation.evaluate_model."""
+"""Rule evaluate: see robustmaps.jobs.train.evaluate_model."""
 from robustmaps.config import job_resources
-from robustmaps.evaluation import evaluate_model
+from robustmaps.jobs.train import evaluate_model
 from robustmaps.runner import script
 
 with script(snakemake):

@@ -1,6 +1,6 @@
-"""Rules group_mask and sweep_mask: see robustmaps.masks.group_mask."""
+"""Rules group_mask and sweep_mask: see robustmaps.jobs.masks.group_mask."""
 from robustmaps.config import job_resources
-from robustmaps.masks import group_mask
+from robustmaps.jobs.masks import group_mask
 from robustmaps.runner import checkpoint_for, script
 
 with script(snakemake):

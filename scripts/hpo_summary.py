@@ -1,5 +1,5 @@
-"""Rule hpo_summary: see robustmaps.hpo.hpo_summary."""
-from robustmaps.hpo import hpo_summary
+"""Rule hpo_summary: see robustmaps.jobs.hpo.hpo_summary."""
+from robustmaps.jobs.hpo import hpo_summary
 from robustmaps.runner import script
 
 with script(snakemake):

@@ -1,6 +1,6 @@
-"""Rule hpo_worker: see robustmaps.hpo.hpo_worker."""
+"""Rule hpo_worker: see robustmaps.jobs.hpo.hpo_worker."""
 from robustmaps.config import job_resources
-from robustmaps.hpo import hpo_worker
+from robustmaps.jobs.hpo import hpo_worker
 from robustmaps.runner import script
 
 with script(snakemake):

@@ -1,5 +1,5 @@
-"""Rule mask_exclusions: see robustmaps.masks.cohort_exclusions."""
-from robustmaps.masks import cohort_exclusions
+"""Rule mask_exclusions: see robustmaps.jobs.masks.cohort_exclusions."""
+from robustmaps.jobs.masks import cohort_exclusions
 from robustmaps.runner import script
 
 with script(snakemake):

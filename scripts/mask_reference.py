@@ -1,5 +1,5 @@
-"""Rule mask_reference: see robustmaps.masks.mean_reference."""
-from robustmaps.masks import mean_reference
+"""Rule mask_reference: see robustmaps.jobs.masks.mean_reference."""
+from robustmaps.jobs.masks import mean_reference
 from robustmaps.runner import script
 
 with script(snakemake):

@@ -1,5 +1,5 @@
-"""Rule masks_summary: see robustmaps.masks.summarise_masks."""
-from robustmaps.masks import summarise_masks
+"""Rule masks_summary: see robustmaps.jobs.masks.summarise_masks."""
+from robustmaps.jobs.masks import summarise_masks
 from robustmaps.runner import script
 
 with script(snakemake):

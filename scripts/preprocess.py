@@ -1,5 +1,5 @@
-"""Rule preprocess: see robustmaps.preprocess.build_store."""
-from robustmaps.preprocess import build_store
+"""Rule preprocess: see robustmaps.jobs.data.build_store."""
+from robustmaps.jobs.data import build_store
 from robustmaps.runner import script
 
 with script(snakemake):

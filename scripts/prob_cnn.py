@@ -1,5 +1,5 @@
-"""Rule prob_cnn: see robustmaps.analysis.prob_cnn_entry."""
-from robustmaps.analysis import prob_cnn_entry
+"""Rule prob_cnn: see robustmaps.jobs.analysis.prob_cnn_entry."""
+from robustmaps.jobs.analysis import prob_cnn_entry
 from robustmaps.config import job_resources
 from robustmaps.runner import script
 

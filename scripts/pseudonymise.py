@@ -1,5 +1,5 @@
-"""Rules pseudonymise_<table>: see robustmaps.privacy.pseudonymise_file."""
-from robustmaps.privacy import pseudonymise_file
+"""Rules pseudonymise_<table>: see robustmaps.jobs.report.pseudonymise_file."""
+from robustmaps.jobs.report import pseudonymise_file
 from robustmaps.runner import script
 
 with script(snakemake):

@@ -1,5 +1,5 @@
-"""Rule qc: see robustmaps.qc.qc_cohort."""
-from robustmaps.qc import qc_cohort
+"""Rule qc: see robustmaps.jobs.data.qc_cohort."""
+from robustmaps.jobs.data import qc_cohort
 from robustmaps.runner import script
 
 with script(snakemake):

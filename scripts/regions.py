@@ -1,5 +1,5 @@
-"""Rule regions: see robustmaps.analysis.regions_entry."""
-from robustmaps.analysis import regions_entry
+"""Rule regions: see robustmaps.jobs.analysis.regions_entry."""
+from robustmaps.jobs.analysis import regions_entry
 from robustmaps.runner import script
 
 with script(snakemake):

@@ -1,5 +1,5 @@
-"""Rule roi_vectors: see robustmaps.analysis.roi_vectors_entry."""
-from robustmaps.analysis import roi_vectors_entry
+"""Rule roi_vectors: see robustmaps.jobs.analysis.roi_vectors_entry."""
+from robustmaps.jobs.analysis import roi_vectors_entry
 from robustmaps.runner import script
 
 with script(snakemake):

@@ -1,7 +1,7 @@
-"""Rules <method> (one per saliency.methods entry): see robustmaps.saliency.maps.saliency_maps."""
+"""Rules <method> (one per saliency.methods entry): see robustmaps.jobs.saliency.saliency_maps."""
 from robustmaps.config import job_resources
 from robustmaps.runner import script
-from robustmaps.saliency.maps import saliency_maps
+from robustmaps.jobs.saliency import saliency_maps
 
 with script(snakemake):
     saliency_maps(

@@ -1,6 +1,6 @@
-"""Rule saliency_summary: see robustmaps.saliency.maps.summarise_saliency."""
+"""Rule saliency_summary: see robustmaps.jobs.saliency.summarise_saliency."""
 from robustmaps.runner import script
-from robustmaps.saliency.maps import summarise_saliency
+from robustmaps.jobs.saliency import summarise_saliency
 
 with script(snakemake):
     summarise_saliency(

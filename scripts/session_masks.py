@@ -1,6 +1,6 @@
-"""Rule session_masks: see robustmaps.masks.session_masks."""
+"""Rule session_masks: see robustmaps.jobs.masks.session_masks."""
 from robustmaps.config import job_resources
-from robustmaps.masks import session_masks
+from robustmaps.jobs.masks import session_masks
 from robustmaps.runner import checkpoint_for, script
 
 with script(snakemake):

@@ -1,5 +1,5 @@
-"""Rule similarity: see robustmaps.analysis.similarity_entry."""
-from robustmaps.analysis import similarity_entry
+"""Rule similarity: see robustmaps.jobs.analysis.similarity_entry."""
+from robustmaps.jobs.analysis import similarity_entry
 from robustmaps.runner import script
 
 with script(snakemake):

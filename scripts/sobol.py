@@ -1,7 +1,7 @@
-"""Rule sobol: see robustmaps.saliency.maps.sobol_entry."""
+"""Rule sobol: see robustmaps.jobs.saliency.sobol_entry."""
 from robustmaps.config import job_resources
 from robustmaps.runner import script
-from robustmaps.saliency.maps import sobol_entry
+from robustmaps.jobs.saliency import sobol_entry
 
 with script(snakemake):
     sobol_entry(

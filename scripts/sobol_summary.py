@@ -1,6 +1,6 @@
-"""Rule sobol_summary: see robustmaps.saliency.maps.summarise_sobol."""
+"""Rule sobol_summary: see robustmaps.jobs.saliency.summarise_sobol."""
 from robustmaps.runner import script
-from robustmaps.saliency.maps import summarise_sobol
+from robustmaps.jobs.saliency import summarise_sobol
 
 with script(snakemake):
     summarise_sobol(

@@ -1,6 +1,6 @@
-"""Rule split: see robustmaps.splits.make_splits."""
+"""Rule split: see robustmaps.jobs.split.make_splits."""
 from robustmaps.runner import script
-from robustmaps.splits import make_splits
+from robustmaps.jobs.split import make_splits
 
 with script(snakemake):
     make_splits(

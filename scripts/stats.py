@@ -1,5 +1,5 @@
-"""Rule stats: see robustmaps.analysis.stats_entry."""
-from robustmaps.analysis import stats_entry
+"""Rule stats: see robustmaps.jobs.analysis.stats_entry."""
+from robustmaps.jobs.analysis import stats_entry
 from robustmaps.runner import script
 
 with script(snakemake):

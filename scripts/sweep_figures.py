@@ -1,5 +1,5 @@
-"""Rule sweep_figures: see robustmaps.analysis.sweep_figures_entry."""
-from robustmaps.analysis import sweep_figures_entry
+"""Rule sweep_figures: see robustmaps.jobs.analysis.sweep_figures_entry."""
+from robustmaps.jobs.analysis import sweep_figures_entry
 from robustmaps.runner import script
 
 with script(snakemake):

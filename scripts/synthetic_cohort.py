@@ -1,5 +1,5 @@
-"""Rule synthetic_cohort: see robustmaps.cohort.generate_cohort."""
-from robustmaps.cohort import generate_cohort
+"""Rule synthetic_cohort: see robustmaps.jobs.data.generate_cohort."""
+from robustmaps.jobs.data import generate_cohort
 from robustmaps.runner import script
 
 with script(snakemake):

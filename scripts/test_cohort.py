@@ -1,6 +1,6 @@
-"""Rule test_cohort: see robustmaps.splits.make_test_cohort."""
+"""Rule test_cohort: see robustmaps.jobs.split.make_test_cohort."""
 from robustmaps.runner import script
-from robustmaps.splits import make_test_cohort
+from robustmaps.jobs.split import make_test_cohort
 
 with script(snakemake):
     make_test_cohort(snakemake.input.index, snakemake.params.out_dir, cohort=snakemake.wildcards.cohort)

@@ -1,7 +1,7 @@
-"""Rule train: see robustmaps.training.train_model."""
+"""Rule train: see robustmaps.jobs.train.train_model."""
 from robustmaps.config import job_resources
 from robustmaps.runner import script
-from robustmaps.training import train_model
+from robustmaps.jobs.train import train_model
 
 with script(snakemake):
     train_model(

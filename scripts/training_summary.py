@@ -1,5 +1,5 @@
-"""Rule training_summary: see robustmaps.evaluation.summarise_training."""
-from robustmaps.evaluation import summarise_training
+"""Rule training_summary: see robustmaps.jobs.train.summarise_training."""
+from robustmaps.jobs.train import summarise_training
 from robustmaps.runner import script
 
 with script(snakemake):

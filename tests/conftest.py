@@ -339,7 +339,7 @@ def trained_model(tmp_path_factory) -> dict:
     import pandas as pd
 
     from robustmaps.io import write_tsv
-    from robustmaps.training import train_model
+    from robustmaps.jobs.train import train_model
 
     root = tmp_path_factory.mktemp("trained")
     images, labels = tiny_cohort()

@@ -18,7 +18,9 @@ from __future__ import annotations
 import torch
 
 from ..config import CAM_METHODS
-from .lots import minmax
+from . import gradients
+from .cam import CAMs, resolve_layer
+from .lots import lots, lots_map, minmax
 
 METHODS = ("gradcam", "gradcampp", "layercam", "hirescam", "randomcam", "vanilla", "smoothgrad", "occlusion",
            "lots")
@@ -37,7 +39,6 @@ class Explainer:
         self.voxel_size, self.lots_target = voxel_size, lots_target
         self.cams = None
         if method in CAM_METHODS:
-            from .cam import CAMs
 
             self.cams = CAMs(model, params.get("layer", "auto"))
         self.seen = 0  # images explained so far: the positions of calls that give none
@@ -47,7 +48,6 @@ class Explainer:
         if self.cams is not None:
             return self.cams.layer
         if self.method == "lots":
-            from .cam import resolve_layer
 
             layer = self.params["lots"].get("layer") or "output"
             return layer if layer == "output" else resolve_layer(self.model, layer)
@@ -81,8 +81,6 @@ class Explainer:
             return self.cams.hires_cam(x, target)
         if m == "randomcam":
             return self.cams.random_cam(x, target, self.seeds(positions, len(x), stream=1))
-        from . import gradients
-
         if m == "vanilla":
             return gradients.vanilla_gradient(self.model, x, target)
         if m == "smoothgrad":
@@ -93,7 +91,6 @@ class Explainer:
             oc = p["occlusion"]
             return gradients.occlusion(self.model, x, target, patch=oc["patch"], stride=oc["stride"],
                                        mode=oc["mode"], batch_size=p.get("batch_size", 8) * 4)
-        from .lots import lots, lots_map
 
         lp = p["lots"]
         x_adv, _, _ = lots(self.model, x, self.lots_target(target), iterations=lp["iterations"], tau=lp["tau"],

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cam import resolve_layer
+
 TARGETS = ("zero", "class", "mean")
 
 
@@ -20,7 +22,6 @@ def features(model: nn.Module, x: torch.Tensor, layer: str | None) -> torch.Tens
     last convolutional block, as for the CAMs) or ``output`` / None (the logits)."""
     if layer in (None, "output"):
         return model(x).flatten(1)
-    from .cam import resolve_layer
 
     store = {}
     module = dict(model.named_modules())[resolve_layer(model, layer)]

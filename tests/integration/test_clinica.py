@@ -15,7 +15,8 @@ import yaml
 from conftest import CLINICA_MISSING, SMOKE, run_snakemake
 from robustmaps import config as rmconfig
 from robustmaps.io import load_nifti, read_tsv, save_nifti, write_tsv
-from robustmaps.preprocess import build_store, open_store
+from robustmaps.jobs.data import build_store
+from robustmaps.preprocess import open_store
 from robustmaps.splits import verify
 
 pytestmark = pytest.mark.workflow

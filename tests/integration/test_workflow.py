@@ -445,7 +445,7 @@ def test_smoke_models_learned_and_their_tables_agree(smoke_run, smoke_config):
         assert log.count(" | validation loss ") == len(hist) and "training on cpu" in log
     assert not list((results / "checkpoints").rglob("*.pt"))
     # the two seeds of a fold are different models
-    from robustmaps.training import load_trained
+    from robustmaps.trained import load_trained
 
     a, _ = load_trained(results / "models" / "fold-0" / "seed-0" / "model.pt")
     b, _ = load_trained(results / "models" / "fold-0" / "seed-1" / "model.pt")
@@ -646,7 +646,7 @@ def test_brain_maps_of_the_smoke_masks_outline_the_planted_rois(smoke_run, smoke
     configured cuts, L/R labels and the planted ROIs' outline, read from the nilearn displays."""
     import matplotlib.contour
 
-    from robustmaps.analysis import brain_maps_entry
+    from robustmaps.jobs.analysis import brain_maps_entry
 
     results = smoke_run / "results"
     masks = {f"{f}/{s}": results / "masks" / "group" / "main" / "AD" / f"fold-{f}" / f"seed-{s}" / "mask.nii.gz"

@@ -14,7 +14,7 @@ import torch
 from robustmaps import config as rmconfig
 from robustmaps.grid import Grid, canonical, to_orientation
 from robustmaps.io import InputError, load_nifti, map_diagnoses, read_sessions, save_nifti
-from robustmaps.preprocess import build_store
+from robustmaps.jobs.data import build_store
 from robustmaps.qc import check_image, check_not_empty, run_qc
 
 LABELS = {"CN": 0, "AD": 1}
@@ -225,7 +225,7 @@ def _config(**data):
     cfg = {"data": {"cohorts": {"main": {"source": "synthetic", "synthetic": {"id_prefix": "S"}},
                                 "independent": {"source": "synthetic", "synthetic": {"id_prefix": "I"}}}}}
     cfg["data"].update(data)
-    return rmconfig.validate(cfg, deep=False)
+    return rmconfig.validate(cfg)
 
 
 def test_a_participant_in_both_cohorts_stops_unless_allowed():
@@ -263,18 +263,18 @@ def test_config_checks_class_names():
         "caps_dir": ".", "tsv": "t.tsv"}}}}, "masks": {"reference": "mean_cn"}, "evaluation": {"positive_class": "AD"},
         "saliency": {"group_class": "AD", "actmax": {"classes": ["AD"]}}, "sobol": {"target": "AD", "images": ["AD"]}}
     with pytest.raises(InputError, match=r"masks.reference: mean_cn needs a class named CN"):
-        rmconfig.validate(cfg, deep=False)
+        rmconfig.validate(cfg)
     cfg["masks"]["reference"] = "one"
     cfg["evaluation"]["positive_class"] = "Dementia"
     with pytest.raises(InputError, match=r"evaluation.positive_class: 'Dementia' is not one of data.labels"):
-        rmconfig.validate(cfg, deep=False)
+        rmconfig.validate(cfg)
 
 
 # ------------------------------------------------------------------------------ classes by name
 def test_evaluation_resolves_the_positive_class_by_name(trained_model, tmp_path):
     """The same model with its classes stored the other way round (labels {AD: 0, CN: 1}: output
     0 is AD) gives the same AD sensitivity, AUC and balanced accuracy."""
-    from robustmaps.evaluation import evaluate_model
+    from robustmaps.jobs.train import evaluate_model
 
     tm = trained_model
     meta = torch.load(tm["model"], weights_only=True)
@@ -307,7 +307,7 @@ def test_mean_reference_chooses_its_class_by_name(trained_model, tmp_path):
     """With labels {AD: 0, CN: 1} (the index's label numbers swapped) the mean-CN reference is the
     same map: the mean of the CN training images, chosen by name."""
     from robustmaps.grid import Grid
-    from robustmaps.masks import mean_reference
+    from robustmaps.jobs.masks import mean_reference
 
     tm = trained_model
     g = Grid(tuple(tm["images"].shape[1:]), 1.0, (0.0, 0.0, 0.0)).to_config()

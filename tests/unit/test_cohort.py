@@ -9,7 +9,8 @@ import pytest
 
 from robustmaps import config as rmconfig
 from robustmaps.atlas import atlas_on_grid
-from robustmaps.cohort import generate_cohort, soft_saturate, warp
+from robustmaps.jobs.data import generate_cohort
+from robustmaps.cohort import soft_saturate, warp
 from robustmaps.grid import Grid
 from robustmaps.io import gm_path, load_nifti
 from robustmaps.roi import roi_means

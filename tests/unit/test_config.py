@@ -5,6 +5,7 @@ import yaml
 
 from robustmaps import config as rmconfig
 from robustmaps.grid import working_grid
+from robustmaps.jobs.common import validate
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = [REPO / "config" / "config.yaml", REPO / "config" / "paper.yaml", REPO / "tests" / "config" / "smoke.yaml"]
@@ -83,15 +84,19 @@ def mutate(path, value):
 ])
 def test_bad_config_names_the_key(path, value, expect):
     with pytest.raises(rmconfig.ConfigError, match=expect):
-        rmconfig.validate(mutate(path, value))
+        validate(mutate(path, value))
 
 
 def test_shallow_validation_skips_only_the_heavy_checks():
-    """Cluster jobs re-read the Snakefile with deep=False: no network built, no atlas read."""
+    """Cluster jobs re-read the Snakefile with deep=False: no network built, no atlas read; the
+    library's own validation (robustmaps.config) never does either."""
     cfg = mutate("train.architecture", {"name": "NoSuchNet"})
-    assert rmconfig.validate(cfg, deep=False)["train"]["architecture"]["name"] == "NoSuchNet"
+    assert validate(cfg, deep=False)["train"]["architecture"]["name"] == "NoSuchNet"
+    assert rmconfig.validate(mutate("train.architecture", {"name": "NoSuchNet"}))["train"]["architecture"]
+    roi = mutate("data.cohorts.main.synthetic.atrophy", {"rois": [{"name": "Hipocampus", "weight": 1}]})
+    assert validate(roi, deep=False) is roi
     with pytest.raises(rmconfig.ConfigError, match="train.folds"):
-        rmconfig.validate(mutate("train.folds", [7]), deep=False)
+        rmconfig.validate(mutate("train.folds", [7]))
 
 
 def test_schema_and_readme_document_the_same_keys():

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustmaps.evaluation import evaluate_model, summarise_training
+from robustmaps.jobs.train import evaluate_model, summarise_training
 from robustmaps.io import InputError, write_tsv
 from robustmaps.metrics import binary_metrics
 

@@ -1,6 +1,6 @@
 """Faithfulness on GM maps (robustmaps.faithfulness): the masks' perturbation (equation (1)) as the
 baseline, seeded tie-breaking of the deletion order, and the paired comparison with Random-CAM
-(robustmaps.saliency.maps.faithfulness_table, robustmaps.acceptance.note_beats_random)."""
+(robustmaps.faithfulness.faithfulness_table, robustmaps.acceptance.note_beats_random)."""
 
 import numpy as np
 import pandas as pd
@@ -93,7 +93,7 @@ def test_rule_entry_takes_mu_from_the_masks_reference_map(trained_model, tmp_pat
 
     from robustmaps.grid import Grid
     from robustmaps.io import save_nifti
-    from robustmaps.saliency.maps import saliency_maps
+    from robustmaps.jobs.saliency import saliency_maps
 
     t, grids = trained_model, tiny_grids()
     params = {"target": "predicted", "layer": "auto", "batch_size": 8, "seed": 0}
@@ -177,7 +177,7 @@ def per_map_rows(diffs_deletion, diffs_insertion, n_images=8, models=((0, 0), (1
 
 
 def test_beats_random_is_a_paired_test_not_a_comparison_of_means():
-    from robustmaps.saliency.maps import faithfulness_table
+    from robustmaps.faithfulness import faithfulness_table
 
     n = 16
     consistent = np.full(n, -0.05) + np.linspace(-0.01, 0.01, n)
@@ -203,7 +203,7 @@ def test_beats_random_is_a_paired_test_not_a_comparison_of_means():
 def test_acceptance_notes_a_method_that_does_not_beat_random_cam(tmp_path):
     from robustmaps import acceptance
     from robustmaps.io import write_tsv
-    from robustmaps.saliency.maps import faithfulness_table
+    from robustmaps.faithfulness import faithfulness_table
 
     n = 16
     consistent = np.full(n, -0.05)

@@ -203,7 +203,8 @@ def test_a_trial_resumes_only_a_checkpoint_of_its_own_point(trained_model, tmp_p
     import numpy as np
 
     from robustmaps.preprocess import open_store
-    from robustmaps.training import TrainConfig, read_split_rows, train
+    from robustmaps.training import TrainConfig, train
+    from robustmaps.splits import read_split_rows
 
     data = trained_model
     settings = hpo.settings_for(BASELINE, params(max_epochs=3)["train"])

@@ -174,7 +174,7 @@ def test_group_mask_scores_the_mask_after_each_epoch():
 
 def test_group_mask_finds_the_planted_region(trained_model):
     from robustmaps.preprocess import StoreReader
-    from robustmaps.training import load_trained
+    from robustmaps.trained import load_trained
 
     model, _ = load_trained(trained_model["model"])
     store = StoreReader(trained_model["store"])
@@ -195,7 +195,7 @@ def test_group_mask_finds_the_planted_region(trained_model):
 
 
 def test_point_ids_are_readable_and_distinct():
-    from robustmaps.masks import point_id
+    from robustmaps.sweep import point_id
 
     assert point_id(0.1, 1, 1e-4, 1e-3) == "b1-0.1_b2-1_l1-1e-04_l2-1e-03"
     assert point_id(2, 3, 0.1, 0.01, lr=0.1) == "b1-2_b2-3_l1-0.1_l2-0.01_lr-0.1"
@@ -270,7 +270,7 @@ def test_sweep_reproduces_the_papers_trends_on_a_fixed_model():
 
 
 def test_sweep_series_groups_points_that_differ_in_one_parameter():
-    from robustmaps.masks import sweep_series
+    from robustmaps.sweep import sweep_series
 
     rows = [{"b1": b1, "b2": 1, "l1": 1e-4, "l2": 1e-3, "lr": 0.1, "coverage": c} for b1, c in ((2, 0.9), (0.1, 0.1))]
     rows += [{"b1": 0.1, "b2": 1, "l1": 1e-3, "l2": 1e-3, "lr": 0.1, "coverage": 0.05},
@@ -340,7 +340,7 @@ def test_group_mask_entry_writes_masks_on_both_grids_and_a_summary(trained_model
     import nibabel as nib
 
     from robustmaps.grid import Grid
-    from robustmaps.masks import group_mask
+    from robustmaps.jobs.masks import group_mask
 
     t, grids = trained_model, tiny_grids()
     out = group_outputs(tmp_path, "a")
@@ -372,7 +372,7 @@ def test_group_mask_entry_writes_masks_on_both_grids_and_a_summary(trained_model
 
 
 def test_group_mask_without_validation_table_holds_out_a_seeded_fraction(trained_model, tmp_path):
-    from robustmaps.masks import group_mask
+    from robustmaps.jobs.masks import group_mask
 
     t = trained_model
     sums = []
@@ -389,7 +389,7 @@ def test_group_mask_without_validation_table_holds_out_a_seeded_fraction(trained
 def test_session_masks_entry_stacks_one_mask_per_target_session(trained_model, tmp_path, score):
     import nibabel as nib
 
-    from robustmaps.masks import session_masks
+    from robustmaps.jobs.masks import session_masks
 
     t = trained_model
     params = {**MASK_PARAMS, "l1": 1e-4, "l2": 1e-3, "penalty_scale": 1.0, "max_epochs": 40, "patience": 40,
@@ -420,7 +420,7 @@ def test_session_masks_entry_stacks_one_mask_per_target_session(trained_model, t
 
 def test_to_native_upsamples_and_keeps_one_outside_a_cropped_box():
     from robustmaps.grid import Grid
-    from robustmaps.masks import to_native
+    from robustmaps.volumes import to_native
 
     native = Grid((20, 20, 20), 2.0, (0.0, 0.0, 0.0))
     working = native.coarsened(4.0).cropped([[0, 40], [10, 30], [0, 40]])
@@ -441,7 +441,8 @@ def test_to_native_upsamples_and_keeps_one_outside_a_cropped_box():
 
 def test_mean_reference_is_the_mean_cn_image(trained_model, tmp_path):
     from robustmaps.io import load_nifti
-    from robustmaps.masks import load_reference, mean_reference
+    from robustmaps.volumes import load_reference
+    from robustmaps.jobs.masks import mean_reference
 
     t = trained_model
     grid = tiny_grids()["working"]
@@ -460,7 +461,7 @@ def test_two_byte_stacks_are_finer_than_float16(tmp_path):
     finer than float16 near 1, and the ROI patterns are unchanged (cosine > 0.99999)."""
     import nibabel as nib
 
-    from robustmaps.masks import write_volumes
+    from robustmaps.volumes import write_volumes
     from robustmaps.roi import cosine, roi_vectors
 
     grids = tiny_grids()
@@ -552,10 +553,11 @@ def test_prob_cnn_scores_masks_between_cohorts_both_ways(trained_model, tmp_path
     those images; a mask that restores GM in the planted box lowers it."""
     from conftest import TINY_BOX
 
-    from robustmaps.analysis import prob_cnn_entry
-    from robustmaps.evaluation import predict
+    from robustmaps.jobs.analysis import prob_cnn_entry
+    from robustmaps.trained import predict
     from robustmaps.io import save_nifti
-    from robustmaps.training import load_trained, read_split_rows
+    from robustmaps.trained import load_trained
+    from robustmaps.splits import read_split_rows
     from robustmaps.preprocess import open_store
 
     t = trained_model
@@ -644,7 +646,7 @@ def test_killed_group_mask_resumes_to_the_same_bytes(trained_model, tmp_path, si
     epoch; or SIGTERM during epoch 2 with an interval that has not come, so that only SIGTERM
     writes one, at the end of the epoch in flight, and the job exits with 143) resumes from its
     checkpoint to the bytes of an uninterrupted run."""
-    from robustmaps.masks import group_mask
+    from robustmaps.jobs.masks import group_mask
 
     t = trained_model
     params = {**MASK_PARAMS, "max_epochs": 6, "patience": 6, "jump_action": "report"}
@@ -662,7 +664,7 @@ def test_killed_session_masks_resume_the_batch_in_flight_and_keep_the_finished_o
     """Session masks optimised in batches: killed (SIGKILL) in the second batch, the re-run takes
     the first batch's result from its checkpoint, resumes the second, and writes the bytes of an
     uninterrupted run."""
-    from robustmaps.masks import session_masks
+    from robustmaps.jobs.masks import session_masks
 
     t = trained_model
     params = {**MASK_PARAMS, "l1": 1e-4, "l2": 1e-3, "penalty_scale": 1.0, "max_epochs": 8, "patience": 8,

@@ -14,7 +14,10 @@ import pytest
 import torch
 
 from robustmaps.io import InputError
-from robustmaps.training import TrainConfig, build_model, load_trained, plain, train
+from robustmaps.training import TrainConfig, train
+from robustmaps.models import build_model
+from robustmaps.trained import load_trained
+from robustmaps.checkpoints import plain
 
 SHAPE = (12, 14, 12)
 CFG = TrainConfig(architecture={"name": "paper", "n_blocks": 2, "filters": 4, "dropout": 0.2},

@@ -112,8 +112,8 @@ def test_brain_maps_entry_paints_roi_values_and_outlines_the_planted_rois(tmp_pa
     every panel outlines the planted ROI; without ground truth no outline."""
     import pandas as pd
 
-    from robustmaps.analysis import brain_maps_entry
-    from robustmaps.similarity import ID_COLUMNS
+    from robustmaps.jobs.analysis import brain_maps_entry
+    from robustmaps.roi import ID_COLUMNS
 
     left, right = blob((-26, -20, -15), 15.0), blob((26, -20, -15), 15.0)
     atlas = (left > 0) * 1 + (right > 0) * 2
@@ -188,7 +188,7 @@ def test_similarity_families_figure_marks_the_published_values_on_their_families
 
 
 def test_sweep_figures_one_row_per_series_with_colour_bars_and_coronal_cuts(tmp_path):
-    from robustmaps.analysis import sweep_figures_entry
+    from robustmaps.jobs.analysis import sweep_figures_entry
 
     points = {}
     for p in ("b1-0.1_b2-1_l1-1e-04_l2-1e-03", "b1-2_b2-1_l1-1e-04_l2-1e-03", "b1-0.1_b2-1_l1-1e-02_l2-1e-03",

@@ -5,7 +5,8 @@ import pytest
 
 from robustmaps.grid import Grid
 from robustmaps.io import InputError, save_nifti
-from robustmaps.preprocess import build_store, mark_baseline, open_store, resample_to
+from robustmaps.jobs.data import build_store
+from robustmaps.preprocess import mark_baseline, open_store, resample_to
 
 
 def test_baseline_is_the_earliest_session_in_natural_order():

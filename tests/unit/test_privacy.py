@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from robustmaps.io import InputError
-from robustmaps.privacy import new_key, pseudonym, pseudonymise_file, pseudonymise_text, read_key
+from robustmaps.privacy import new_key, pseudonym, pseudonymise_text, read_key
+from robustmaps.jobs.report import pseudonymise_file
 
 KEY = b"0123456789abcdef0123456789abcdef"
 QC = ("participant_id\tsession_id\tdiagnosis\tstatus\tmax_value\tpath\n"
@@ -83,7 +84,8 @@ def test_a_file_copy_is_written_whole_or_not_at_all(tmp_path):
 
 
 def test_session_matrices_number_subjects_and_never_name_them():
-    from robustmaps.analysis import ID_COLUMNS, similarity_matrices
+    from robustmaps.roi import ID_COLUMNS
+    from robustmaps.similarity import similarity_matrices
 
     rows = []
     for p, s in [("sub-ADNI941S1195", "ses-M000"), ("sub-ADNI002S0295", "ses-M012"), ("sub-ADNI002S0295", "ses-M000")]:

@@ -219,8 +219,9 @@ def test_lots_class_and_mean_targets_come_from_the_training_table(trained_model)
 
     from robustmaps.io import InputError
     from robustmaps.saliency.lots import features
-    from robustmaps.saliency.maps import _images, _lots_target, saliency_maps
-    from robustmaps.training import load_model, open_for_model, read_split_rows
+    from robustmaps.jobs.saliency import _images, _lots_target, saliency_maps
+    from robustmaps.trained import load_model, open_for_model
+    from robustmaps.splits import read_split_rows
 
     t = trained_model
     model, meta = load_model(t["model"], "cpu", 1, 0)
@@ -353,7 +354,7 @@ def test_deletion_and_insertion_reward_a_map_that_ranks_the_relevant_voxels_firs
 
 
 def test_faithfulness_table_compares_every_method_with_random_cam():
-    from robustmaps.saliency.maps import faithfulness_table
+    from robustmaps.faithfulness import faithfulness_table
 
     rows = []
     for method, d, i in (("gradcam", 0.2, 0.6), ("randomcam", 0.4, 0.4), ("vanilla", 0.5, 0.7)):
@@ -390,7 +391,7 @@ def session_maps(trained_model, tmp_path_factory):
     from test_masks import tiny_grids
 
     from robustmaps.saliency import METHODS
-    from robustmaps.saliency.maps import saliency_maps
+    from robustmaps.jobs.saliency import saliency_maps
 
     t, root = trained_model, tmp_path_factory.mktemp("saliency")
     out = {}
@@ -435,8 +436,9 @@ def test_real_maps_find_the_planted_region_better_than_random_cam(trained_model,
     import nibabel as nib
 
     from robustmaps.saliency import Explainer
-    from robustmaps.saliency.maps import _images
-    from robustmaps.training import load_model, open_for_model, read_split_rows
+    from robustmaps.jobs.saliency import _images
+    from robustmaps.trained import load_model, open_for_model
+    from robustmaps.splits import read_split_rows
 
     box = trained_model["box"]
 
@@ -464,7 +466,7 @@ def test_real_maps_find_the_planted_region_better_than_random_cam(trained_model,
 def test_maps_entry_scores_the_faithfulness_of_every_map(trained_model, tmp_path):
     from test_masks import tiny_grids
 
-    from robustmaps.saliency.maps import saliency_maps
+    from robustmaps.jobs.saliency import saliency_maps
 
     t = trained_model
     for method in ("gradcam", "randomcam"):
@@ -494,7 +496,7 @@ def test_stack_inside_the_atlas_keeps_the_maps_the_analysis_reads(trained_model,
     from robustmaps.grid import Grid
     from robustmaps.io import InputError, save_nifti
     from robustmaps.roi import roi_vectors
-    from robustmaps.saliency.maps import saliency_maps
+    from robustmaps.jobs.saliency import saliency_maps
 
     t, grids = trained_model, tiny_grids()
     atlas = np.zeros(t["images"].shape[1:], np.int16)
@@ -522,7 +524,7 @@ def test_actmax_and_sobol_entries(trained_model, tmp_path):
 
     from robustmaps.atlas import load_labels
     from robustmaps.io import save_nifti, write_tsv
-    from robustmaps.saliency.maps import actmax_maps, sobol_entry
+    from robustmaps.jobs.saliency import actmax_maps, sobol_entry
 
     t, grids = trained_model, tiny_grids()
     out = map_outputs(tmp_path, "actmax")

@@ -6,7 +6,8 @@ import pytest
 
 from robustmaps.io import InputError
 
-from robustmaps.similarity import parse_point, similarities, summary, sweep_neighbours
+from robustmaps.sweep import parse_point, sweep_neighbours
+from robustmaps.similarity import similarities, summary
 
 ROIS = ["R1", "R2", "R3"]
 
@@ -19,7 +20,7 @@ def row(kind, vec, method="mask", cohort="main", target="AD", fold=0, seed=0, po
 
 
 def test_parse_point_inverts_point_id_and_neighbours_follow_each_series():
-    from robustmaps.config import point_id
+    from robustmaps.sweep import point_id
 
     assert parse_point(point_id(0.1, 1, 1e-4, 1e-3)) == {"b1": 0.1, "b2": 1, "l1": 1e-4, "l2": 1e-3}
     assert parse_point(point_id(0.1, 1, 1e-4, 1e-3, 0.01))["lr"] == 0.01
@@ -64,7 +65,7 @@ def test_families_pick_the_right_pairs_and_cosines():
 
 
 def test_roi_table_reads_masks_maps_stacks_and_sobol(tmp_path):
-    from robustmaps.analysis import roi_table
+    from robustmaps.jobs.analysis import roi_table
     from robustmaps.io import save_nifti, write_tsv
 
     affine = np.eye(4)
@@ -114,7 +115,7 @@ def test_roi_table_reads_masks_maps_stacks_and_sobol(tmp_path):
 
 
 def test_top_rois_and_planted_roi_recovery():
-    from robustmaps.analysis import recovery, top_rois
+    from robustmaps.roi import recovery, top_rois
 
     rois = ["A", "B", "C", "D"]
     table = pd.DataFrame([row("group", []) | dict(zip(rois, v)) for v in
@@ -152,7 +153,8 @@ def test_intra_subject_similarity_is_the_mean_over_subjects_of_their_mean_pair()
 
 
 def test_prob_cnn_intra_subject_family_is_the_mean_over_subjects():
-    from robustmaps.analysis import PROB_COLUMNS, prob_cnn_summary
+    from robustmaps.jobs.analysis import PROB_COLUMNS
+    from robustmaps.similarity import prob_cnn_summary
 
     def pair(family, pa, sa, pb, sb, p):
         return {"family": family, "fold_a": 0, "seed_a": 0, "fold_b": 0, "seed_b": 0, "participant_a": pa,
@@ -174,7 +176,7 @@ def test_prob_cnn_intra_subject_family_is_the_mean_over_subjects():
 
 
 def test_point_series_finds_each_one_parameter_series_sorted():
-    from robustmaps.similarity import point_series
+    from robustmaps.sweep import point_series
 
     pts = ["b1-0.1_b2-1_l1-1e-04_l2-1e-03", "b1-2_b2-1_l1-1e-04_l2-1e-03", "b1-0.5_b2-1_l1-1e-04_l2-1e-03",
            "b1-0.1_b2-1_l1-1e-02_l2-1e-03", "b1-0.5_b2-3_l1-1e-04_l2-1e-03"]
@@ -188,7 +190,8 @@ def test_point_series_finds_each_one_parameter_series_sorted():
 def test_sweep_tables_pairs_each_series_points_with_the_studys_printed_value():
     import pandas as pd
 
-    from robustmaps.similarity import ID_COLUMNS, published_cosine, sweep_tables
+    from robustmaps.roi import ID_COLUMNS
+    from robustmaps.similarity import published_cosine, sweep_tables
 
     base = dict.fromkeys(ID_COLUMNS, "")
     vec = {"b1-0.1_b2-1_l1-1e-04_l2-1e-03": [1.0, 0.0], "b1-0.5_b2-1_l1-1e-04_l2-1e-03": [1.0, 1.0],

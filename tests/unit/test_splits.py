@@ -7,8 +7,8 @@ import pytest
 from robustmaps.io import InputError
 import shutil
 
-from robustmaps.splits import (import_splits, kfold, make_splits, p_counts, select_test, split_files,
-                               subjects_table, verify)
+from robustmaps.splits import import_splits, kfold, p_counts, select_test, split_files, subjects_table, verify
+from robustmaps.jobs.split import make_splits
 
 
 def make_index(n_cn=40, n_ad=36, seed=0):

@@ -180,7 +180,7 @@ def test_dataset_reads_store_rows_with_normalisation(norm):
 
 @pytest.mark.parametrize("mode", ["none", "minmax", "zscore"])
 def test_in_model_normalisation_equals_the_training_transform(mode):
-    from robustmaps.training import Normalise
+    from robustmaps.trained import Normalise
 
     store, labels = easy_store(n=3)
     ds = make_dataset(store, [0, 1, 2], labels[:3], mode)
@@ -213,7 +213,7 @@ def test_loader_workers_give_the_same_model(tmp_path):
 
 
 def test_trained_model_round_trip_and_checkpoint_cleanup(trained_model):
-    from robustmaps.training import load_trained
+    from robustmaps.trained import load_trained
 
     model, meta = load_trained(trained_model["model"])
     assert meta["classes"] == ["CN", "AD"] and meta["fold"] == 0 and meta["seed"] == 0
@@ -240,7 +240,7 @@ def test_split_table_of_another_store_is_refused(trained_model, tmp_path):
 
     from robustmaps.io import InputError
     from robustmaps.preprocess import read_index
-    from robustmaps.training import read_split_rows
+    from robustmaps.splits import read_split_rows
 
     index = read_index(trained_model["index"])
     table = pd.read_csv(trained_model["validation"], sep="\t")
@@ -255,7 +255,7 @@ def test_split_table_of_another_store_is_refused(trained_model, tmp_path):
 
 
 def test_fingerprint_follows_settings_and_table_contents(tmp_path):
-    from robustmaps.training import fingerprint
+    from robustmaps.checkpoints import fingerprint
 
     (tmp_path / "t.tsv").write_text("a\n1\n")
     a = fingerprint({"lr": 1e-3}, [tmp_path / "t.tsv"])
@@ -269,7 +269,8 @@ def test_fingerprint_follows_settings_and_table_contents(tmp_path):
 def test_cuda_training_with_amp_learns_and_predicts_like_cpu(tmp_path):
     from dataclasses import replace
 
-    from robustmaps.training import Classifier, build_model
+    from robustmaps.trained import Classifier
+    from robustmaps.models import build_model
 
     best, hist, _ = run(tmp_path, "cuda", cfg=replace(CFG, amp=True), device="cuda")
     assert all(np.isfinite(h["train_loss"]) for h in hist) and best["balanced_accuracy"] >= 0.75
@@ -296,7 +297,7 @@ def test_best_epoch_ties_on_balanced_accuracy_go_to_the_lower_validation_loss(tr
 def test_fingerprint_of_a_store_follows_its_content_not_its_path_or_time(tmp_path):
     import os
 
-    from robustmaps.training import fingerprint
+    from robustmaps.checkpoints import fingerprint
 
     data = np.arange(200_000, dtype=np.float16)
     for d in ("a", "b"):
@@ -319,7 +320,7 @@ def test_model_files_of_two_runs_in_different_folders_are_the_same_bytes(trained
 
     import pandas as pd
 
-    from robustmaps.training import train_model
+    from robustmaps.jobs.train import train_model
 
     settings = {**trained_model["settings"], "max_epochs": 2, "patience": 2}
     out = []
@@ -382,7 +383,7 @@ def test_fake_gpus_escape_runs_on_cpu_and_says_so(monkeypatch, caplog):
 
 
 def test_seed_everything_sets_what_deterministic_cuda_needs(monkeypatch):
-    from robustmaps.training import seed_everything
+    from robustmaps.devices import seed_everything
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)

@@ -1,8 +1,8 @@
-"""Rule entries of the analysis stage (study 2.4 and 3): ROI vectors of every mask and map, the
+"""Rule entries of the analysis stage (rules/analysis.smk) (study 2.4 and 3): ROI vectors of every mask and map, the
 similarity families, and the regions the masks point at.
 
 ROI vectors (``results/analysis/roi_vectors.tsv``): one row per mask or map, id columns
-(robustmaps.similarity.ID_COLUMNS) and one column per atlas ROI (its name). Masks: the sum over
+(robustmaps.roi.ID_COLUMNS) and one column per atlas ROI (its name). Masks: the sum over
 the ROI's voxels of the perturbation 1 - m (``roi.masks.reduction: sum``, the study's "1 minus
 the sum of the values in the ROI"; ``mean`` weights small ROIs up); saliency maps: the
 ``roi.maps.reduction`` of the map (each per-session map is min-max
@@ -19,7 +19,46 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .similarity import ID_COLUMNS
+from ..atlas import load_labels
+from ..io import InputError, load_nifti, read_tsv, write_tsv
+from ..masks import MaskSettings, masked_scores
+from ..plots import (
+    brain_maps_figure,
+    group_mask_views,
+    recovery_figure,
+    roi_frequency_figure,
+    similarity_families_figure,
+    similarity_matrices_figure,
+    sweep_masks_figure,
+)
+from ..preprocess import baseline_flags, read_index
+from ..roi import (
+    ID_COLUMNS,
+    MAP_NORMALISATIONS,
+    above_mean,
+    cosine_matrix,
+    indicator,
+    paint_rois,
+    recovery,
+    roi_outline,
+    roi_vectors,
+    top_rois,
+    unit_rows,
+)
+from ..similarity import (
+    PUBLISHED,
+    prob_cnn_matrices,
+    prob_cnn_summary,
+    similarities,
+    similarity_matrices,
+    summary,
+    sweep_tables,
+)
+from ..splits import read_split_rows
+from ..stats import bootstrap_nested_variance, permutation_test_models, permutation_test_units, unit_means
+from ..sweep import parse_point, point_series
+from ..trained import class_index, correct_rows, load_model, open_for_model
+from ..volumes import load_reference
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +74,7 @@ def roi_table(entries: list[dict], atlas_nii, labels_tsv, reduction: str = "mean
     ``map_normalisation``. ``store_index``: the main cohort's
     store index (its ``baseline`` column marks each per-session row's baseline; needed when an
     entry has an index)."""
-    from .preprocess import baseline_flags, read_index
 
-    from .atlas import load_labels
-    from .io import InputError, load_nifti, read_tsv
-    from .roi import MAP_NORMALISATIONS, above_mean, indicator, roi_vectors
 
     if map_normalisation not in MAP_NORMALISATIONS:
         raise ValueError(f"roi.map_normalisation must be one of {MAP_NORMALISATIONS}, got {map_normalisation!r}")
@@ -87,7 +122,6 @@ def roi_vectors_entry(entries: list[dict], atlas_nii, labels_tsv, out_tsv, *, ma
                       group_class: str = "AD", index_tsv=None) -> None:
     """Rule entry: ``results/analysis/roi_vectors.tsv``. ``masks`` / ``maps``: the ROI settings of
     each kind (``roi.masks``: reduction; ``roi.maps``: reduction, normalisation)."""
-    from .io import write_tsv
 
     table = roi_table(entries, atlas_nii, labels_tsv, maps["reduction"], group_class, maps["normalisation"],
                       index_tsv, mask_reduction=masks["reduction"])
@@ -96,67 +130,10 @@ def roi_vectors_entry(entries: list[dict], atlas_nii, labels_tsv, out_tsv, *, ma
              ", ".join(f"{k} {v}" for k, v in table.kind.value_counts().sort_index().items()))
 
 
-def similarity_matrices(table: pd.DataFrame, rois: list[str], group_class: str = "AD") -> dict:
-    """Labelled cosine matrices, one per family that has a natural matrix: the main cohort's
-    ``group_class`` group masks of every model (fold x seed), main vs independent cohort group
-    masks (rows main, columns independent), the sweep points of each swept model (Tables 2-3),
-    the session masks of each model (sessions grouped by subject: intra-subject blocks on the
-    diagonal), and the methods (group mask, saliency group maps, Sobol ST) averaged over models."""
-    from .roi import cosine_matrix
-
-    def labelled(rows, labels, cols=None, col_labels=None):
-        a = rows[rois].to_numpy(float)
-        if cols is None:
-            return pd.DataFrame(cosine_matrix(a), index=labels, columns=labels)
-        b = cols[rois].to_numpy(float)
-        both = cosine_matrix(np.vstack([a, b]))[: len(a), len(a):]
-        return pd.DataFrame(both, index=labels, columns=col_labels)
-
-    out = {}
-    masks = table[(table.kind == "group") & (table.method == "mask") & (table.target == group_class)]
-    g = masks[masks.cohort == "main"].sort_values(["fold", "seed"])
-    if len(g) > 1:
-        out[f"{group_class} group masks (fold, seed)"] = labelled(g, [f"f{f} s{s}" for f, s in zip(g.fold, g.seed)])
-    other = masks[masks.cohort != "main"].sort_values(["cohort", "fold", "seed"])
-    if len(g) and len(other):
-        out["main (rows) vs other cohort (columns) group masks"] = labelled(
-            g, [f"main f{f} s{s}" for f, s in zip(g.fold, g.seed)], other,
-            [f"{c} f{f} s{s}" for c, f, s in zip(other.cohort, other.fold, other.seed)])
-    for (target, fold, seed), sw in table[table.kind == "sweep"].groupby(["target", "fold", "seed"]):
-        if len(sw) > 1:
-            out[f"sweep points, {target} fold {fold} seed {seed}"] = labelled(sw, list(sw.point))
-    sessions = table[table.kind == "session"]
-    for (target, fold, seed), se in sessions.groupby(["target", "fold", "seed"]):
-        se = se.sort_values(["participant_id", "session_id"])
-        if len(se) > 1:
-            # subjects numbered in the order of their ids: a figure never names a participant
-            # (report.pseudonymise; the pairs table holds the ids)
-            number = {p: i + 1 for i, p in enumerate(dict.fromkeys(se.participant_id))}
-            out[f"session masks, {target} fold {fold} seed {seed}"] = labelled(
-                se, [f"subject {number[p]} {s.removeprefix('ses-')}" for p, s in zip(se.participant_id,
-                                                                                     se.session_id)])
-    level = pd.concat([g, table[table.kind.isin(["saliency", "sobol"])]])
-    methods = list(dict.fromkeys(level.method))
-    if len(methods) > 1:
-        acc, n = np.zeros((len(methods), len(methods))), 0
-        for _, m in level.groupby(["fold", "seed"]):
-            if set(m.method) != set(methods):
-                continue
-            m = m.drop_duplicates("method").set_index("method").loc[methods]
-            acc += cosine_matrix(m[rois].to_numpy(float))
-            n += 1
-        if n:
-            out[f"methods (mean over {n} models)"] = pd.DataFrame(acc / n, index=methods, columns=methods)
-    return out
-
-
 def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD", n_boot: int = 2000, level: float = 0.95,
                      seed: int = 0) -> None:
     """Rule entry: every family's pairs with their cosine, the summary (with CIs from a bootstrap
     over units: ``n_boot`` draws, ``level``, ``seed``) and its figure."""
-    from .io import read_tsv, write_tsv
-    from .plots import similarity_families_figure, similarity_matrices_figure
-    from .similarity import PUBLISHED, similarities, summary, sweep_tables
 
     table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
                      dtype={"participant_id": str, "session_id": str, "point": str})
@@ -174,42 +151,12 @@ def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD", n_boot: int
                  r.n_units, r.mean, r.sd, 100 * level, r.ci_low, r.ci_high)
 
 
-def top_rois(table: pd.DataFrame, rois: list[str], k: int = 5) -> pd.DataFrame:
-    """The ``k`` ROIs of highest value (mask density, map mean, ST) of every row -> tidy
-    (ids..., rank, roi, value); ROIs of value 0 are not ranked."""
-    rows = []
-    values = table[rois].to_numpy(dtype=np.float64)
-    ids = table[ID_COLUMNS].to_dict("records")
-    for i, v in enumerate(values):
-        order = np.argsort(-v, kind="stable")[:k]
-        rows += [{**ids[i], "rank": r + 1, "roi": rois[j], "value": v[j]} for r, j in enumerate(order) if v[j] > 0]
-    return pd.DataFrame(rows, columns=ID_COLUMNS + ["rank", "roi", "value"])
-
-
-def recovery(table: pd.DataFrame, rois: list[str], planted: list[str]) -> pd.DataFrame:
-    """How well each row's ROI ranking finds the planted ROIs: ROC AUC (planted = positives,
-    ties count half; 0.5 for a zero vector) and precision at k = number of planted ROIs."""
-    from sklearn.metrics import roc_auc_score
-
-    positive = np.isin(rois, planted)
-    k = int(positive.sum())
-    values = table[rois].to_numpy(dtype=np.float64)
-    out = table[ID_COLUMNS].copy()
-    out["roc_auc"] = [roc_auc_score(positive, v) if positive.any() and not positive.all() else np.nan
-                      for v in values]
-    out["precision_at_k"] = [positive[np.argsort(-v, kind="stable")[:k]].mean() if k else np.nan for v in values]
-    out["k"] = k
-    return out
-
-
 def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "AD", k: int = 5,
                   masks: dict | None = None, cut_coords=(-26, -20, -15)) -> None:
     """Rule entry: top-``k`` ROIs of every group mask (the study's 3.2.1 list) and how often each
     ROI is among them over the main cohort's ``group_class`` masks; recovery of the planted ROIs
     (synthetic main cohort) by every mask and map; views of the group masks per fold and seed
     (``masks``: "fold/seed" -> NIfTI path) cut at ``cut_coords`` (x, y, z mm; y and z drawn)."""
-    from .io import read_tsv, write_tsv
-    from .plots import recovery_figure, roi_frequency_figure
 
     table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
                      dtype={"participant_id": str, "session_id": str, "point": str})
@@ -233,7 +180,6 @@ def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "A
     roi_frequency_figure(freq, n_masks, out["frequency_figure"], k=k)
     recovery_figure(rec, out["recovery_figure"])
     if masks is not None:
-        from .plots import group_mask_views
 
         group_mask_views({tuple(int(v) for v in key.split("/")): p for key, p in masks.items()}, out["views"],
                          cut_coords=cut_coords)
@@ -255,10 +201,6 @@ def brain_maps_entry(roi_tsv, atlas_nii, labels_tsv, ground_truth_tsv, out: dict
     ROIs (weight > 0) are outlined in every panel. Returns the nilearn displays of each figure."""
     import nibabel as nib
 
-    from .atlas import load_labels
-    from .io import load_nifti, read_tsv
-    from .plots import brain_maps_figure
-    from .roi import paint_rois, roi_outline
 
     table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
                      dtype={"participant_id": str, "session_id": str, "point": str, "fold": str, "seed": str})
@@ -329,9 +271,6 @@ def sweep_figures_entry(points: dict, out: dict, *, cut_coords) -> dict:
     displays of each figure."""
     import nibabel as nib
 
-    from .io import load_nifti
-    from .plots import sweep_masks_figure
-    from .similarity import parse_point, point_series
 
     drawn = {}
     for key, params in (("b", ("b1", "b2")), ("l", ("l1", "l2"))):
@@ -352,6 +291,8 @@ def sweep_figures_entry(points: dict, out: dict, *, cut_coords) -> dict:
 
 
 VARIANCE_COLUMNS = ["quantity", "component", "estimate", "ci_low", "ci_high"]
+
+
 TEST_COLUMNS = ["test", "unit", "difference", "p_value", "n_a", "n_b", "cohens_d", "note"]
 
 
@@ -372,9 +313,6 @@ def stats_entry(training_summary_tsv, roi_tsv, pairs_tsv, out: dict, *, group_cl
     inter-subject similarity (per-unit means, units' labels permuted: models vs subjects);
     intra- vs inter-subject similarity of session masks (per subject, paired sign flips). Every
     test permutes units, never pairs, since pairs that share a member are dependent."""
-    from .io import read_tsv, write_tsv
-    from .roi import cosine_matrix, unit_rows
-    from .stats import bootstrap_nested_variance, permutation_test_models, permutation_test_units, unit_means
 
     summary = read_tsv(training_summary_tsv, ["fold", "seed", "set", "balanced_accuracy"], what="training summary")
     per_model = pd.to_numeric(summary.fold, errors="coerce").notna()  # not the mean / sd rows
@@ -452,10 +390,6 @@ def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, targe
     of the independent cohort: ``other`` = {"store", "index", "table"}, that cohort's store and
     test table); ``intra_subject`` / ``inter_subject`` (``sessions``: one model's session masks,
     session A's mask on session B's image; sessions of one subject / baseline sessions of two)."""
-    from .io import load_nifti, read_tsv, write_tsv
-    from .masks import MaskSettings, correct_rows, load_reference, masked_scores
-    from .preprocess import baseline_flags
-    from .training import class_index, load_model, open_for_model, read_split_rows
 
     rows = []
     loaded = {}
@@ -530,48 +464,10 @@ def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, targe
     summary = prob_cnn_summary(pairs)
     write_tsv(pairs, out["pairs"])
     write_tsv(summary, out["summary"])
-    from .plots import similarity_matrices_figure
 
     similarity_matrices_figure(prob_cnn_matrices(pairs), out["matrices"], label="prob_CNN (true class)")
     for r in summary.itertuples():
         log.info("prob_CNN %-14s %4d pairs  %.3f +- %.3f", r.family, r.n_pairs, r.mean, r.sd)
-
-
-def prob_cnn_summary(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Per family (alphabetical): the number of pairs and the mean and SD of their prob_CNN. The
-    ``intra_subject`` family as the study defines it (2.3.4, as
-    robustmaps.similarity.PER_UNIT_FAMILIES): each subject's mean over its (ordered) session
-    pairs, then the mean and SD over subjects, so that a subject with more sessions does not
-    weigh more; every other family over its pairs."""
-    rows = []
-    for family, p in pairs.groupby("family"):
-        v = p.probability.astype(float)
-        if family == "intra_subject":
-            v = v.groupby(p.participant_a.astype(str).to_numpy()).mean()
-        rows.append({"family": family, "n_pairs": len(p), "mean": v.mean(), "sd": v.std()})
-    return pd.DataFrame(rows, columns=["family", "n_pairs", "mean", "sd"])
-
-
-def prob_cnn_matrices(pairs: pd.DataFrame) -> dict:
-    """prob_CNN as matrices: rows = whose mask (A), columns = whose model and images (B); the
-    models' group masks (fold, seed), and each model's session masks (sessions of one subject
-    side by side; pairs of two follow-up sessions of different subjects are not scored)."""
-    out = {}
-    models = pairs[pairs.family.isin(["own", "folds", "seeds", "other"])]
-    if len(models):
-        m = models.assign(a=[f"f{f} s{s}" for f, s in zip(models.fold_a, models.seed_a)],
-                          b=[f"f{f} s{s}" for f, s in zip(models.fold_b, models.seed_b)])
-        out["group masks: mask of (rows) on model of (columns)"] = m.pivot_table(index="a", columns="b",
-                                                                                values="probability")
-    sessions = pairs[pairs.family.isin(["own_session", "intra_subject", "inter_subject"])]
-    for (f, s), se in sessions.groupby(["fold_a", "seed_a"]):
-        se = se.assign(a=[f"{p.removeprefix('sub-')} {x.removeprefix('ses-')}" for p, x in
-                          zip(se.participant_a, se.session_a)],
-                       b=[f"{p.removeprefix('sub-')} {x.removeprefix('ses-')}" for p, x in
-                          zip(se.participant_b, se.session_b)])
-        out[f"session masks of f{f} s{s}: mask of (rows) on session (columns)"] = se.pivot_table(
-            index="a", columns="b", values="probability")
-    return out
 
 
 def torch_mask(volume: np.ndarray, device):

@@ -15,7 +15,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import BASELINE, Explainer
+from ..atlas import load_labels
+from ..faithfulness import faithfulness, faithfulness_table
+from ..io import InputError, load_nifti, read_tsv, write_tsv
+from ..plots import brain_views, faithfulness_figure, saliency_maps_figure, sobol_convergence_figure
+from ..saliency import Explainer
+from ..saliency.actmax import activation_maximisation
+from ..saliency.cam import target_logit
+from ..saliency.lots import features, minmax, target_features
+from ..saliency.sobol import roi_lookup, sobol_analysis
+from ..splits import read_split_rows
+from ..trained import class_index, load_model, open_for_model, predict
+from ..volumes import load_reference, write_volumes
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +37,6 @@ def _images(store, rows, device) -> torch.Tensor:
 
 
 def _targets(target: str, meta: dict, predicted: np.ndarray, model_pt) -> np.ndarray:
-    from ..training import class_index
 
     if target == "predicted":
         return predicted
@@ -39,7 +49,6 @@ def _lots_target(model, method, params, store, train, dev):
     (one for the zero target, which only needs the feature size; ``train`` may then be any table)."""
     if method != "lots":
         return None
-    from .lots import features, target_features
 
     lp, bs = params["lots"], params["batch_size"]
     rows = train.row.to_numpy()
@@ -65,12 +74,8 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
     voxel after gzip, measured on the demo: benchmarks/README.md). Faithfulness and the group map
     use the whole maps. ``train_tsv`` (the fold's train.tsv): the sessions LOTS's ``class`` and
     ``mean`` targets take their features from (required for them). ``reference_nii``: the masks'
-    reference map (mu of equation (1), :func:`robustmaps.masks.load_reference`; none: mu = 1), the
+    reference map (mu of equation (1), :func:`robustmaps.volumes.load_reference`; none: mu = 1), the
     faithfulness baseline when ``faith["baseline"]`` is ``mask`` (the default)."""
-    from ..evaluation import predict
-    from ..io import InputError, load_nifti, write_tsv
-    from ..masks import write_volumes
-    from ..training import class_index, load_model, open_for_model, read_split_rows
 
     model, meta = load_model(model_pt, device, threads, params["seed"])
     store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
@@ -116,7 +121,6 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
     idx["runtime_ms"] = runtimes
     idx["layer"] = explainer.layer
     if faith is not None:
-        from ..masks import load_reference
 
         mu = load_reference(reference_nii, store.shape[1:], dev) if faith.get("baseline", "mask") == "mask" else 1.0
         scores = score_maps(model, explainer, store, rows, volumes, targets, faith, grids, bs, mu=mu,
@@ -156,7 +160,6 @@ def score_maps(model, explainer, store, rows, maps: np.ndarray, targets: np.ndar
     store ``rows``; the first ``faith["max_sessions"]`` only when it is set. ``faith["baseline"]``
     (default ``mask``: ``mu``, the masks' mu of equation (1)), ``zero`` or ``blur``; ``seed``: the
     order of equal map values (per session position, the same for every method)."""
-    from ..faithfulness import faithfulness
 
     n = len(rows) if faith["max_sessions"] is None else min(len(rows), faith["max_sessions"])
     dev = next(model.parameters()).device
@@ -177,12 +180,6 @@ def actmax_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, params:
     """Rule entry: activation maximisation (seed 001, eq. 4) of every class of ``params["classes"]``,
     from ``n_starts`` uniform-noise images or from the first ``n_starts`` test sessions of the other
     class; one map |x_T - x_0| per start (min-max), the group map = the mean over ``group_class``'s."""
-    from ..io import InputError, write_tsv
-    from ..masks import write_volumes
-    from ..training import class_index, load_model, open_for_model, read_split_rows
-    from .actmax import activation_maximisation
-    from .cam import target_logit
-    from .lots import minmax
 
     model, meta = load_model(model_pt, device, threads, params["seed"])
     store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
@@ -229,10 +226,6 @@ def sobol_entry(model_pt, store_npy, index_tsv, table_tsv, atlas_nii, labels_tsv
     """Rule entry: Sobol indices of P(``target``) to one GM factor per atlas ROI, on the first
     ``n_images`` test sessions of each class of ``params["images"]``. ``out``: indices (one row
     per (images, ROI) at N), convergence (the same over N), second_order (S2 pairs)."""
-    from ..atlas import load_labels
-    from ..io import InputError, load_nifti, write_tsv
-    from ..training import class_index, load_model, open_for_model, read_split_rows
-    from .sobol import roi_lookup, sobol_analysis
 
     model, meta = load_model(model_pt, device, threads, params["seed"])
     store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
@@ -267,62 +260,6 @@ def sobol_entry(model_pt, store_npy, index_tsv, table_tsv, atlas_nii, labels_tsv
         write_tsv(pd.concat(frames[key], ignore_index=True), path)
 
 
-FAITHFULNESS_TABLE = ["method", "n_models", "deletion_auc", "deletion_auc_sd", "insertion_auc", "insertion_auc_sd",
-                      "average_drop", "average_drop_sd", "average_increase", "average_increase_sd", "coherency",
-                      "coherency_sd", "runtime_ms", "runtime_ms_sd", "n_pairs", "deletion_diff", "deletion_diff_lo",
-                      "deletion_diff_hi", "deletion_p", "insertion_diff", "insertion_diff_lo", "insertion_diff_hi",
-                      "insertion_p", "beats_random"]
-PAIR_KEYS = ["fold", "seed", "participant_id", "session_id"]
-COMPARISON = {"alpha": 0.05, "level": 0.95, "permutations": 10000, "bootstrap": 2000, "seed": 0}
-
-
-def faithfulness_table(per_map: pd.DataFrame, comparison: dict | None = None) -> pd.DataFrame:
-    """Tables 5.2-5.3 of seed 002: per method, the mean and SD over models of each model's mean
-    metric, and the comparison with Random-CAM over (image, model) pairs (same session, same model;
-    ``PAIR_KEYS``): for deletion and insertion AUC the mean paired difference method - Random-CAM,
-    its bootstrap CI and sign-flip permutation p-value (robustmaps.faithfulness.paired_comparison).
-    ``beats_random``: deletion significantly lower AND insertion significantly higher (two-sided
-    p < alpha each, in the right direction; an intersection-union test, at level alpha without
-    correction). ``comparison``: alpha, level, permutations, bootstrap, seed (``COMPARISON``)."""
-    from ..faithfulness import COLUMNS, paired_comparison
-
-    cmp = {**COMPARISON, **(comparison or {})}
-    metrics = [*COLUMNS, "runtime_ms"]
-    per_model = per_map.groupby(["method", "fold", "seed"])[metrics].mean().reset_index()
-    agg = per_model.groupby("method")[metrics].agg(["mean", "std"])
-    out = pd.DataFrame({"method": agg.index, "n_models": per_model.groupby("method").size().to_numpy()})
-    for m in metrics:
-        out[m] = agg[(m, "mean")].to_numpy()
-        out[f"{m}_sd"] = agg[(m, "std")].fillna(0).to_numpy()
-    for c in ["n_pairs", *FAITHFULNESS_TABLE[FAITHFULNESS_TABLE.index("deletion_diff"):-1]]:
-        out[c] = np.nan
-    out["beats_random"] = pd.array([pd.NA] * len(out), dtype="boolean")
-    if BASELINE not in set(out.method):
-        return out[FAITHFULNESS_TABLE]
-    missing = [k for k in PAIR_KEYS if k not in per_map.columns]
-    if missing:
-        raise ValueError(f"faithfulness table: per-map rows lack {missing}, needed to pair maps with Random-CAM's")
-    keyed = per_map.assign(**{k: per_map[k].astype(str) for k in PAIR_KEYS})
-    base = keyed[keyed.method == BASELINE].set_index(PAIR_KEYS)[["deletion_auc", "insertion_auc"]]
-    for i, method in zip(out.index, out.method):
-        if method == BASELINE:
-            continue
-        own = keyed[keyed.method == method].set_index(PAIR_KEYS)[["deletion_auc", "insertion_auc"]]
-        pairs = own.join(base, how="inner", rsuffix="_random")
-        res = {}
-        for metric, name in (("deletion_auc", "deletion"), ("insertion_auc", "insertion")):
-            r = paired_comparison(pairs[metric] - pairs[f"{metric}_random"], permutations=cmp["permutations"],
-                                  bootstrap=cmp["bootstrap"], level=cmp["level"], seed=cmp["seed"])
-            res[name] = r
-            out.loc[i, [f"{name}_diff", f"{name}_diff_lo", f"{name}_diff_hi", f"{name}_p"]] = \
-                [r["mean"], r["lo"], r["hi"], r["p"]]
-        out.loc[i, "n_pairs"] = res["deletion"]["n"]
-        out.loc[i, "beats_random"] = bool(res["deletion"]["n"] > 0
-                                          and res["deletion"]["mean"] < 0 and res["deletion"]["p"] < cmp["alpha"]
-                                          and res["insertion"]["mean"] > 0 and res["insertion"]["p"] < cmp["alpha"])
-    return out[FAITHFULNESS_TABLE]
-
-
 def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps: dict, out: dict, *,
                        views: list = (), background=None, comparison: dict | None = None) -> None:
     """Rule entry: every map's faithfulness in one tidy table (ids: method, fold, seed), the
@@ -331,8 +268,6 @@ def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps:
     ``views``' models); ``views``: [(ids: method, fold, seed; png)], one brain view per group map
     over the cohort's mean GM map ``background``. ``comparison``: the paired test against Random-CAM
     (see :func:`faithfulness_table`; None: ``COMPARISON``)."""
-    from ..io import load_nifti, read_tsv, write_tsv
-    from ..plots import brain_views, faithfulness_figure, saliency_maps_figure
 
     frames = [read_tsv(p, ["deletion_auc", "insertion_auc"], what="faithfulness table",
                        dtype={"participant_id": str, "session_id": str}).assign(**e)
@@ -363,8 +298,6 @@ def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps:
 
 def summarise_sobol(entries: list[dict], indices_tsvs: list, convergence_tsvs: list, out: dict) -> None:
     """Rule entry: the ST and S1 of every model in one tidy table and the convergence figure."""
-    from ..io import read_tsv, write_tsv
-    from ..plots import sobol_convergence_figure
 
     def read(paths):
         return pd.concat([read_tsv(p, ["n", "roi", "ST", "S1"], what="Sobol table").assign(**e)

@@ -1,6 +1,6 @@
-"""Evaluation of trained models (study 2.2.3, seed 004 "evaluating a trained model").
+"""Rule entries of the training stage (rules/train.smk): train, evaluate, training_summary.
 
-- :func:`predict`: class probabilities of store rows, batched, on the model's device.
+- :func:`train_model`: one (fold, seed) model and its history (the loop: robustmaps.training).
 - :func:`evaluate_model`: predictions and metrics of one (fold, seed) model on its validation
   set, the test set and every independent cohort; each metric with a stratified bootstrap
   confidence interval over the evaluated set (the only source of variance of a trained model).
@@ -10,32 +10,77 @@
 
 from __future__ import annotations
 
+import io
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .io import InputError, read_tsv, write_tsv
-from .metrics import binary_metrics, bootstrap_ci
-from .preprocess import open_store
-from .training import device_for, load_trained, read_split_rows, seed_everything
+from ..checkpoints import fingerprint, plain
+from ..devices import device_for, seed_everything
+from ..hpo import load_best
+from ..io import InputError, atomic_path, read_tsv, write_tsv
+from ..metrics import binary_metrics, bootstrap_ci
+from ..plots import learning_curves
+from ..preprocess import open_store
+from ..splits import read_split_rows
+from ..trained import class_index, load_trained, predict
+from ..training import TrainConfig, result_settings, train
 
 log = logging.getLogger(__name__)
 
+
+def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, history_tsv, checkpoint, *,
+                fold: int, seed: int, settings: dict, labels: dict, device: str = "auto",
+                threads: int = 1, best_yaml=None, checkpoint_minutes: float = 0.0) -> None:
+    """Rule entry point: train the model of (fold, seed) and write ``model.pt`` (best-epoch
+    weights + everything needed to rebuild it) and ``history.tsv``. The checkpoint (every
+    ``checkpoint_minutes``, 0: every epoch; and on SIGTERM) lives outside the outputs and is
+    removed once the outputs are in place. ``best_yaml``: the
+    hyperparameter search's result (``train.architecture_from_hpo``), whose architecture and
+    training values replace those of ``settings``."""
+    import pandas as pd
+
+
+    if best_yaml:
+
+        settings = {**settings, **load_best(best_yaml)}
+
+    store, index = open_store(store_npy, index_tsv)
+    tr, va = read_split_rows(train_tsv, index), read_split_rows(validation_tsv, index)
+    cfg = TrainConfig(**settings)
+    # (the device is checked apart: robustmaps.checkpoints ignores a checkpoint of another device)
+    fp = fingerprint({"settings": result_settings(settings), "fold": fold, "seed": seed, "threads": threads},
+                     [store_npy, index_tsv, train_tsv, validation_tsv])
+    log.info("fold %d, seed %d: %s", fold, seed, settings)
+    best, history = train(store, tr.row.to_numpy(), tr.label.to_numpy(), va.row.to_numpy(), va.label.to_numpy(),
+                          cfg, seed=seed, checkpoint=checkpoint, device=device, threads=threads, fingerprint=fp,
+                          checkpoint_every=60 * checkpoint_minutes)
+    log.info("best epoch %d: validation balanced accuracy %.3f", best["epoch"], best["balanced_accuracy"])
+    hist = pd.DataFrame(history).drop(columns="stop")
+    hist["best"] = hist.epoch == best["epoch"]
+    names = {v: k for k, v in labels.items()}
+    # serialised in memory: torch.save names the zip archive's folder after the file it writes to,
+    # which would put the temporary name into the model file (and make it differ between runs)
+    buffer = io.BytesIO()
+    # plain types only (torch.__version__ is a str subclass): load_trained reads with weights_only
+    torch.save(plain({"architecture": cfg.architecture, "in_shape": list(store.shape[1:]),
+                      "normalisation": cfg.normalisation, "state_dict": best["state"],
+                      "classes": [names[0], names[1]], "fold": fold, "seed": seed, "best_epoch": best["epoch"],
+                      "validation_balanced_accuracy": best["balanced_accuracy"], "fingerprint": fp,
+                      "torch": torch.__version__}), buffer)
+    with atomic_path(model_pt) as tmp:
+        Path(tmp).write_bytes(buffer.getvalue())
+    write_tsv(hist, history_tsv)
+    Path(checkpoint).unlink(missing_ok=True)
+
+
 METRICS = ("balanced_accuracy", "auc", "sensitivity", "specificity")
+
+
 METRIC_COLUMNS = ["set", "metric", "value", "ci_low", "ci_high", "n"]
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, store, rows, batch_size: int = 16) -> np.ndarray:
-    """(N, 2) softmax probabilities of the images at ``rows`` of ``store``."""
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(rows), batch_size):
-        x = torch.from_numpy(np.asarray(store[list(rows[i:i + batch_size])], dtype=np.float32))[:, None]
-        out.append(torch.softmax(model(x.to(device)).float(), 1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 2))
 
 
 def evaluate_model(model_pt, sets: dict[str, tuple[str, str, str]], predictions: dict[str, str], metrics_tsv, *,
@@ -45,7 +90,6 @@ def evaluate_model(model_pt, sets: dict[str, tuple[str, str, str]], predictions:
     name -> output TSV. Writes one predictions table per set and one tidy metrics table.
     ``positive``: the class (by name, whatever its label number) whose recall is the
     sensitivity and whose probability ranks the images for the AUC."""
-    from .training import class_index
 
     seed_everything(seed, threads)
     model, meta = load_trained(model_pt, device_for(device))
@@ -85,7 +129,6 @@ def summarise_training(models: list[dict], summary_tsv, curves_png) -> None:
     The summary has one row per (fold, seed, set) with the point metrics, the balanced-accuracy
     CI, the best epoch and the number of epochs run; then per set a ``mean`` and an ``sd`` row
     across all models (the paper's results paragraph in table form)."""
-    from .plots import learning_curves
 
     per_model, histories = [], []
     for m in models:

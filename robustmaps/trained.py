@@ -1,0 +1,144 @@
+"""A trained model as every stage after training uses it (models layer): the classifier wrapper
+(normalisation + network), loading ``model.pt``, the one opening of a trained-model job
+(:func:`open_model_job`: the model on its device, the cohort store it was trained for, the split
+table's rows), the one way to read a store in batches (:func:`batches`) and prediction."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .devices import device_for, seed_everything
+from .io import InputError
+from .models import build_model
+from .preprocess import open_store
+
+log = logging.getLogger(__name__)
+
+
+NORMALISATIONS = ("none", "minmax", "zscore")
+
+
+class Normalise(nn.Module):
+    """The training normalisation as a differentiable module, per sample (tested equal to the
+    MONAI transforms), so that a trained model takes raw GM maps and gradients reach them."""
+
+    def __init__(self, mode: str = "none"):
+        super().__init__()
+        if mode not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {mode!r}")
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "none":
+            return x
+        flat = x.flatten(1)
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        if self.mode == "minmax":
+            lo, hi = flat.min(1).values.view(shape), flat.max(1).values.view(shape)
+            return torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-12), torch.zeros_like(x))
+        mean, std = flat.mean(1).view(shape), flat.std(1, unbiased=False).view(shape)
+        return torch.where(std > 0, (x - mean) / std.clamp_min(1e-12), x - mean)
+
+
+class Classifier(nn.Module):
+    """A trained model as downstream stages use it: raw GM map -> normalisation -> network."""
+
+    def __init__(self, net: nn.Module, normalisation: str = "none"):
+        super().__init__()
+        self.norm = Normalise(normalisation)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.norm(x))
+
+
+MODEL_KEYS = ("architecture", "in_shape", "normalisation", "state_dict", "classes")
+
+
+def _short_reason(exc: BaseException, limit: int = 160) -> str:
+    """The gist of a loading error in one short line: torch's refusal of an unsafe pickle is a
+    page long and ends by advising to allow the class, which is what must not be done here."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    line = " ".join(text.split()).split(" Please use ", 1)[0].split(" Check the documentation", 1)[0]
+    line = line or type(exc).__name__
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def load_trained(model_pt, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
+    """A trained ``model.pt`` as an eval-mode :class:`Classifier` (raw GM maps in) and its
+    metadata (architecture, classes, fold, seed, best epoch ...).
+
+    Read with ``weights_only=True``, so that a result file cannot run code (a pickle that would
+    import or call anything is refused before it does). Any file that is not a model of this
+    workflow (empty, text, another archive, a bare tensor, missing keys, weights that do not fit
+    the architecture ...) stops here as one :class:`InputError` naming it."""
+    try:
+        if Path(model_pt).stat().st_size == 0:
+            raise ValueError("empty file")
+        meta = torch.load(model_pt, map_location="cpu", weights_only=True)
+        if not isinstance(meta, dict):
+            raise ValueError(f"it holds a {type(meta).__name__}, not a dict")
+        missing = [k for k in MODEL_KEYS if k not in meta]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        net = build_model(meta["architecture"], tuple(meta["in_shape"]))
+        net.load_state_dict(meta.pop("state_dict"))
+        model = Classifier(net, meta["normalisation"])
+    except Exception as exc:  # torch.load and a foreign model's metadata fail with many types
+        raise InputError(f"{model_pt}: not a trained model of this workflow ({_short_reason(exc)})") from None
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, meta
+
+
+def load_model(model_pt, device: str = "auto", threads: int = 1, seed: int = 0):
+    """A trained model for the stages downstream of training (masks, saliency): seeded, frozen,
+    eval mode, channels-last on the chosen device -> (model, metadata)."""
+    seed_everything(seed, threads)
+    model, meta = load_trained(model_pt, device_for(device))
+    return model.to(memory_format=torch.channels_last_3d), meta
+
+
+def class_index(meta: dict, name: str, model_pt) -> int:
+    """The output index of class ``name`` (a diagnosis) of a trained model."""
+    if name not in meta["classes"]:
+        raise InputError(f"{model_pt}: the model's classes are {meta['classes']}, not {name!r}")
+    return meta["classes"].index(name)
+
+
+def open_for_model(store_npy, index_tsv, meta: dict, model_pt):
+    """A cohort store whose images have the shape the model was trained on -> (store, index)."""
+
+    store, index = open_store(store_npy, index_tsv)
+    if tuple(store.shape[1:]) != tuple(meta["in_shape"]):
+        raise InputError(f"{store_npy}: images {tuple(store.shape[1:])} but {model_pt} was trained on "
+                         f"{tuple(meta['in_shape'])}")
+    return store, index
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, store, rows, batch_size: int = 16) -> np.ndarray:
+    """(N, 2) softmax probabilities of the images at ``rows`` of ``store``."""
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(rows), batch_size):
+        x = torch.from_numpy(np.asarray(store[list(rows[i:i + batch_size])], dtype=np.float32))[:, None]
+        out.append(torch.softmax(model(x.to(device)).float(), 1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 2))
+
+
+def correct_rows(model, store, table, label: int, batch_size: int = 16) -> np.ndarray:
+    """Store rows of ``table``'s sessions of class ``label`` that the model classifies correctly."""
+
+    rows = table.row.to_numpy()[table.label.to_numpy() == label]
+    if len(rows) == 0:
+        return rows
+    return rows[predict(model, store, rows, batch_size).argmax(1) == label]
