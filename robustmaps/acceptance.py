@@ -107,7 +107,6 @@ def check_masks(results: Path, config: dict) -> list[str]:
     validation images below 0.5 and is neither empty nor full (0 < coverage < 0.5); the sweep
     shows the study's trends (coverage falls with l1, b1 = 2 densest; the l2 trend is reported
     by :func:`note_mask_l2_trend`)."""
-
     table = read_tsv(results / "masks" / "summary.tsv", ["kind", "cohort", "target", "fold", "seed", "coverage",
                                                          "probability_after"], dtype={"participant_id": str})
     fails = []
@@ -127,7 +126,6 @@ def check_masks(results: Path, config: dict) -> list[str]:
 def note_mask_l2_trend(results: Path, config: dict) -> list[str]:
     """The study's third sweep trend (coverage grows with l2) does not hold on the demo cohort at
     4.5 mm (docs/development.md, "Figures measured during development"): reported, not failed."""
-
     table = read_tsv(results / "masks" / "summary.tsv", ["kind", "coverage"], dtype={"participant_id": str})
     return sweep_trend_failures(table[table.kind == "sweep"], params=("l2",))
 
@@ -215,7 +213,6 @@ def _session_rows_failures(roi, folder: Path, method: str, fold, seed, id_column
 def check_regions(results: Path, config: dict, min_auc: float = 0.8) -> list[str]:
     """Every main-cohort AD group mask has a planted ROI among its top 10, their mean planted-ROI
     ROC AUC is >= 0.8, and intra-subject similarity of session masks exceeds inter-subject."""
-
     fails = []
     analysis = results / "analysis"
     table = read_tsv(analysis / "roi_vectors.tsv", ID_COLUMNS, dtype={"participant_id": str, "point": str})
@@ -368,7 +365,6 @@ def rule_costs(results: Path) -> "pd.DataFrame":
 def check_full_grid_plan(results: Path, config: dict, plan: dict[str, int], costs=None) -> list[str]:
     """The working grid is the study's, and every job of the plan ran (each left its benchmark).
     ``costs``: :func:`rule_costs` of ``results`` if already read."""
-
     fails = []
     shape = tuple(working_grid(config).shape)
     if shape != STUDY_SHAPE:
@@ -437,7 +433,6 @@ STUDY_TRENDS = {
 
 def science_trends(results: Path, config: dict) -> tuple[bool, list[str]]:
     """The sweep's l1, l2 and b1 series at the study's grid, beside the study's trends (3.1)."""
-
     t = read_tsv(results / "masks" / "summary.tsv", ["kind", "coverage"], dtype={"participant_id": str})
     sweep = t[t.kind == "sweep"]
     lines, ok = [], True

@@ -54,7 +54,6 @@ def _fail(key: str, msg: str):
 
 def check(config: dict) -> None:
     """Cross-key checks; raises :class:`ConfigError` naming the key."""
-
     data = config["data"]
     if sorted(data["labels"].values()) != [0, 1]:
         _fail("data.labels", f"needs one diagnosis mapped to 0 and one to 1, got {data['labels']}")

@@ -142,7 +142,6 @@ def faithfulness(model, explainer, x: torch.Tensor, maps: torch.Tensor, target: 
     (B,) targets. ``explainer`` (x, target, positions) -> maps recomputes maps for coherency. ``baseline``,
     ``mu``, ``blur_sigma_voxels``: see :func:`baseline_images`. The order of equal map values of
     the image at ``start + i`` of its table is drawn with :func:`image_seed` (``seed``, ``start + i``)."""
-
     base = baseline_images(x, target, baseline, mu=mu, blur_sigma_voxels=blur_sigma_voxels)
     explained = masked(x, maps[:, None].to(x.dtype), base)  # equation (1) with the map as the mask
     y = target_probability(model, x, target, batch_size)
@@ -212,7 +211,6 @@ def faithfulness_table(per_map: pd.DataFrame, comparison: dict | None = None) ->
     ``beats_random``: deletion significantly lower AND insertion significantly higher (two-sided
     p < alpha each, in the right direction; an intersection-union test, at level alpha without
     correction). ``comparison``: alpha, level, permutations, bootstrap, seed (``COMPARISON``)."""
-
     cmp = {**COMPARISON, **(comparison or {})}
     metrics = [*COLUMNS, "runtime_ms"]
     per_model = per_map.groupby(["method", "fold", "seed"])[metrics].mean().reset_index()

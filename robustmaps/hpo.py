@@ -114,7 +114,6 @@ def settings_for(point: dict, train: dict) -> dict:
 def check_feasible(point: dict, in_shape, max_parameters: int) -> int:
     """Raise :class:`InfeasibleTrial` for a point too large for the input (more blocks than the
     grid allows, or more parameters than ``max_parameters``); else return the parameter count."""
-
     limit = max_blocks(in_shape)
     if point["n_blocks"] > limit:
         raise InfeasibleTrial(f"{point['n_blocks']} blocks on a {tuple(in_shape)} grid: at most {limit} "
@@ -229,7 +228,6 @@ class _Reservation:
 def study_name(settings: dict, files) -> str:
     """``hpo-<hash>`` of the search's settings and input files: a changed configuration starts a
     new study (in the same journal) instead of mixing trials of two searches."""
-
     return "hpo-" + fingerprint(settings, files)[:16]
 
 
@@ -317,7 +315,6 @@ def _trial_main(spec_json) -> None:
     """Child process (``python -m robustmaps.hpo SPEC``): train one trial; one JSON line on stdout
     per epoch (its validation balanced accuracy goes to the parent, which asks the pruner),
     then ``done`` (value, best epoch) or ``error``."""
-
     spec = json.loads(Path(spec_json).read_text())
 
     def send(*msg):

@@ -127,7 +127,6 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
     ``orientation``: RAS+ (a positive diagonal on an axis-aligned grid) for every file the workflow
     writes; the synthetic cohort stores its CAPS as SPM does (``LAS``: x right-to-left).
     """
-
     dtype = np.dtype(dtype)
     data, affine = to_orientation(np.asarray(data), affine, orientation)
     if (np.issubdtype(dtype, np.integer) and np.issubdtype(data.dtype, np.floating)
@@ -173,7 +172,6 @@ def load_nifti(path: str | os.PathLike, squeeze: bool = True, reorient: bool = T
     permutations only: the values are identical), so that an x-flipped SPM image and its
     canonical copy are the same image (:func:`robustmaps.grid.canonical`).
     """
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: {missing_file_reason(path)}")

@@ -50,6 +50,7 @@ import pandas as pd
 import torch
 
 from .models import SCORE_KINDS, class_score
+from .trained import batches
 
 log = logging.getLogger(__name__)
 
@@ -258,13 +259,6 @@ def optimise_independent(model, images: torch.Tensor, settings: MaskSettings, *,
     return threshold(best, settings.threshold), history, stats
 
 
-def _batches(store, rows: np.ndarray, batch_size: int, device, order: np.ndarray | None = None):
-    rows = rows if order is None else rows[order]
-    for i in range(0, len(rows), batch_size):
-        x = np.asarray(store[list(rows[i:i + batch_size])], dtype=np.float32)
-        yield torch.from_numpy(x)[:, None].to(device, memory_format=torch.channels_last_3d)
-
-
 def group_loss(model, m: torch.Tensor, store, rows: np.ndarray, settings: MaskSettings, mu=1.0,
                batch_size: int = 8) -> tuple[float, float, float, float]:
     """(loss, area, tv, mean score) of one mask over the images at ``rows``, without gradients."""
@@ -272,7 +266,7 @@ def group_loss(model, m: torch.Tensor, store, rows: np.ndarray, settings: MaskSe
     with torch.no_grad():
         area, tv = (float(t[0]) for t in penalty_terms(m, settings))
         scores = [score_term(model, masked(x, m, mu), settings.target, settings.score)
-                  for x in _batches(store, rows, batch_size, device)]
+                  for x in batches(store, rows, batch_size, device, channels_last=True)]
         score = float(torch.cat(scores).mean()) if scores else float("nan")
     return settings.l1 * area + settings.l2 * tv + score, area, tv, score
 
@@ -329,7 +323,7 @@ def optimise_group(model, store, train_rows, val_rows, settings: MaskSettings, *
         order = rng.permutation(len(train_rows))
         batch_rows = train_rows[order]
         train_losses, prev = [], None
-        for b, x in enumerate(_batches(store, train_rows, batch_size, device, order)):
+        for b, x in enumerate(batches(store, train_rows, batch_size, device, channels_last=True, order=order)):
             opt.zero_grad(set_to_none=True)
             f = score_term(model, masked(x, m, mu), settings.target, settings.score)
             area, tv = penalty_terms(m, settings)
@@ -398,7 +392,7 @@ def settings_from(params: dict, target: int, scale: float = 1.0) -> MaskSettings
 def masked_scores(model, store, rows, m: torch.Tensor, settings: MaskSettings, mu=1.0, batch_size: int = 16):
     """Per image: the target score of the images at ``rows`` masked by ``m`` (one mask, or one per row)."""
     out = []
-    for i, x in enumerate(_batches(store, np.asarray(rows), batch_size, m.device)):
+    for i, x in enumerate(batches(store, rows, batch_size, m.device, channels_last=True)):
         mk = m if m.shape[0] == 1 else m[i * batch_size:i * batch_size + len(x)]
         out.append(score_term(model, masked(x, mk, mu), settings.target, settings.score).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)

@@ -85,7 +85,6 @@ def group_masks_figure(masks: list, path, threshold: float = 0.95) -> None:
 def sweep_figure(sweep: pd.DataFrame, path) -> None:
     """Coverage (fraction of voxels < threshold) and the masked probability along each one-parameter
     series of the sweep; one panel per varied parameter (log x for l1, l2 and lr)."""
-
     series = sweep_series(sweep) if len(sweep) else []
     params = list(dict.fromkeys(p for p, _, _ in series))
     sns.set_theme(style="whitegrid", context="paper")

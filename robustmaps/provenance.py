@@ -91,7 +91,6 @@ def provenance(targets: Iterable[str], record: Record, commit: str, config: dict
 
 def write_provenance(path: str | Path, targets: Iterable[str], record: Record, commit: str, config: dict) -> dict:
     """Write :func:`provenance` as sorted, indented JSON (atomically); returns the document."""
-
     doc = provenance(targets, record, commit, config)
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")

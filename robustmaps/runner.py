@@ -77,7 +77,6 @@ def job_lock(output):
     """The lock a job holds on its first output while it runs (``.lock-<name>`` beside it): a
     job of a killed Snakemake still running is seen by the re-run's job for the same output,
     which stops instead of writing the same files (robustmaps.locks: safe on NFS and Lustre)."""
-
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(out.parent / f".lock-{out.name}", stale_after=JOB_LOCK_STALE)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .roi import ID_COLUMNS, cosine, cosine_matrix
 from .stats import cluster_bootstrap_ci
-from .sweep import parse_point, point_series, sweep_neighbours
+from .sweep import neighbours, series, shown_fixed
 
 #: The study's order: Tables 2-3, 3.2.1, 3.2.2, 3.3; then this workflow's method comparison.
 FAMILIES = ("sweep_neighbours", "sweep_all", "cohorts", "intra_subject", "inter_subject", "folds", "seeds",
@@ -68,30 +68,41 @@ def published_cosine(param: str, a: float, b: float) -> float:
     return float(t["matrix"][i][j])
 
 
-def sweep_tables(table: pd.DataFrame, roi_columns: list[str]) -> pd.DataFrame:
+def sweep_tables(table: pd.DataFrame, roi_columns: list[str], points: pd.DataFrame) -> pd.DataFrame:
     """The study's Tables 2-3 for this run: for every one-parameter series of the sweep and target,
     every pair of its points with their masks' ROI cosine (mean over the sweep's models), whether
     they are neighbours along the series, and the study's printed value for the same pair of
-    values (``study_cosine``, NaN where it has none; its fixed values in ``study_fixed``)."""
-
+    values (``study_cosine``, NaN where it has none; its fixed values in ``study_fixed``).
+    ``points``: the sweep points' values (robustmaps.sweep.points_table)."""
     sweep = table[table.kind == "sweep"]
     rows = []
     for target, t in sweep.groupby("target", sort=True):
-        for param, fixed, points in point_series(list(dict.fromkeys(t.point))):
-            values = [parse_point(p)[param] for p in points]
+        pts = _points_of(points, t.point)
+        for param, fixed, members in series(pts, sort=False):
+            points_, values = members.point.tolist(), members[param].tolist()
             pub = PUBLISHED_TABLES.get(param, {})
-            for (i, a), (j, b) in itertools.combinations(enumerate(points), 2):
+            for (i, a), (j, b) in itertools.combinations(enumerate(points_), 2):
                 ta, tb = t[t.point == a], t[t.point == b]
                 both = ta.merge(tb, on=["fold", "seed"], suffixes=("_a", "_b"))
                 cos = [cosine(r[[f"{c}_a" for c in roi_columns]].to_numpy(float),
                               r[[f"{c}_b" for c in roi_columns]].to_numpy(float)) for _, r in both.iterrows()]
                 rows.append({"table": pub.get("table", ""), "target": target, "parameter": param,
-                             "fixed": ", ".join(f"{k} = {v:g}" for k, v in fixed.items()),
+                             "fixed": ", ".join(f"{k} = {v:g}" for k, v in shown_fixed(fixed, pts).items()),
                              "a": values[i], "b": values[j], "neighbours": j == i + 1,
                              "cosine": float(np.mean(cos)) if cos else float("nan"), "n_models": len(cos),
                              "study_fixed": pub.get("fixed", ""), "study_cosine": published_cosine(param, values[i],
                                                                                                    values[j])})
     return pd.DataFrame(rows, columns=SWEEP_TABLE_COLUMNS)
+
+
+def _points_of(points: pd.DataFrame | None, ids) -> pd.DataFrame:
+    """The recorded values of the sweep points ``ids`` (in that order, each once)."""
+    ids = list(dict.fromkeys(ids))
+    known = set(points.point) if points is not None else set()
+    missing = [p for p in ids if p not in known]
+    if missing:
+        raise ValueError(f"sweep points {missing[:3]} have no recorded values (the masks' summary)")
+    return points.set_index("point").loc[ids].reset_index()
 
 
 def _ids(table: pd.DataFrame) -> pd.Series:
@@ -105,7 +116,8 @@ def _model(row) -> str:
     return f"fold-{row.fold}/seed-{row.seed}"
 
 
-def family_pairs(table: pd.DataFrame, group_class: str = "AD") -> list[tuple[str, int, int, str, str, str]]:
+def family_pairs(table: pd.DataFrame, group_class: str = "AD",
+                 points: pd.DataFrame | None = None) -> list[tuple[str, int, int, str, str, str]]:
     """(family, row a, row b, detail, unit a, unit b) for every pair of every family (rows of
     ``table``). The units are what a pair's two members are draws of, the level at which
     statistics resample (pairs that share a unit are dependent): models
@@ -115,7 +127,8 @@ def family_pairs(table: pd.DataFrame, group_class: str = "AD") -> list[tuple[str
     other seed), cohorts (main vs independent group mask of one model), sweep_all and
     sweep_neighbours (sweep points of one model), intra_subject (sessions of one subject) and
     inter_subject (baseline sessions of two subjects) of the session masks, and methods (one
-    model's ``group_class`` group mask, saliency group maps and Sobol ST, two by two)."""
+    model's ``group_class`` group mask, saliency group maps and Sobol ST, two by two). ``points``:
+    the sweep points' values (robustmaps.sweep.points_table), which say which points neighbour."""
     t = table.reset_index(drop=True).fillna({"point": "", "participant_id": "", "session_id": ""})
     pairs = []
     group = t[(t.kind == "group") & (t.method == "mask")]
@@ -137,7 +150,7 @@ def family_pairs(table: pd.DataFrame, group_class: str = "AD") -> list[tuple[str
         pairs += [("sweep_all", a, b, "", t.loc[a, "point"], t.loc[b, "point"])
                   for a, b in itertools.combinations(g.index, 2)]
         pairs += [("sweep_neighbours", by_point[a], by_point[b], p, a, b)
-                  for a, b, p in sweep_neighbours(list(by_point))]
+                  for a, b, p in neighbours(_points_of(points, by_point))]
     sessions = t[t.kind == "session"]
     for _, g in sessions.groupby(["target", "fold", "seed"]):
         for a, b in itertools.combinations(g.index, 2):
@@ -157,15 +170,17 @@ def family_pairs(table: pd.DataFrame, group_class: str = "AD") -> list[tuple[str
     return pairs
 
 
-def similarities(table: pd.DataFrame, roi_columns: list[str], group_class: str = "AD") -> pd.DataFrame:
-    """Every pair of every family with its ROI cosine (:data:`PAIR_COLUMNS`)."""
+def similarities(table: pd.DataFrame, roi_columns: list[str], group_class: str = "AD",
+                 points: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every pair of every family with its ROI cosine (:data:`PAIR_COLUMNS`); ``points``: as
+    :func:`family_pairs`."""
     t = table.reset_index(drop=True)
     sim = cosine_matrix(t[roi_columns].to_numpy(dtype=np.float64))
     ids = _ids(t)
     rows = [{"family": f, "a": ids[a], "b": ids[b], "target": t.loc[a, "target"], "fold_a": t.loc[a, "fold"],
              "seed_a": t.loc[a, "seed"], "fold_b": t.loc[b, "fold"], "seed_b": t.loc[b, "seed"], "detail": d,
              "unit_a": ua, "unit_b": ub, "cosine": sim[a, b]}
-            for f, a, b, d, ua, ub in family_pairs(t, group_class)]
+            for f, a, b, d, ua, ub in family_pairs(t, group_class, points)]
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
@@ -191,7 +206,6 @@ def summary(pairs: pd.DataFrame, *, n_boot: int = 2000, level: float = 0.95, see
     ``intra_subject`` (:data:`PER_UNIT_FAMILIES`): mean, SD and CI are those of the per-subject
     means (the study's definition, 2.3.4; the CI a bootstrap over subjects of the mean of their
     means); ``min`` / ``max`` stay those of the pairs."""
-
     rows = []
     for family in [f for f in FAMILIES if f in set(pairs.family)]:
         p = pairs[pairs.family == family]

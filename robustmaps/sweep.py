@@ -34,65 +34,60 @@ def sweep_points(config: dict) -> dict[str, dict]:
     return out
 
 
-def parse_point(point: str) -> dict[str, float]:
-    """``b1-0.1_b2-1_l1-1e-04_l2-1e-03[_lr-0.01]`` -> {"b1": 0.1, ...} (inverse of :func:`point_id`)."""
-    out = {}
-    for part in point.split("_"):
-        key, value = part.split("-", 1)
-        out[key] = float(value)
-    return out
-
-
-def sweep_neighbours(points: list[str]) -> list[tuple[str, str, str]]:
-    """Pairs of sweep points that differ in one parameter and are adjacent along it (among the
-    points that share the other values) -> (a, b, parameter)."""
-    parsed = {p: parse_point(p) for p in points}
-    out = []
-    keys = sorted({k for v in parsed.values() for k in v})
-    for param in keys:
-        groups: dict[tuple, list[str]] = {}
-        for p, v in parsed.items():
-            rest = tuple((k, v.get(k)) for k in keys if k != param)
-            groups.setdefault(rest, []).append(p)
-        for members in groups.values():
-            ordered = sorted(members, key=lambda p: parsed[p].get(param, np.nan))
-            out += [(a, b, param) for a, b in zip(ordered, ordered[1:])]
-    return out
-
-
-def point_series(points: list[str]) -> list[tuple[str, dict, list[str]]]:
-    """The one-parameter series among sweep point ids (the study's Figures 3-4 and Tables 2-3):
-    points that share every other value, two or more of them, sorted by the varied parameter ->
-    (parameter, the fixed values, points). A point without ``lr`` has the masks' default lr."""
-    parsed = {p: parse_point(p) for p in points}
-    keys = [k for k in ("b1", "b2", "l1", "l2", "lr") if any(k in v for v in parsed.values())]
-    out = []
-    for param in keys:
-        groups: dict[tuple, list[str]] = {}
-        for p, v in parsed.items():
-            groups.setdefault(tuple((k, v.get(k)) for k in keys if k != param), []).append(p)
-        for rest, members in groups.items():
-            if len({parsed[m].get(param) for m in members}) >= 2:
-                ordered = sorted(members, key=lambda m: parsed[m].get(param, np.nan))
-                out.append((param, {k: v for k, v in rest if v is not None}, ordered))
-    return out
-
-
 SWEEP_PARAMETERS = ("b1", "b2", "l1", "l2", "lr")
+#: the values of a point (recorded in the masks' summary, one column each)
+POINT_COLUMNS = ["point", *SWEEP_PARAMETERS]
+
+
+def points_table(points: pd.DataFrame) -> pd.DataFrame:
+    """One row per sweep point (:data:`POINT_COLUMNS`) from a table that records them, such as
+    the masks' summary (every sweep mask's row), in the order the points first appear. A point
+    recorded with two sets of values stops here."""
+    sweep = points[points["kind"] == "sweep"] if "kind" in points else points
+    missing = [c for c in POINT_COLUMNS if c not in sweep]
+    if missing:
+        raise ValueError(f"sweep points: no column {', '.join(missing)} in the table")
+    table = sweep[POINT_COLUMNS].drop_duplicates().reset_index(drop=True)
+    twice = table.point[table.point.duplicated()].tolist()
+    if twice:
+        raise ValueError(f"sweep points {twice} are recorded with different values")
+    return table
+
+
+def series(table: pd.DataFrame, keys=(), *, sort: bool = True) -> list[tuple[str, dict, pd.DataFrame]]:
+    """The one-parameter series of a sweep (Tables 2-3, Figures 3-4): rows of ``table`` (one per
+    point, or per point and ``keys``: target, model ...) that differ in exactly one of b1, b2,
+    l1, l2, lr, two points or more -> (parameter, the other parameters' and the keys' values, the
+    rows sorted by the parameter). Parameters in :data:`SWEEP_PARAMETERS` order; within one, the
+    groups sorted by their values (``sort``) or in the order they first appear."""
+    out = []
+    keys = list(keys)
+    for param in SWEEP_PARAMETERS:
+        fixed = [p for p in SWEEP_PARAMETERS if p != param]
+        for values, rows in table.groupby(keys + fixed, sort=sort):
+            if rows[param].nunique() >= 2:
+                out.append((param, dict(zip(keys + fixed, values)), rows.sort_values(param, kind="stable")))
+    return out
+
+
+def neighbours(table: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """Pairs of sweep points adjacent along a one-parameter series (``table``: :func:`points_table`)
+    -> (point a, point b, parameter), a below b."""
+    return [(a, b, param) for param, _, rows in series(table, sort=False)
+            for a, b in zip(rows.point, rows.point.iloc[1:])]
+
+
+def shown_fixed(fixed: dict, table: pd.DataFrame) -> dict:
+    """The values a series' points share, as figures and tables label them: the penalties, and the
+    learning rate only where the sweep's points do not all share it (an optimiser setting, not
+    a penalty: most sweeps run every point with the masks' lr)."""
+    return {k: v for k, v in fixed.items() if k in SWEEP_PARAMETERS and (k != "lr" or table.lr.nunique() > 1)}
 
 
 def sweep_series(sweep: pd.DataFrame) -> list[tuple[str, dict, pd.DataFrame]]:
-    """The one-parameter series of a sweep (Tables 2-3): points that differ in exactly one of
-    b1, b2, l1, l2, lr, grouped per (model, target). Returns (parameter, fixed values, rows
-    sorted by the parameter) for every series of two points or more."""
-    out = []
-    keys = [k for k in ("target", "fold", "seed") if k in sweep]
-    for param in SWEEP_PARAMETERS:
-        fixed = [p for p in SWEEP_PARAMETERS if p != param]
-        for values, rows in sweep.groupby(keys + fixed, sort=True):
-            if rows[param].nunique() >= 2:
-                out.append((param, dict(zip(keys + fixed, values)), rows.sort_values(param)))
-    return out
+    """:func:`series` of a sweep table with a row per (point, target, model), grouped per target
+    and model."""
+    return series(sweep, [k for k in ("target", "fold", "seed") if k in sweep])
 
 
 def sweep_trend_failures(sweep: pd.DataFrame, params=("b1", "l1", "l2")) -> list[str]:

@@ -6,9 +6,11 @@ table's rows), the one way to read a store in batches (:func:`batches`) and pred
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -16,6 +18,7 @@ from .devices import device_for, seed_everything
 from .io import InputError
 from .models import build_model
 from .preprocess import open_store
+from .splits import read_split_rows
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +119,6 @@ def class_index(meta: dict, name: str, model_pt) -> int:
 
 def open_for_model(store_npy, index_tsv, meta: dict, model_pt):
     """A cohort store whose images have the shape the model was trained on -> (store, index)."""
-
     store, index = open_store(store_npy, index_tsv)
     if tuple(store.shape[1:]) != tuple(meta["in_shape"]):
         raise InputError(f"{store_npy}: images {tuple(store.shape[1:])} but {model_pt} was trained on "
@@ -124,20 +126,64 @@ def open_for_model(store_npy, index_tsv, meta: dict, model_pt):
     return store, index
 
 
+@dataclass
+class ModelJob:
+    """What a job downstream of training works on: the trained model (seeded, frozen, eval mode,
+    channels-last on its device), its metadata, the cohort store it was trained for and the
+    rows of the job's split table (``table``: None when the job names none)."""
+
+    model_pt: str
+    model: Classifier
+    meta: dict
+    store: object
+    index: pd.DataFrame
+    table: pd.DataFrame | None
+    device: torch.device
+
+    def class_index(self, name: str) -> int:
+        """The output index of class ``name`` (a diagnosis); stops naming the model file."""
+        return class_index(self.meta, name, self.model_pt)
+
+    def rows_of(self, table_tsv, allow_empty: bool = False) -> pd.DataFrame:
+        """Another split table's sessions, checked against this store's index."""
+        return read_split_rows(table_tsv, self.index, allow_empty)
+
+
+def open_model_job(model_pt, store_npy, index_tsv, table_tsv=None, *, device: str = "auto", threads: int = 1,
+                   seed: int = 0) -> ModelJob:
+    """The one opening of a trained-model job: the model (:func:`load_model`: seeds first), the
+    store checked against the model's input shape, and ``table_tsv``'s rows (index reset)."""
+    model, meta = load_model(model_pt, device, threads, seed)
+    store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
+    table = read_split_rows(table_tsv, index).reset_index(drop=True) if table_tsv else None
+    return ModelJob(str(model_pt), model, meta, store, index, table, next(model.parameters()).device)
+
+
+def images(store, rows, device="cpu", channels_last: bool = False) -> torch.Tensor:
+    """The images at ``rows`` of ``store`` as one (N, 1, X, Y, Z) float32 tensor on ``device``
+    (channels-last 3D with ``channels_last``: the layout of the models of :func:`load_model`)."""
+    x = torch.from_numpy(np.asarray(store[list(rows)], dtype=np.float32))[:, None]
+    return x.to(device, memory_format=torch.channels_last_3d) if channels_last else x.to(device)
+
+
+def batches(store, rows, batch_size: int, device="cpu", *, channels_last: bool = False, order=None):
+    """The one way to read a store in batches: :func:`images` of ``rows`` (in ``order``, a
+    permutation of their positions, when given), ``batch_size`` at a time."""
+    rows = np.asarray(rows) if order is None else np.asarray(rows)[order]
+    for i in range(0, len(rows), batch_size):
+        yield images(store, rows[i:i + batch_size], device, channels_last)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, store, rows, batch_size: int = 16) -> np.ndarray:
     """(N, 2) softmax probabilities of the images at ``rows`` of ``store``."""
     device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(rows), batch_size):
-        x = torch.from_numpy(np.asarray(store[list(rows[i:i + batch_size])], dtype=np.float32))[:, None]
-        out.append(torch.softmax(model(x.to(device)).float(), 1).cpu().numpy())
+    out = [torch.softmax(model(x).float(), 1).cpu().numpy() for x in batches(store, rows, batch_size, device)]
     return np.concatenate(out) if out else np.zeros((0, 2))
 
 
 def correct_rows(model, store, table, label: int, batch_size: int = 16) -> np.ndarray:
     """Store rows of ``table``'s sessions of class ``label`` that the model classifies correctly."""
-
     rows = table.row.to_numpy()[table.label.to_numpy() == label]
     if len(rows) == 0:
         return rows

@@ -314,7 +314,6 @@ def train(store, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfi
 def result_settings(settings: dict) -> dict:
     """``settings`` without the pure resources (cache_size, workers: robustmaps.config.RESOURCES):
     a checkpoint stays valid when only they change."""
-
     return {k: v for k, v in settings.items() if k not in RESOURCES["train"]}
 
 

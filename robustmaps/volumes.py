@@ -55,7 +55,6 @@ def write_volumes(volumes: np.ndarray, grids: dict, working_nii, native_nii=None
     lie in [0, 1] per volume, so the error stays below 1/65534 of a volume's peak, finer than
     float16's (tested).
     """
-
     save_nifti(volumes, Grid.from_config(grids["working"]).affine, working_nii, dtype=dtype)
     if native_nii is not None:
         save_nifti(to_native(volumes, grids["working"], grids["native"], fill),
@@ -64,7 +63,6 @@ def write_volumes(volumes: np.ndarray, grids: dict, working_nii, native_nii=None
 
 def load_reference(reference_nii, shape, device) -> torch.Tensor | float:
     """mu of equation (1): 1 (GM restored) without a reference map, else the map (working grid)."""
-
     if not reference_nii:
         return 1.0
     data, _ = load_nifti(reference_nii)

@@ -27,12 +27,18 @@ rule roi_vectors:
         "../scripts/roi_vectors.py"
 
 
+def sweep_values():
+    """The table that records the sweep points' values (the masks' summary), where there is a
+    sweep: its one-parameter series and neighbours come from those values, never from the ids."""
+    return {"points": "results/masks/summary.tsv"} if SWEEP_MODELS and SWEEP_POINTS else {}
+
+
 rule similarity:
     """ROI-cosine similarity of every pair of every family (folds, seeds, cohorts, sweep, intra-
     and inter-subject, methods), the families' summary and figure
     (robustmaps.jobs.analysis.similarity_entry)."""
     input:
-        "results/analysis/roi_vectors.tsv",
+        unpack(lambda wildcards: {"roi": "results/analysis/roi_vectors.tsv", **sweep_values()}),
     output:
         pairs="results/analysis/similarity/pairs.tsv",
         summary=reported(
@@ -182,7 +188,7 @@ rule sweep_figures:
     """The study's Figures 3-4: the group masks of one model along each one-parameter series of
     the sweep, b1 / b2 and l1 / l2 (robustmaps.jobs.analysis.sweep_figures_entry)."""
     input:
-        list(sweep_figure_masks().values()),
+        unpack(lambda wildcards: {"masks": list(sweep_figure_masks().values()), **sweep_values()}),
     output:
         b=reported(
             "results/analysis/sweep/figure3_b1_b2.png",

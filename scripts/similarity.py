@@ -4,10 +4,11 @@ from robustmaps.runner import script
 
 with script(snakemake):
     similarity_entry(
-        snakemake.input[0],
+        snakemake.input.roi,
         dict(snakemake.output.items()),
         group_class=snakemake.params.group_class,
         n_boot=snakemake.params.n_boot,
         level=snakemake.params.level,
         seed=snakemake.params.seed,
+        points_tsv=snakemake.input.get("points"),
     )

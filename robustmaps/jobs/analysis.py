@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -56,7 +57,7 @@ from ..similarity import (
 )
 from ..splits import read_split_rows
 from ..stats import bootstrap_nested_variance, permutation_test_models, permutation_test_units, unit_means
-from ..sweep import parse_point, point_series
+from ..sweep import POINT_COLUMNS, points_table, series, shown_fixed
 from ..trained import class_index, correct_rows, load_model, open_for_model
 from ..volumes import load_reference
 
@@ -122,7 +123,6 @@ def roi_vectors_entry(entries: list[dict], atlas_nii, labels_tsv, out_tsv, *, ma
                       group_class: str = "AD", index_tsv=None) -> None:
     """Rule entry: ``results/analysis/roi_vectors.tsv``. ``masks`` / ``maps``: the ROI settings of
     each kind (``roi.masks``: reduction; ``roi.maps``: reduction, normalisation)."""
-
     table = roi_table(entries, atlas_nii, labels_tsv, maps["reduction"], group_class, maps["normalisation"],
                       index_tsv, mask_reduction=masks["reduction"])
     write_tsv(table, out_tsv)
@@ -130,21 +130,34 @@ def roi_vectors_entry(entries: list[dict], atlas_nii, labels_tsv, out_tsv, *, ma
              ", ".join(f"{k} {v}" for k, v in table.kind.value_counts().sort_index().items()))
 
 
-def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD", n_boot: int = 2000, level: float = 0.95,
-                     seed: int = 0) -> None:
-    """Rule entry: every family's pairs with their cosine, the summary (with CIs from a bootstrap
-    over units: ``n_boot`` draws, ``level``, ``seed``) and its figure."""
+def read_points(points_tsv) -> pd.DataFrame | None:
+    """The sweep points' recorded values (robustmaps.sweep.points_table) from the masks' summary;
+    None without a sweep."""
+    if not points_tsv:
+        return None
+    table = read_tsv(points_tsv, ["kind", *POINT_COLUMNS], what="masks' summary", dtype={"point": str})
+    try:
+        return points_table(table)
+    except ValueError as exc:
+        raise InputError(f"{points_tsv}: {exc}") from None
 
+
+def similarity_entry(roi_tsv, out: dict, *, group_class: str = "AD", n_boot: int = 2000, level: float = 0.95,
+                     seed: int = 0, points_tsv=None) -> None:
+    """Rule entry: every family's pairs with their cosine, the summary (with CIs from a bootstrap
+    over units: ``n_boot`` draws, ``level``, ``seed``) and its figure. ``points_tsv``: the table
+    that records the sweep points' values (the masks' summary; needed with a sweep)."""
     table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
                      dtype={"participant_id": str, "session_id": str, "point": str})
     rois = [c for c in table.columns if c not in ID_COLUMNS]
-    pairs = similarities(table, rois, group_class)
+    points = read_points(points_tsv)
+    pairs = similarities(table, rois, group_class, points)
     summ = summary(pairs, n_boot=n_boot, level=level, seed=seed)
     write_tsv(pairs, out["pairs"])
     write_tsv(summ, out["summary"])
     similarity_families_figure(pairs, summ, out["figure"], published=PUBLISHED)
     if "sweep_tables" in out:
-        write_tsv(sweep_tables(table, rois), out["sweep_tables"])
+        write_tsv(sweep_tables(table, rois, points), out["sweep_tables"])
     similarity_matrices_figure(similarity_matrices(table, rois, group_class), out["matrices"])
     for r in summ.itertuples():
         log.info("%-17s %4d pairs of %3d units  cosine %.3f +- %.3f  (%.0f%% CI %.3f-%.3f)", r.family, r.n_pairs,
@@ -157,7 +170,6 @@ def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "A
     ROI is among them over the main cohort's ``group_class`` masks; recovery of the planted ROIs
     (synthetic main cohort) by every mask and map; views of the group masks per fold and seed
     (``masks``: "fold/seed" -> NIfTI path) cut at ``cut_coords`` (x, y, z mm; y and z drawn)."""
-
     table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
                      dtype={"participant_id": str, "session_id": str, "point": str})
     rois = [c for c in table.columns if c not in ID_COLUMNS]
@@ -264,25 +276,25 @@ def brain_maps_entry(roi_tsv, atlas_nii, labels_tsv, ground_truth_tsv, out: dict
     return drawn
 
 
-def sweep_figures_entry(points: dict, out: dict, *, cut_coords) -> dict:
+def sweep_figures_entry(masks: dict, points_tsv, out: dict, *, cut_coords) -> dict:
     """Rule entry: the study's Figures 3-4 for this run's sweep: ``out["b"]`` the series along b1
     and b2, ``out["l"]`` those along l1 and l2 (one row per series, its points' masks side by
-    side); ``points``: sweep point id -> the group mask of one model at that point. Returns the
-    displays of each figure."""
-    import nibabel as nib
-
-
+    side); ``masks``: sweep point id -> the group mask of one model at that point; ``points_tsv``:
+    the table that records the points' values (the masks' summary; None without a sweep).
+    Returns the displays of each figure."""
+    points = read_points(points_tsv) if masks else None
+    pts = points.set_index("point").loc[list(masks)].reset_index() if masks else None
     drawn = {}
     for key, params in (("b", ("b1", "b2")), ("l", ("l1", "l2"))):
         rows = []
-        for param, fixed, members in point_series(list(points)):
+        for param, fixed, members in (series(pts, sort=False) if pts is not None else []):
             if param not in params:
                 continue
-            row = ", ".join(f"{k} {v:g}" for k, v in fixed.items())
+            row = ", ".join(f"{k} {v:g}" for k, v in shown_fixed(fixed, pts).items())
             panels = []
-            for m in members:
-                data, affine = load_nifti(points[m])
-                panels.append((f"{param} = {parse_point(m)[param]:g}", nib.Nifti1Image(1.0 - data, affine)))
+            for point, value in zip(members.point, members[param]):
+                data, affine = load_nifti(masks[point])
+                panels.append((f"{param} = {value:g}", nib.Nifti1Image(1.0 - data, affine)))
             rows.append((f"{param} ({row})", panels))
         drawn[key] = sweep_masks_figure(rows, out[key], cut_coords=cut_coords,
                                         empty=f"no one-parameter series along {' or '.join(params)} in "
@@ -313,7 +325,6 @@ def stats_entry(training_summary_tsv, roi_tsv, pairs_tsv, out: dict, *, group_cl
     inter-subject similarity (per-unit means, units' labels permuted: models vs subjects);
     intra- vs inter-subject similarity of session masks (per subject, paired sign flips). Every
     test permutes units, never pairs, since pairs that share a member are dependent."""
-
     summary = read_tsv(training_summary_tsv, ["fold", "seed", "set", "balanced_accuracy"], what="training summary")
     per_model = pd.to_numeric(summary.fold, errors="coerce").notna()  # not the mean / sd rows
     test = summary[(summary["set"] == "test") & per_model].astype({"fold": int, "seed": int})
@@ -390,7 +401,6 @@ def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, targe
     of the independent cohort: ``other`` = {"store", "index", "table"}, that cohort's store and
     test table); ``intra_subject`` / ``inter_subject`` (``sessions``: one model's session masks,
     session A's mask on session B's image; sessions of one subject / baseline sessions of two)."""
-
     rows = []
     loaded = {}
     store = index = None

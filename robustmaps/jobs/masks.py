@@ -22,7 +22,6 @@ from ..io import InputError, atomic_path, load_nifti, read_tsv, save_nifti, writ
 from ..masks import (
     EXCLUDED_COLUMNS,
     FLAGGED_COLUMNS,
-    _batches,
     flagged_table,
     mask_summary,
     masked_scores,
@@ -34,7 +33,7 @@ from ..masks import (
 from ..plots import brain_views, group_masks_figure, sweep_figure
 from ..preprocess import open_store
 from ..splits import read_split_rows
-from ..trained import class_index, correct_rows, load_model, open_for_model
+from ..trained import correct_rows, images, open_model_job
 from ..volumes import load_reference, write_volumes
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,6 @@ def mean_reference(store_npy, index_tsv, train_tsv, out_nii, *, reference_class:
     """Rule entry: the mean image of a fold's training sessions of the class named
     ``reference_class`` (the mean CN map, a per-voxel mu for equation (1)). The class is chosen
     by name (the store index's diagnosis), never by its label number."""
-
     store, index = open_store(store_npy, index_tsv)
     table = read_split_rows(train_tsv, index)
     rows = table.row.to_numpy()
@@ -85,16 +83,16 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
     ``checkpoint``: a path outside the outputs for the optimisation's state (every
     ``checkpoint_minutes``, 0: every epoch; at once on SIGTERM), resumed by a re-run and removed
     once the outputs are written."""
-
-    model, meta = load_model(model_pt, device, threads, params["seed"])
-    label = class_index(meta, target, model_pt)
+    job = open_model_job(model_pt, store_npy, index_tsv, images_tsv, device=device, threads=threads,
+                         seed=params["seed"])
+    model, store, index = job.model, job.store, job.index
+    label = job.class_index(target)
     settings = settings_from(params, label)
-    store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
     bs = params["batch_size"]
-    rows = correct_rows(model, store, read_split_rows(images_tsv, index), label, bs)
+    rows = correct_rows(model, store, job.table, label, bs)
     rng = np.random.default_rng(params["seed"])
     if validation_tsv:
-        val = correct_rows(model, store, read_split_rows(validation_tsv, index), label, bs)
+        val = correct_rows(model, store, job.rows_of(validation_tsv), label, bs)
     else:
         rows = rows[rng.permutation(len(rows))]
         n_val = int(round(params["validation_fraction"] * len(rows))) if len(rows) > 1 else 0
@@ -205,16 +203,15 @@ def session_masks(model_pt, store_npy, index_tsv, test_tsv, out: dict, *, target
     ``checkpoint``: a path outside the outputs; each batch of masks checkpoints its optimisation
     there (``<checkpoint>-<first row>.pt``) and keeps its result once done (``...-done.pt``), so
     that a re-run resumes the batch in flight and skips the finished ones; removed at the end."""
-
-    model, meta = load_model(model_pt, device, threads, params["seed"])
-    label = class_index(meta, target, model_pt)
+    job = open_model_job(model_pt, store_npy, index_tsv, test_tsv, device=device, threads=threads,
+                         seed=params["seed"])
+    model, store = job.model, job.store
+    label = job.class_index(target)
     settings = settings_from(params, label, params["penalty_scale"])
-    store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
-    table = read_split_rows(test_tsv, index)
-    table = table[table.label.to_numpy() == label].reset_index(drop=True)
+    table = job.table[job.table.label.to_numpy() == label].reset_index(drop=True)
     if table.empty:
         raise InputError(f"{test_tsv}: no {target} session to mask")
-    dev = next(model.parameters()).device
+    dev = job.device
     mu = load_reference(reference_nii, store.shape[1:], dev)
     rows = table.row.to_numpy()
     log.info("%d session masks for %s of %s (%d subjects), %d per batch, %d voxels each", len(rows), target,
@@ -225,7 +222,7 @@ def session_masks(model_pt, store_npy, index_tsv, test_tsv, out: dict, *, target
     files = []
     for start in range(0, len(rows), params["max_batch"]):
         chunk = rows[start:start + params["max_batch"]]
-        x = next(_batches(store, chunk, len(chunk), dev))
+        x = images(store, chunk, dev, channels_last=True)
         inputs = [model_pt, store_npy, index_tsv, test_tsv, reference_nii]
         settings_key = {"target": target, "params": params, "rows": chunk.tolist()}
         ck = job_checkpoint(f"{checkpoint}-{start:05d}.pt" if checkpoint else None, checkpoint_minutes,
@@ -275,7 +272,6 @@ def summarise_masks(entries: list[dict], summaries: dict[str, list], flagged: li
     session), the second QC step's flagged images of every group mask, two figures, and a brain
     view of 1 - m of each group mask in ``views`` ([(ids: cohort, target, fold, seed; png)]) over
     the cohort's mean GM map ``background``."""
-
     ids = ["kind", "cohort", "target", "fold", "seed", "point"]
     by_kind = {k: iter(v) for k, v in summaries.items()}
     tables, flags = [], []

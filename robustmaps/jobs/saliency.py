@@ -24,16 +24,10 @@ from ..saliency.actmax import activation_maximisation
 from ..saliency.cam import target_logit
 from ..saliency.lots import features, minmax, target_features
 from ..saliency.sobol import roi_lookup, sobol_analysis
-from ..splits import read_split_rows
-from ..trained import class_index, load_model, open_for_model, predict
+from ..trained import class_index, images, open_model_job, predict
 from ..volumes import load_reference, write_volumes
 
 log = logging.getLogger(__name__)
-
-
-def _images(store, rows, device) -> torch.Tensor:
-    x = torch.from_numpy(np.asarray(store[list(rows)], dtype=np.float32))[:, None]
-    return x.to(device, memory_format=torch.channels_last_3d)
 
 
 def _targets(target: str, meta: dict, predicted: np.ndarray, model_pt) -> np.ndarray:
@@ -56,7 +50,7 @@ def _lots_target(model, method, params, store, train, dev):
     @torch.no_grad()
     def feats(pos):
         chosen = rows[np.asarray(pos)]
-        return torch.cat([features(model, _images(store, chosen[i:i + bs], dev), lp.get("layer"))
+        return torch.cat([features(model, images(store, chosen[i:i + bs], dev, channels_last=True), lp.get("layer"))
                           for i in range(0, len(chosen), bs)])
 
     return target_features(lp["target"], feats, train.label.to_numpy(), seed=int(params.get("seed", 0)))
@@ -76,11 +70,9 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
     ``mean`` targets take their features from (required for them). ``reference_nii``: the masks'
     reference map (mu of equation (1), :func:`robustmaps.volumes.load_reference`; none: mu = 1), the
     faithfulness baseline when ``faith["baseline"]`` is ``mask`` (the default)."""
-
-    model, meta = load_model(model_pt, device, threads, params["seed"])
-    store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
-    table = read_split_rows(table_tsv, index).reset_index(drop=True)
-    dev = next(model.parameters()).device
+    job = open_model_job(model_pt, store_npy, index_tsv, table_tsv, device=device, threads=threads,
+                         seed=params["seed"])
+    model, meta, store, table, dev = job.model, job.meta, job.store, job.table, job.device
     rows = table.row.to_numpy()
     probs = predict(model, store, rows, params["batch_size"])
     predicted = probs.argmax(1)
@@ -90,7 +82,7 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
         if not train_tsv:
             raise InputError(f"saliency.lots.target {params['lots']['target']!r} takes F_t from the training "
                              "sessions: give the fold's train.tsv (train_tsv)")
-        lots_train = read_split_rows(train_tsv, index).reset_index(drop=True)
+        lots_train = job.rows_of(train_tsv).reset_index(drop=True)
     explainer = Explainer(model, method, params, voxel_size=grids["working"]["voxel_size"],
                           lots_target=_lots_target(model, method, params, store, lots_train, dev))
     log.info("%s maps (layer %s) of %d sessions, target %s, on %s", method, explainer.layer, len(rows),
@@ -99,7 +91,7 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
     volumes, runtimes = None, []
     bs = params["batch_size"]
     for i in range(0, len(rows), bs):
-        x = _images(store, rows[i:i + bs], dev)
+        x = images(store, rows[i:i + bs], dev, channels_last=True)
         t = torch.as_tensor(targets[i:i + bs], device=dev)
         start = time.perf_counter()
         m = explainer(x, t, positions=range(i, i + len(x)))
@@ -160,13 +152,12 @@ def score_maps(model, explainer, store, rows, maps: np.ndarray, targets: np.ndar
     store ``rows``; the first ``faith["max_sessions"]`` only when it is set. ``faith["baseline"]``
     (default ``mask``: ``mu``, the masks' mu of equation (1)), ``zero`` or ``blur``; ``seed``: the
     order of equal map values (per session position, the same for every method)."""
-
     n = len(rows) if faith["max_sessions"] is None else min(len(rows), faith["max_sessions"])
     dev = next(model.parameters()).device
     frames = []
     for i in range(0, n, batch_size):
         j = min(i + batch_size, n)
-        frames.append(faithfulness(model, explainer, _images(store, rows[i:j], dev),
+        frames.append(faithfulness(model, explainer, images(store, rows[i:j], dev, channels_last=True),
                                    torch.from_numpy(maps[i:j]).to(dev), torch.as_tensor(targets[i:j], device=dev),
                                    steps=faith["steps"], baseline=faith.get("baseline", "mask"), mu=mu,
                                    blur_sigma_voxels=faith["blur_sigma_mm"] / grids["working"]["voxel_size"],
@@ -180,11 +171,10 @@ def actmax_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, params:
     """Rule entry: activation maximisation (seed 001, eq. 4) of every class of ``params["classes"]``,
     from ``n_starts`` uniform-noise images or from the first ``n_starts`` test sessions of the other
     class; one map |x_T - x_0| per start (min-max), the group map = the mean over ``group_class``'s."""
-
-    model, meta = load_model(model_pt, device, threads, params["seed"])
-    store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
-    table = read_split_rows(table_tsv, index).reset_index(drop=True)
-    dev = next(model.parameters()).device
+    job = open_model_job(model_pt, store_npy, index_tsv, table_tsv, device=device, threads=threads,
+                         seed=params["seed"])
+    model, meta, store, table = job.model, job.meta, job.store, job.table
+    dev = job.device
     am = params["actmax"]
     gen = torch.Generator().manual_seed(int(params["seed"]))
     volumes, rows = [], []
@@ -197,7 +187,7 @@ def actmax_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, params:
             other = table[table.label.to_numpy() != c].head(am["n_starts"])
             if other.empty:
                 raise InputError(f"{table_tsv}: no session of a class other than {name} to start from")
-            x0 = _images(store, other.row.to_numpy(), "cpu")
+            x0 = images(store, other.row.to_numpy(), "cpu", channels_last=True)
             starts = [f"{p}/{s}" for p, s in zip(other.participant_id, other.session_id)]
         for i in range(0, len(x0), params["batch_size"]):
             xb = x0[i:i + params["batch_size"]].to(dev, memory_format=torch.channels_last_3d)
@@ -226,10 +216,9 @@ def sobol_entry(model_pt, store_npy, index_tsv, table_tsv, atlas_nii, labels_tsv
     """Rule entry: Sobol indices of P(``target``) to one GM factor per atlas ROI, on the first
     ``n_images`` test sessions of each class of ``params["images"]``. ``out``: indices (one row
     per (images, ROI) at N), convergence (the same over N), second_order (S2 pairs)."""
-
-    model, meta = load_model(model_pt, device, threads, params["seed"])
-    store, index = open_for_model(store_npy, index_tsv, meta, model_pt)
-    table = read_split_rows(table_tsv, index).reset_index(drop=True)
+    job = open_model_job(model_pt, store_npy, index_tsv, table_tsv, device=device, threads=threads,
+                         seed=params["seed"])
+    model, meta, store, table = job.model, job.meta, job.store, job.table
     atlas, _ = load_nifti(atlas_nii)
     if tuple(atlas.shape) != tuple(store.shape[1:]):
         raise InputError(f"{atlas_nii}: atlas {atlas.shape} is not on the images' grid {tuple(store.shape[1:])}")
@@ -237,7 +226,7 @@ def sobol_entry(model_pt, store_npy, index_tsv, table_tsv, atlas_nii, labels_tsv
     present = set(np.unique(atlas.astype(np.int64)))
     labels = labels[labels["index"].isin(present)]
     positions = roi_lookup(atlas, labels["index"].tolist())
-    dev = next(model.parameters()).device
+    dev = job.device
     target = class_index(meta, params["target"], model_pt)
     frames = {"indices": [], "convergence": [], "second_order": []}
     for name in params["images"]:
@@ -245,8 +234,8 @@ def sobol_entry(model_pt, store_npy, index_tsv, table_tsv, atlas_nii, labels_tsv
         chosen = table[table.label.to_numpy() == c].head(params["n_images"])
         if chosen.empty:
             raise InputError(f"{table_tsv}: no {name} session for the Sobol analysis")
-        images = _images(store, chosen.row.to_numpy(), dev)
-        res = sobol_analysis(model, images, positions, labels["name"].tolist(), target=target, n=params["n"],
+        x = images(store, chosen.row.to_numpy(), dev, channels_last=True)
+        res = sobol_analysis(model, x, positions, labels["name"].tolist(), target=target, n=params["n"],
                              bounds=params["bounds"], output=params["output"], second_order=params["second_order"],
                              resamples=params["resamples"], conf_level=params["conf_level"], seed=params["seed"],
                              batch_size=params["batch_size"], convergence_min=params["convergence_min"])
@@ -268,7 +257,6 @@ def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps:
     ``views``' models); ``views``: [(ids: method, fold, seed; png)], one brain view per group map
     over the cohort's mean GM map ``background``. ``comparison``: the paired test against Random-CAM
     (see :func:`faithfulness_table`; None: ``COMPARISON``)."""
-
     frames = [read_tsv(p, ["deletion_auc", "insertion_auc"], what="faithfulness table",
                        dtype={"participant_id": str, "session_id": str}).assign(**e)
               for e, p in zip(entries, faithfulness_tsvs)]

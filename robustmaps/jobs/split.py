@@ -20,7 +20,6 @@ def make_splits(index_tsv: str, out_dir: str, *, cohort: str, n_folds: int, seed
 
     With ``import_dir``, the splits are read from there (:func:`import_splits`); a test set
     asked for (``test_per_class`` > 0) then requires its test_baseline.tsv."""
-
     index = read_index(index_tsv)
     subjects = subjects_table(index)
     if import_dir:
@@ -47,7 +46,6 @@ def make_splits(index_tsv: str, out_dir: str, *, cohort: str, n_folds: int, seed
 
 def make_test_cohort(index_tsv: str, out_dir: str, *, cohort: str) -> None:
     """Rule entry point for an independent cohort: all of it is a test set."""
-
     index = read_index(index_tsv)
     ids = sorted(index.participant_id.unique())
     out = Path(out_dir)

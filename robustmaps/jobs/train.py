@@ -90,7 +90,6 @@ def evaluate_model(model_pt, sets: dict[str, tuple[str, str, str]], predictions:
     name -> output TSV. Writes one predictions table per set and one tidy metrics table.
     ``positive``: the class (by name, whatever its label number) whose recall is the
     sensitivity and whose probability ranks the images for the AUC."""
-
     seed_everything(seed, threads)
     model, meta = load_trained(model_pt, device_for(device))
     classes = meta["classes"]
@@ -129,7 +128,6 @@ def summarise_training(models: list[dict], summary_tsv, curves_png) -> None:
     The summary has one row per (fold, seed, set) with the point metrics, the balanced-accuracy
     CI, the best epoch and the number of epochs run; then per set a ``mean`` and an ``sd`` row
     across all models (the paper's results paragraph in table form)."""
-
     per_model, histories = [], []
     for m in models:
         met = read_metrics(m["metrics"])

@@ -32,7 +32,6 @@ def tv_gradient(x: torch.Tensor) -> torch.Tensor:
 def activation_maximisation(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, *, iterations: int = 100,
                             e1: float = 0.1, e2: float = 0.1, clamp=(0.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 4 from ``x0`` (B, 1, X, Y, Z) for each image's ``target`` class. Returns (x_T, logit_T)."""
-
     x = x0.detach().clone()
     for _ in range(iterations):
         x.requires_grad_(True)

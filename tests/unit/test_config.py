@@ -6,6 +6,7 @@ import yaml
 from robustmaps import config as rmconfig
 from robustmaps.grid import working_grid
 from robustmaps.jobs.common import validate
+from robustmaps.sweep import sweep_points
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = [REPO / "config" / "config.yaml", REPO / "config" / "paper.yaml", REPO / "tests" / "config" / "smoke.yaml"]
@@ -132,7 +133,7 @@ def test_defaults_are_the_values_the_study_chose():
     cfg = rmconfig.validate({"data": {"cohorts": {"main": {}}}})
     masks = cfg["masks"]
     assert (masks["l1"], masks["l2"], masks["b1"], masks["b2"], masks["lr"]) == (1e-4, 0.01, 0.1, 1, 0.1)
-    points = rmconfig.sweep_points(cfg)
+    points = sweep_points(cfg)
     assert len(points) == 12
     assert [p["lr"] for p in points.values() if (p["l1"], p["l2"]) == (1e-4, 0.1)] == [0.01]
     assert {p["lr"] for p in points.values() if (p["l1"], p["l2"]) != (1e-4, 0.1)} == {0.1}

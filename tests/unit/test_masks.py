@@ -5,8 +5,17 @@ import pandas as pd
 import pytest
 import torch
 
-from robustmaps.masks import (MaskSettings, RelativeTolerance, area_term, masked, optimise_group,
-                              optimise_independent, score_term, threshold, tv_term)
+from robustmaps.masks import (
+    MaskSettings,
+    RelativeTolerance,
+    area_term,
+    masked,
+    optimise_group,
+    optimise_independent,
+    score_term,
+    threshold,
+    tv_term,
+)
 
 
 def test_loss_terms_match_a_hand_computation():
@@ -194,15 +203,6 @@ def test_group_mask_finds_the_planted_region(trained_model):
     assert 0 < (m < 0.95).mean() < 0.5
 
 
-def test_point_ids_are_readable_and_distinct():
-    from robustmaps.sweep import point_id
-
-    assert point_id(0.1, 1, 1e-4, 1e-3) == "b1-0.1_b2-1_l1-1e-04_l2-1e-03"
-    assert point_id(2, 3, 0.1, 0.01, lr=0.1) == "b1-2_b2-3_l1-0.1_l2-0.01_lr-0.1"
-    grid = [(b1, 1, 1e-4, 1e-3) for b1 in (0.1, 0.5, 1, 2)] + [(0.1, 1, l1, 1e-2) for l1 in (0.1, 0.01, 0.001, 1e-4)]
-    assert len({point_id(*p) for p in grid}) == len(grid)
-
-
 def test_mask_summary_records_voxels_penalties_and_coverage():
     from robustmaps.masks import mask_summary
 
@@ -267,17 +267,6 @@ def test_sweep_reproduces_the_papers_trends_on_a_fixed_model():
     assert l2[0] <= l2[1] <= l2[2] and l2[0] < l2[2]
     b1 = {v: sweep_coverage(b1=v) for v in (0.1, 0.5, 1.0, 2.0)}
     assert max(b1, key=b1.get) == 2.0 and b1[2.0] > 0.9
-
-
-def test_sweep_series_groups_points_that_differ_in_one_parameter():
-    from robustmaps.sweep import sweep_series
-
-    rows = [{"b1": b1, "b2": 1, "l1": 1e-4, "l2": 1e-3, "lr": 0.1, "coverage": c} for b1, c in ((2, 0.9), (0.1, 0.1))]
-    rows += [{"b1": 0.1, "b2": 1, "l1": 1e-3, "l2": 1e-3, "lr": 0.1, "coverage": 0.05},
-             {"b1": 0.5, "b2": 2, "l1": 1e-2, "l2": 1e-2, "lr": 0.1, "coverage": 0.0}]  # alone: no series
-    series = sweep_series(pd.DataFrame(rows).assign(target="AD", fold=0, seed=0))
-    assert [(p, r[p].tolist()) for p, _, r in series] == [("b1", [0.1, 2]), ("l1", [1e-4, 1e-3])]
-    assert series[1][1]["l2"] == 1e-3 and series[1][1]["b1"] == 0.1
 
 
 def test_flagged_table_aggregates_events_per_image():
@@ -441,8 +430,8 @@ def test_to_native_upsamples_and_keeps_one_outside_a_cropped_box():
 
 def test_mean_reference_is_the_mean_cn_image(trained_model, tmp_path):
     from robustmaps.io import load_nifti
-    from robustmaps.volumes import load_reference
     from robustmaps.jobs.masks import mean_reference
+    from robustmaps.volumes import load_reference
 
     t = trained_model
     grid = tiny_grids()["working"]
@@ -461,8 +450,8 @@ def test_two_byte_stacks_are_finer_than_float16(tmp_path):
     finer than float16 near 1, and the ROI patterns are unchanged (cosine > 0.99999)."""
     import nibabel as nib
 
-    from robustmaps.volumes import write_volumes
     from robustmaps.roi import cosine, roi_vectors
+    from robustmaps.volumes import write_volumes
 
     grids = tiny_grids()
     rng = np.random.default_rng(0)
@@ -553,12 +542,11 @@ def test_prob_cnn_scores_masks_between_cohorts_both_ways(trained_model, tmp_path
     those images; a mask that restores GM in the planted box lowers it."""
     from conftest import TINY_BOX
 
-    from robustmaps.jobs.analysis import prob_cnn_entry
-    from robustmaps.trained import predict
     from robustmaps.io import save_nifti
-    from robustmaps.trained import load_trained
-    from robustmaps.splits import read_split_rows
+    from robustmaps.jobs.analysis import prob_cnn_entry
     from robustmaps.preprocess import open_store
+    from robustmaps.splits import read_split_rows
+    from robustmaps.trained import load_trained, predict
 
     t = trained_model
     shape = t["images"].shape[1:]

@@ -218,10 +218,10 @@ def test_lots_class_and_mean_targets_come_from_the_training_table(trained_model)
     from test_masks import tiny_grids
 
     from robustmaps.io import InputError
+    from robustmaps.jobs.saliency import _lots_target, saliency_maps
     from robustmaps.saliency.lots import features
-    from robustmaps.jobs.saliency import _images, _lots_target, saliency_maps
-    from robustmaps.trained import load_model, open_for_model
     from robustmaps.splits import read_split_rows
+    from robustmaps.trained import load_model, open_for_model
 
     t = trained_model
     model, meta = load_model(t["model"], "cpu", 1, 0)
@@ -230,7 +230,7 @@ def test_lots_class_and_mean_targets_come_from_the_training_table(trained_model)
     params = {**SALIENCY, "lots": {**SALIENCY["lots"], "target": "mean"}}
     ft = _lots_target(model, "lots", params, store, train, torch.device("cpu"))
     with torch.no_grad():
-        f = features(model, _images(store, train.row.to_numpy(), "cpu"), "auto")
+        f = features(model, images(store, train.row.to_numpy(), "cpu", channels_last=True), "auto")
     labels = torch.as_tensor(train.label.to_numpy().copy())
     torch.testing.assert_close(ft(torch.tensor([0, 1])), torch.stack([f[labels == 0].mean(0), f[labels == 1].mean(0)]),
                                rtol=1e-4, atol=1e-5)
@@ -390,8 +390,8 @@ def session_maps(trained_model, tmp_path_factory):
     """Maps of every method for the tiny model's validation sessions, written by the rule entry."""
     from test_masks import tiny_grids
 
-    from robustmaps.saliency import METHODS
     from robustmaps.jobs.saliency import saliency_maps
+    from robustmaps.saliency import METHODS
 
     t, root = trained_model, tmp_path_factory.mktemp("saliency")
     out = {}
@@ -435,10 +435,10 @@ def test_real_maps_find_the_planted_region_better_than_random_cam(trained_model,
     seeds, the fixture's seed-0 maps among them."""
     import nibabel as nib
 
+    from robustmaps.trained import images
     from robustmaps.saliency import Explainer
-    from robustmaps.jobs.saliency import _images
-    from robustmaps.trained import load_model, open_for_model
     from robustmaps.splits import read_split_rows
+    from robustmaps.trained import load_model, open_for_model
 
     box = trained_model["box"]
 
@@ -453,7 +453,7 @@ def test_real_maps_find_the_planted_region_better_than_random_cam(trained_model,
     store, index = open_for_model(t["store"], t["index"], meta, t["model"])
     idx = pd.read_csv(session_maps["randomcam"]["index"], sep="\t")
     rows = read_split_rows(t["validation"], index).row.to_numpy()[idx.in_group.to_numpy()]
-    x, target = _images(store, rows, "cpu"), torch.as_tensor(idx.target.to_numpy()[idx.in_group.to_numpy()])
+    x, target = images(store, rows, "cpu", channels_last=True), torch.as_tensor(idx.target.to_numpy()[idx.in_group.to_numpy()])
     draws = [inside(group("randomcam"))]
     draws += [inside(Explainer(model, "randomcam", {**SALIENCY, "seed": s})(x, target).double().mean(0).numpy())
               for s in range(1, 10)]
@@ -495,8 +495,8 @@ def test_stack_inside_the_atlas_keeps_the_maps_the_analysis_reads(trained_model,
 
     from robustmaps.grid import Grid
     from robustmaps.io import InputError, save_nifti
-    from robustmaps.roi import roi_vectors
     from robustmaps.jobs.saliency import saliency_maps
+    from robustmaps.roi import roi_vectors
 
     t, grids = trained_model, tiny_grids()
     atlas = np.zeros(t["images"].shape[1:], np.int16)

@@ -5,8 +5,6 @@ import pandas as pd
 import pytest
 
 from robustmaps.io import InputError
-
-from robustmaps.sweep import parse_point, sweep_neighbours
 from robustmaps.similarity import similarities, summary
 
 ROIS = ["R1", "R2", "R3"]
@@ -17,18 +15,6 @@ def row(kind, vec, method="mask", cohort="main", target="AD", fold=0, seed=0, po
     return {"kind": kind, "method": method, "cohort": cohort, "target": target, "fold": fold, "seed": seed,
             "point": point, "participant_id": pid, "session_id": ses, "baseline": baseline,
             **dict(zip(ROIS, vec))}
-
-
-def test_parse_point_inverts_point_id_and_neighbours_follow_each_series():
-    from robustmaps.sweep import point_id
-
-    assert parse_point(point_id(0.1, 1, 1e-4, 1e-3)) == {"b1": 0.1, "b2": 1, "l1": 1e-4, "l2": 1e-3}
-    assert parse_point(point_id(0.1, 1, 1e-4, 1e-3, 0.01))["lr"] == 0.01
-    pts = [point_id(b1, 1, 1e-4, 1e-3) for b1 in (2, 0.1, 0.5)] + [point_id(0.1, 1, 1e-3, 1e-3)]
-    pairs = {(parse_point(a)["b1"], parse_point(a)["l1"], parse_point(b)["b1"], parse_point(b)["l1"], p)
-             for a, b, p in sweep_neighbours(pts)}
-    # b1 series 0.1 - 0.5 - 2 (adjacent only), l1 series 1e-4 - 1e-3 at b1 0.1
-    assert pairs == {(0.1, 1e-4, 0.5, 1e-4, "b1"), (0.5, 1e-4, 2, 1e-4, "b1"), (0.1, 1e-4, 0.1, 1e-3, "l1")}
 
 
 def test_families_pick_the_right_pairs_and_cosines():
@@ -65,8 +51,8 @@ def test_families_pick_the_right_pairs_and_cosines():
 
 
 def test_roi_table_reads_masks_maps_stacks_and_sobol(tmp_path):
-    from robustmaps.jobs.analysis import roi_table
     from robustmaps.io import save_nifti, write_tsv
+    from robustmaps.jobs.analysis import roi_table
 
     affine = np.eye(4)
     atlas = np.zeros((4, 4, 2), np.int16)
@@ -175,16 +161,9 @@ def test_prob_cnn_intra_subject_family_is_the_mean_over_subjects():
     assert list(s.index) == ["inter_subject", "intra_subject", "own"]
 
 
-def test_point_series_finds_each_one_parameter_series_sorted():
-    from robustmaps.sweep import point_series
-
-    pts = ["b1-0.1_b2-1_l1-1e-04_l2-1e-03", "b1-2_b2-1_l1-1e-04_l2-1e-03", "b1-0.5_b2-1_l1-1e-04_l2-1e-03",
-           "b1-0.1_b2-1_l1-1e-02_l2-1e-03", "b1-0.5_b2-3_l1-1e-04_l2-1e-03"]
-    series = {(p, tuple(sorted(f.items()))): m for p, f, m in point_series(pts)}
-    assert series[("b1", (("b2", 1.0), ("l1", 1e-4), ("l2", 1e-3)))] == [pts[0], pts[2], pts[1]]
-    assert series[("l1", (("b1", 0.1), ("b2", 1.0), ("l2", 1e-3)))] == [pts[0], pts[3]]
-    assert series[("b2", (("b1", 0.5), ("l1", 1e-4), ("l2", 1e-3)))] == [pts[2], pts[4]]
-    assert len(series) == 3
+def parse(point: str) -> dict:
+    """b1-0.1_b2-1_l1-1e-04_l2-1e-03 -> its values (lr: the masks' 0.1), for hand-made tables."""
+    return {"lr": 0.1, **{k: float(v) for k, v in (part.split("-", 1) for part in point.split("_"))}}
 
 
 def test_sweep_tables_pairs_each_series_points_with_the_studys_printed_value():
@@ -199,7 +178,8 @@ def test_sweep_tables_pairs_each_series_points_with_the_studys_printed_value():
     rows = [{**base, "kind": "sweep", "method": "mask", "target": "AD", "fold": f, "seed": 0, "point": p,
              "r1": v[0], "r2": v[1]} for p, v in vec.items() for f in (0, 1)]
     rows.append({**base, "kind": "group", "method": "mask", "target": "AD", "fold": 0, "seed": 0, "r1": 5, "r2": 5})
-    t = sweep_tables(pd.DataFrame(rows), ["r1", "r2"])
+    pts = pd.DataFrame([{"point": p, **parse(p)} for p in vec])
+    t = sweep_tables(pd.DataFrame(rows), ["r1", "r2"], pts)
     assert len(t) == 3 and set(t.parameter) == {"b1"} and set(t.table) == {"Table 2A"}
     got = {(r.a, r.b): r for r in t.itertuples()}
     assert got[(0.1, 0.5)].cosine == pytest.approx(2 ** -0.5) and got[(0.1, 0.5)].n_models == 2
@@ -209,3 +189,17 @@ def test_sweep_tables_pairs_each_series_points_with_the_studys_printed_value():
     assert [got[k].study_cosine for k in ((0.1, 0.5), (0.5, 2.0), (0.1, 2.0))] == [0.98, 0.36, 0.32]
     assert published_cosine("l1", 1e-4, 0.1) == 0.83 and published_cosine("l2", 1e-4, 1e-3) == 0.96
     assert np.isnan(published_cosine("l1", 3e-3, 1e-4)) and np.isnan(published_cosine("lr", 0.1, 0.01))
+
+
+def test_sweep_families_pair_points_by_their_recorded_values():
+    """sweep_all: every pair of one model's points; sweep_neighbours: adjacent points of a series,
+    read from the points' values (the ids here say nothing); a point without values stops."""
+    rows = [row("sweep", v, point=p) for p, v in (("p", [1, 0, 0]), ("q", [1, 1, 0]), ("r", [0, 1, 0]))]
+    pts = pd.DataFrame({"point": ["q", "p", "r"], "b1": [0.1, 2, 0.5], "b2": 1, "l1": 1e-4, "l2": 1e-3, "lr": 0.1})
+    pairs = similarities(pd.DataFrame(rows), ROIS, points=pts)
+    assert len(pairs[pairs.family == "sweep_all"]) == 3
+    near = pairs[pairs.family == "sweep_neighbours"]
+    assert {(a.split("/")[-1], b.split("/")[-1]) for a, b in zip(near.a, near.b)} == {("q", "r"), ("r", "p")}
+    assert set(near.detail) == {"b1"} and near.cosine.tolist() == pytest.approx([2 ** -0.5, 0.0])
+    with pytest.raises(ValueError, match=r"sweep points \['r'\] have no recorded values"):
+        similarities(pd.DataFrame(rows), ROIS, points=pts[pts.point != "r"])

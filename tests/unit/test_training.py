@@ -269,8 +269,8 @@ def test_fingerprint_follows_settings_and_table_contents(tmp_path):
 def test_cuda_training_with_amp_learns_and_predicts_like_cpu(tmp_path):
     from dataclasses import replace
 
-    from robustmaps.trained import Classifier
     from robustmaps.models import build_model
+    from robustmaps.trained import Classifier
 
     best, hist, _ = run(tmp_path, "cuda", cfg=replace(CFG, amp=True), device="cuda")
     assert all(np.isfinite(h["train_loss"]) for h in hist) and best["balanced_accuracy"] >= 0.75
@@ -338,61 +338,3 @@ def test_model_files_of_two_runs_in_different_folders_are_the_same_bytes(trained
     pd.testing.assert_frame_equal(h[0], h[1])
 
 
-# ------------------------------------------------------------------ GPU correctness (issue 19)
-def _no_cuda(monkeypatch, env: dict):
-    from robustmaps import training
-
-    monkeypatch.setattr(training.torch.cuda, "is_available", lambda: False)
-    for var in ("SLURM_JOB_ID", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE", training.FAKE_GPUS_ENV):
-        monkeypatch.delenv(var, raising=False)
-    for var, value in env.items():
-        monkeypatch.setenv(var, value)
-    return training
-
-
-@pytest.mark.parametrize("prefer, env", [
-    ("cuda", {}),
-    ("auto", {"SLURM_JOB_ID": "7", "SLURM_JOB_GPUS": "0"}),
-    ("auto", {"SLURM_JOB_ID": "7", "SLURM_GPUS_ON_NODE": "1"}),
-])
-def test_no_usable_cuda_where_a_gpu_is_expected_stops_naming_host_and_build(monkeypatch, prefer, env):
-    import socket
-
-    from robustmaps.io import InputError
-
-    training = _no_cuda(monkeypatch, env)
-    with pytest.raises(InputError) as err:
-        training.device_for(prefer)
-    msg = str(err.value)
-    assert f"host {socket.gethostname()}" in msg and f"torch {torch.__version__}" in msg
-    assert ("a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build") in msg
-    assert "\n" not in msg and (prefer == "cuda" or "Slurm allocated a GPU" in msg)
-
-
-@pytest.mark.parametrize("env", [{}, {"SLURM_JOB_ID": "7"}, {"SLURM_JOB_ID": "7", "SLURM_GPUS_ON_NODE": "0"},
-                                 {"CUDA_VISIBLE_DEVICES": "0"}])
-def test_auto_without_a_gpu_runs_on_cpu(monkeypatch, env):
-    assert _no_cuda(monkeypatch, env).device_for("auto").type == "cpu"
-
-
-def test_fake_gpus_escape_runs_on_cpu_and_says_so(monkeypatch, caplog):
-    training = _no_cuda(monkeypatch, {"SLURM_JOB_ID": "7", "SLURM_JOB_GPUS": "1", "ROBUSTMAPS_FAKE_GPUS": "1"})
-    with caplog.at_level("WARNING"):
-        assert training.device_for("auto").type == "cpu" and training.device_for("cuda").type == "cpu"
-    assert "ROBUSTMAPS_FAKE_GPUS=1, running on CPU" in caplog.text and "SLURM_JOB_GPUS=1" in caplog.text
-
-
-def test_seed_everything_sets_what_deterministic_cuda_needs(monkeypatch):
-    from robustmaps.devices import seed_everything
-
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
-    seed_everything(0)
-    import os
-
-    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
-    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
-    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
-    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a user's own setting is kept
-    seed_everything(0)
-    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
