@@ -84,7 +84,7 @@ def load_config(path: Path) -> dict:
         return schema_defaults(config, yaml.safe_load((REPO / "config" / "schema.yaml").read_text()))
     from robustmaps.config import validate
 
-    return validate(config, deep=False)
+    return validate(config)
 
 
 # ----------------------------------------------------------------------------------------------

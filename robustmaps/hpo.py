@@ -251,20 +251,24 @@ def origin(trial) -> int:
     return int(trial.user_attrs.get("origin", trial.number))
 
 
-def interrupt(study, trial, why: str) -> None:
-    """Mark a RUNNING trial (optuna's ``Trial`` or ``FrozenTrial``) as FAIL, ``interrupted``, and
-    enqueue its point again (keeping its origin, hence its checkpoint, and the baseline mark), so
-    that the search evaluates the same points as an uninterrupted run would."""
+def interrupt(study, storage, trial, why: str) -> None:
+    """Mark a RUNNING trial (optuna's ``Trial`` or ``FrozenTrial``) of ``study`` (whose storage is
+    ``storage``) as FAIL, ``interrupted``, and enqueue its point again (keeping its origin, hence its
+    checkpoint, and the baseline mark), so that the search evaluates the same points as an
+    uninterrupted run would. Optuna has no study method that ends another process's trial; the
+    storage's own (public) interface does it, by the trial's number."""
     import optuna
 
-    study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-    study._storage.set_trial_user_attr(trial._trial_id, "error", f"interrupted: {why}")
-    study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name),
+                                                               trial.number)
+    storage.set_trial_user_attr(trial_id, "interrupted", True)
+    storage.set_trial_user_attr(trial_id, "error", f"interrupted: {why}")
+    storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
     again = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
     study.enqueue_trial(dict(trial.params), user_attrs={**again, "retry_of": trial.number, "origin": origin(trial)})
 
 
-def release_dead_trials(study, worker: int, workers: int | None = None) -> list[int]:
+def release_dead_trials(study, storage, worker: int, workers: int | None = None) -> list[int]:
     """Mark the RUNNING trials left by a killed run of this worker, and those of workers that no
     longer exist (``hpo.workers`` lowered to ``workers`` after a kill: no job of theirs will come
     back), as interrupted and enqueue their points again (:func:`interrupt`)."""
@@ -274,10 +278,10 @@ def release_dead_trials(study, worker: int, workers: int | None = None) -> list[
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = t.user_attrs.get("worker")
         if owner == worker:
-            interrupt(study, t, "its worker died; re-run")
+            interrupt(study, storage, t, "its worker died; re-run")
             numbers.append(t.number)
         elif workers is not None and owner is not None and owner >= workers:
-            interrupt(study, t, f"worker {owner} no longer exists (hpo.workers is {workers}); re-run")
+            interrupt(study, storage, t, f"worker {owner} no longer exists (hpo.workers is {workers}); re-run")
             numbers.append(t.number)
     return numbers
 

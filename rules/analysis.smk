@@ -1,5 +1,5 @@
 # Analysis stage (study 2.4 and 3): ROI vectors of every mask and map, ROI-cosine similarity
-# families, their summary. The logic is robustmaps.analysis and robustmaps.similarity.
+# families, their summary. The entries are robustmaps.jobs.analysis; the logic robustmaps.roi and robustmaps.similarity.
 
 
 rule roi_vectors:

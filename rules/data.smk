@@ -2,7 +2,7 @@
 
 
 rule synthetic_cohort:
-    """Generate a cohort on real anatomy in Clinica's CAPS layout (robustmaps.cohort)."""
+    """Generate a cohort on real anatomy in Clinica's CAPS layout (robustmaps.jobs.data.generate_cohort)."""
     output:
         caps=directory("results/cohort/{cohort}/caps"),
         sessions="results/cohort/{cohort}/sessions.tsv",
@@ -28,7 +28,7 @@ rule synthetic_cohort:
 
 
 rule qc:
-    """Quality check and label mapping of every session (robustmaps.qc)."""
+    """Quality check and label mapping of every session (robustmaps.jobs.data.qc_cohort)."""
     input:
         sessions=cohort_sessions,
         images=cohort_images,
@@ -63,7 +63,7 @@ rule qc:
 
 
 rule preprocess:
-    """Resample the QC-passed sessions to the working grid: store.npy + index.tsv (robustmaps.preprocess)."""
+    """Resample the QC-passed sessions to the working grid: store.npy + index.tsv (robustmaps.jobs.data.build_store)."""
     input:
         qc="results/cohort/{cohort}/qc.tsv",
         images=cohort_images,
@@ -92,7 +92,7 @@ rule preprocess:
 
 
 rule atlas:
-    """The atlas (AAL2 by default) on the working grid, with its label table (robustmaps.atlas)."""
+    """The atlas (AAL2 by default) on the working grid, with its label table (robustmaps.jobs.data.write_atlas)."""
     output:
         image="results/atlas/atlas.nii.gz",
         labels="results/atlas/labels.tsv",

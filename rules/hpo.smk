@@ -1,6 +1,6 @@
 # Hyperparameter search (study 2.2.2; Bertrand 2019): hpo.workers jobs share one optuna study through
 # a journal file; the summary writes trials.tsv and best.yaml, which training reads when
-# train.architecture_from_hpo is true (DAG: split -> hpo -> train). Logic: robustmaps.hpo.
+# train.architecture_from_hpo is true (DAG: split -> hpo -> train). Entries: robustmaps.jobs.hpo; the search: robustmaps.hpo.
 
 
 rule hpo_worker:

@@ -2,7 +2,8 @@
 #   group:   one mask per (cohort, target, fold, seed) over the model's correctly classified images
 #   session: one mask per session of the test set's target subjects, stacked per model (4D + index)
 #   sweep:   one group mask per hyperparameter point (Tables 2-3) on the configured model(s)
-# The optimiser is robustmaps.masks; the rules only choose the images and the settings.
+# The optimiser is robustmaps.masks, the entries robustmaps.jobs.masks; the rules only choose the
+# images and the settings.
 
 rule mask_reference:
     """The mean CN map of a fold's training sessions: mu of equation (1) when masks.reference is

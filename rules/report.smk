@@ -4,7 +4,7 @@
 
 rule provenance:
     """Package versions, the workflow's git commit and per rule a hash of the params Snakemake
-    recorded for its jobs, walked back from the study's final files (robustmaps.provenance).
+    recorded for its jobs, walked back from the study's final files (robustmaps.jobs.report.provenance).
     A `run:` block, not a script: the records are Snakemake's own (workflow.persistence). No
     timestamps, so two runs of the same config and code write the same bytes. Local: a second
     on the submitting node, next to the records."""
@@ -29,7 +29,7 @@ rule provenance:
 
 
 # Report privacy (report.pseudonymise): the key, then one local rule per table the report
-# registers, writing its pseudonymised copy (robustmaps.privacy); the report shows the copies.
+# registers, writing its pseudonymised copy (robustmaps.jobs.report.pseudonymise_file); the report shows the copies.
 if PSEUDONYMISE and not config["report"]["pseudonym_key"]:
 
     rule pseudonym_key:

@@ -6,7 +6,8 @@
 #                 same job (the model and maps are in memory; a job start costs ~10 s of imports)
 #   actmax:       activation maximisation per class (its own rule: it explains classes, not sessions)
 #   sobol:        Sobol indices of P(AD) to one GM factor per atlas ROI (SALib)
-# The methods are robustmaps.saliency; the rules choose the images and the settings.
+# The methods are robustmaps.saliency, the entries robustmaps.jobs.saliency; the rules choose the
+# images and the settings.
 
 for _method in SAL_METHODS:
 

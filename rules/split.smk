@@ -2,7 +2,7 @@
 
 
 rule split:
-    """Test set and k-fold split of the main cohort, ClinicaDL file names (robustmaps.splits)."""
+    """Test set and k-fold split of the main cohort, ClinicaDL file names (robustmaps.jobs.split.make_splits)."""
     input:
         index=f"results/cohort/{MAIN}/index.tsv",
         imported=imported_split_files(),

@@ -69,7 +69,7 @@ def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv
     ckdir = Path(journal).parent / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     with _Reservation(journal):
-        dead = release_dead_trials(study, worker, workers)
+        dead = release_dead_trials(study, st, worker, workers)
         if dead:
             log.warning("worker %d: trials %s were left running by a killed run of this worker or by a worker that "
                         "no longer exists: marked failed (interrupted), their points enqueued again; they do not "
@@ -110,7 +110,7 @@ def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv
                 log.warning("worker %d: trial %d failed: %s", worker, trial.number, error)
             if state == "INTERRUPTED":
                 with _Reservation(journal):
-                    interrupt(study, trial, error)
+                    interrupt(study, st, trial, error)
                 log.warning("worker %d: trial %d interrupted (%s); exiting with 143", worker, trial.number, error)
                 break
             if error:

@@ -87,7 +87,7 @@ def test_mask_baseline_is_equation_1_of_the_masks_with_their_mu():
 
 
 def test_rule_entry_takes_mu_from_the_masks_reference_map(trained_model, tmp_path):
-    """saliency_maps reads the masks' reference (masks.load_reference): a reference of ones is
+    """saliency_maps reads the masks' reference (robustmaps.volumes.load_reference): a reference of ones is
     mu = 1 (no reference), one of zeros is the zero baseline."""
     from test_masks import tiny_grids
 

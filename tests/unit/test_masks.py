@@ -476,7 +476,7 @@ def test_second_qc_exclusion_is_cohort_wide(trained_model, tmp_path, monkeypatch
     cohort's list (cohort_exclusions) holds every flagged session once, and every group mask of the
     cohort is then optimised without them, also a model that never flagged them. A model none of
     whose images is excluded keeps its screening mask, copied bit for bit."""
-    import robustmaps.masks as masks
+    import robustmaps.jobs.masks as masks
 
     t = trained_model
     index = pd.read_csv(t["index"], sep="\t")
@@ -577,7 +577,8 @@ KILL_CHILD = """
 import json, os, signal, sys
 from pathlib import Path
 sys.path[:0] = [sys.argv[2], str(Path(sys.argv[2]).parent)]  # test_masks and conftest
-from robustmaps import checkpoints, masks
+from robustmaps import checkpoints
+from robustmaps.jobs import masks
 
 a = json.loads(Path(sys.argv[1]).read_text())
 real = checkpoints.Checkpoint.step
@@ -599,7 +600,7 @@ print("finished")
 
 
 def killed_then_rerun(tmp_path, entry, args, out, params, *, after, sig, minutes=0.0):
-    """Run ``masks.<entry>`` in a process that a signal ends after its ``after``-th epoch offered
+    """Run ``robustmaps.jobs.masks.<entry>`` in a process that a signal ends after its ``after``-th epoch offered
     to the checkpoint; returns (process, the re-run's log text)."""
     import json
     import logging
@@ -618,7 +619,7 @@ def killed_then_rerun(tmp_path, entry, args, out, params, *, after, sig, minutes
     logging.getLogger("robustmaps").addHandler(handler)
     logging.getLogger("robustmaps").setLevel(logging.INFO)
     try:
-        import robustmaps.masks as masks
+        import robustmaps.jobs.masks as masks
 
         getattr(masks, entry)(*args, out, target="AD", params=params, grids=tiny_grids(), device="cpu",
                               checkpoint=ck, checkpoint_minutes=minutes)

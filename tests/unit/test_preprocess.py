@@ -123,7 +123,7 @@ trap 'umount "$DISK"' EXIT
 import json, os, sys
 from pathlib import Path
 from robustmaps.io import StorageError
-from robustmaps.preprocess import build_store
+from robustmaps.jobs.data import build_store
 a = json.loads(os.environ["ARGS"])
 disk = Path(os.environ["DISK"])
 out = {}
@@ -138,7 +138,7 @@ mount -o remount,size=4m tmpfs "$DISK"
 "$PY" - <<'PY'
 import json, os
 from pathlib import Path
-from robustmaps.preprocess import build_store
+from robustmaps.jobs.data import build_store
 a = json.loads(os.environ["ARGS"])
 disk = Path(os.environ["DISK"])
 build_store(*[str(disk / n) if "/" not in n else n for n in a["paths"]], **a["kw"])

@@ -219,6 +219,7 @@ def test_lots_class_and_mean_targets_come_from_the_training_table(trained_model)
 
     from robustmaps.io import InputError
     from robustmaps.jobs.saliency import _lots_target, saliency_maps
+    from robustmaps.trained import images
     from robustmaps.saliency.lots import features
     from robustmaps.splits import read_split_rows
     from robustmaps.trained import load_model, open_for_model
