@@ -318,14 +318,18 @@ class Sigterm:
 def _trial_main(spec_json) -> None:
     """Child process (``python -m robustmaps.hpo SPEC``): train one trial; one JSON line on stdout
     per epoch (its validation balanced accuracy goes to the parent, which asks the pruner),
-    then ``done`` (value, best epoch) or ``error``."""
+    then ``done`` (value, best epoch) or ``error``.
+
+    One of the library's stated exceptions to "only robustmaps.jobs reads a job's files": a trial
+    runs in a process of its own (a crash or an out-of-memory kill fails the trial, not the
+    worker), so this entry reads the spec and the split tables itself; the rule entry that starts
+    it is robustmaps.jobs.hpo.hpo_worker."""
     spec = json.loads(Path(spec_json).read_text())
 
     def send(*msg):
         print(json.dumps(msg), flush=True)
 
     try:
-
         store, index = open_store(spec["store"], spec["index"])
         tr, va = read_split_rows(spec["train"], index), read_split_rows(spec["validation"], index)
         # a checkpoint at this path is resumed only if it trained this very point on these inputs

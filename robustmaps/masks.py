@@ -38,6 +38,9 @@ not saturate, and it is negative once the class has flipped, so losses can have 
   negative once the class flips and cross 0 on the way (there a ratio a / ref changes its sense
   and a division by |ref| blows up). Scaling by |ref| rather than max(|a|, |ref|) keeps the
   study's rule exact for positive losses.
+- A method takes tensors and settings and returns tensors; it opens no file. The one stated
+  exception: the job hands the optimisers a ``checkpoint`` (robustmaps.checkpoints.Checkpoint)
+  that they save their state to and resume from, so that a killed job continues its mask.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ best epoch by validation balanced accuracy; deterministic and resumable.
   resumed run replays exactly the epochs of an uninterrupted one. Deterministic algorithms on.
 - Checkpoint: written atomically after every epoch (model, optimiser, early-stopping state, best
   weights, history); ``train`` resumes from it when its fingerprint (settings + inputs) matches.
+  The checkpoint's path is the one file the loop touches (a stated exception to "only
+  robustmaps.jobs reads and writes files": the job hands it over, the loop saves and resumes it).
 """
 
 from __future__ import annotations

@@ -27,12 +27,6 @@ rule roi_vectors:
         "../scripts/roi_vectors.py"
 
 
-def sweep_values():
-    """The table that records the sweep points' values (the masks' summary), where there is a
-    sweep: its one-parameter series and neighbours come from those values, never from the ids."""
-    return {"points": "results/masks/summary.tsv"} if SWEEP_MODELS and SWEEP_POINTS else {}
-
-
 rule similarity:
     """ROI-cosine similarity of every pair of every family (folds, seeds, cohorts, sweep, intra-
     and inter-subject, methods), the families' summary and figure

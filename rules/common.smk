@@ -564,6 +564,12 @@ def group_mask_files():
     }
 
 
+def sweep_values():
+    """The table that records the sweep points' values (the masks' summary), where there is a
+    sweep: its one-parameter series and neighbours come from those values, never from the ids."""
+    return {"points": "results/masks/summary.tsv"} if SWEEP_MODELS and SWEEP_POINTS else {}
+
+
 def sweep_figure_masks():
     """Sweep point -> the group mask of the first sweep model at that point, for the group class
     (or the first mask target), for the study's Figures 3-4."""

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from robustmaps import hpo
+from robustmaps.jobs.hpo import hpo_summary
 from robustmaps.io import InputError
 
 BASELINE = {"n_blocks": 2, "filters": 4, "sub_blocks": 1, "downsampling": "maxpool", "fc_layers": 1, "dropout": 0.0,
@@ -51,7 +52,7 @@ def test_a_point_too_large_for_the_input_is_infeasible():
 def run_worker(data, journal, out, worker, p, workers=None, **popen):
     """A worker as its own process (as the cluster runs it); returns the Popen."""
     code = ("import logging, sys, yaml; logging.basicConfig(level=logging.INFO); "
-            "from robustmaps.hpo import hpo_worker; "
+            "from robustmaps.jobs.hpo import hpo_worker; "
             "a = yaml.safe_load(open(sys.argv[1])); hpo_worker(*a['args'], **a['kwargs'])")
     spec = out.with_suffix(".yaml")
     spec.write_text(yaml.safe_dump({"args": [str(data["store"]), str(data["index"]), str(data["train"]),
@@ -85,7 +86,7 @@ def running_trial(journal, name, epochs=1, timeout=300):
 def summarise(data, journal, tmp_path, p, workers):
     out = {k: tmp_path / f"{k}.{ext}" for k, ext in (("trials", "tsv"), ("best", "yaml"), ("history", "png"),
                                                       ("importance", "png"), ("random_search", "png"))}
-    hpo.hpo_summary(journal, workers, out, params=p, index_tsv=data["index"], train_tsv=data["train"],
+    hpo_summary(journal, workers, out, params=p, index_tsv=data["index"], train_tsv=data["train"],
                     validation_tsv=data["validation"])
     return pd.read_csv(out["trials"], sep="\t"), yaml.safe_load(out["best"].read_text())
 
