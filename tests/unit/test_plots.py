@@ -5,6 +5,7 @@ the planted outline."""
 import matplotlib.contour
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 from robustmaps.plots import brain_maps_figure
@@ -195,8 +196,11 @@ def test_sweep_figures_one_row_per_series_with_colour_bars_and_coronal_cuts(tmp_
               "b1-0.1_b2-1_l1-1e-03_l2-1e-03"):
         nib.save(image(1.0 - blob((-26, -20, -15))), tmp_path / f"{p}.nii.gz")
         points[p] = tmp_path / f"{p}.nii.gz"
+    values = {"b1": [0.1, 2, 0.1, 0.1], "l1": [1e-4, 1e-4, 1e-2, 1e-3]}
+    summary = pd.DataFrame({"kind": "sweep", "point": list(points), **values, "b2": 1, "l2": 1e-3, "lr": 0.1})
+    summary.to_csv(tmp_path / "summary.tsv", sep="\t", index=False)
     out = {"b": tmp_path / "b.png", "l": tmp_path / "l.png"}
-    drawn = sweep_figures_entry(points, out, cut_coords=(-26, -22, -15))
+    drawn = sweep_figures_entry(points, tmp_path / "summary.tsv", out, cut_coords=(-26, -22, -15))
     assert out["b"].exists() and out["l"].exists()
     assert [(i, j) for i, j, _ in drawn["b"]] == [(0, 0), (0, 1)]          # one b1 series of 2 points
     assert [(i, j) for i, j, _ in drawn["l"]] == [(0, 0), (0, 1), (0, 2)]  # one l1 series of 3 points
@@ -207,5 +211,5 @@ def test_sweep_figures_one_row_per_series_with_colour_bars_and_coronal_cuts(tmp_
         assert [c.coord for c in d.axes.values()] == [-22] and d._direction == "y"   # one coronal cut
         assert d._colorbar_ax.get_ylabel() == "1 - m" and d._cbar.mappable.norm.vmax == pytest.approx(1.0)
         assert {"L", "R", "y=-22"} <= texts(d)
-    none = sweep_figures_entry({}, out, cut_coords=(-26, -22, -15))
+    none = sweep_figures_entry({}, None, out, cut_coords=(-26, -22, -15))
     assert none == {"b": [], "l": []}
