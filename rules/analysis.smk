@@ -1,6 +1,8 @@
 # Analysis stage (study 2.4 and 3): ROI vectors of every mask and map, ROI-cosine similarity
 # families, their summary. The entries are robustmaps.jobs.analysis; the logic robustmaps.roi and robustmaps.similarity.
 
+include: "analysis.inputs.smk"
+
 
 rule roi_vectors:
     """One ROI vector per mask, map and Sobol table, in one tidy table

@@ -1,5 +1,7 @@
 # Data stage: synthetic cohort (or a real CAPS folder) -> QC -> working-grid store; atlas.
 
+include: "data.inputs.smk"
+
 
 rule synthetic_cohort:
     """Generate a cohort on real anatomy in Clinica's CAPS layout (robustmaps.jobs.data.generate_cohort)."""

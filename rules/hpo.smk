@@ -2,6 +2,8 @@
 # a journal file; the summary writes trials.tsv and best.yaml, which training reads when
 # train.architecture_from_hpo is true (DAG: split -> hpo -> train). Entries: robustmaps.jobs.hpo; the search: robustmaps.hpo.
 
+include: "hpo.inputs.smk"
+
 
 rule hpo_worker:
     """One worker of the shared study: asks for trials until hpo.n_trials are done or running,

@@ -5,6 +5,9 @@
 # The optimiser is robustmaps.masks, the entries robustmaps.jobs.masks; the rules only choose the
 # images and the settings.
 
+include: "masks.inputs.smk"
+
+
 rule mask_reference:
     """The mean CN map of a fold's training sessions: mu of equation (1) when masks.reference is
     mean_cn (robustmaps.jobs.masks.mean_reference)."""

@@ -1,6 +1,8 @@
 # Report stage: the provenance of the results (the report itself is `snakemake --report`, which
 # reads the outputs registered with report() in every stage and report/workflow.rst).
 
+include: "report.inputs.smk"
+
 
 rule provenance:
     """Package versions, the workflow's git commit and per rule a hash of the params Snakemake

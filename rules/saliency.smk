@@ -9,6 +9,9 @@
 # The methods are robustmaps.saliency, the entries robustmaps.jobs.saliency; the rules choose the
 # images and the settings.
 
+include: "saliency.inputs.smk"
+
+
 for _method in SAL_METHODS:
 
     rule:

@@ -1,5 +1,7 @@
 # Split stage (study 2.2.1): matched test set + one stratified k-fold split of the main cohort.
 
+include: "split.inputs.smk"
+
 
 rule split:
     """Test set and k-fold split of the main cohort, ClinicaDL file names (robustmaps.jobs.split.make_splits)."""

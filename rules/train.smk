@@ -1,5 +1,7 @@
 # Training stage (study 2.2.2-2.2.3): one model per (fold, seed), its evaluation, the summary.
 
+include: "train.inputs.smk"
+
 
 rule train:
     """Train the CNN of one (fold, seed) on the fold's training sessions, early stopping on its

@@ -152,7 +152,10 @@ def test_an_import_inside_a_function_says_why():
     assert silent == []
 
 
-@pytest.mark.parametrize("stage", sorted(p.stem for p in (LIBRARY.parent / "rules").glob("*.smk")))
+STAGES = sorted(p.stem for p in (LIBRARY.parent / "rules").glob("*.smk") if not p.stem.endswith(".inputs"))
+
+
+@pytest.mark.parametrize("stage", STAGES)
 def test_every_stage_has_its_entries_in_one_jobs_module(stage):
     """rules/<stage>.smk <-> robustmaps/jobs/<stage>.py, and every script a stage's rules run is
     one call into that module."""
@@ -167,3 +170,15 @@ def test_every_stage_has_its_entries_in_one_jobs_module(stage):
 
 def _scripts(smk: str):
     return re.findall(r'script:\s*\n?\s*"\.\./scripts/([a-z_]+\.py)"', smk)
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if s != "common"])
+def test_every_stage_keeps_its_paths_and_input_functions_beside_its_rules(stage):
+    """rules/<stage>.smk includes rules/<stage>.inputs.smk before its first rule; the inputs file
+    defines no rule, the rules file no function (snakemake --lint wants them apart)."""
+    rules = (LIBRARY.parent / "rules" / f"{stage}.smk").read_text()
+    inputs = (LIBRARY.parent / "rules" / f"{stage}.inputs.smk").read_text()
+    include = rules.find(f'include: "{stage}.inputs.smk"')
+    first_rule = re.search(r"^\s*rule\b", rules, re.M)
+    assert 0 <= include < first_rule.start(), f"rules/{stage}.smk does not include its inputs first"
+    assert not re.search(r"^rule ", inputs, re.M) and not re.search(r"^def ", rules, re.M)

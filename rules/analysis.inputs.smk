@@ -1,0 +1,123 @@
+# Input functions of the analysis stage (rules/analysis.smk): every mask, map and Sobol table
+# with its ids, and what prob_CNN and the figures read.
+
+
+# Analysis (rules/analysis.smk)
+def analysis_entries():
+    """Every mask, map and Sobol table with its ids, for the ROI-vector table."""
+    entries = []
+    for c in COHORTS:
+        for t in MASK_TARGETS:
+            for f, s in MODELS:
+                path = f"{GROUP_DIR.format(cohort=c, target=t, fold=f, seed=s)}/{GROUP_FILES['mask']}"
+                entries.append({"kind": "group", "method": "mask", "cohort": c, "target": t, "fold": f, "seed": s,
+                                "source": "mask", "path": path})
+    for p in SWEEP_POINTS:
+        for t in MASK_TARGETS:
+            for f, s in SWEEP_MODELS:
+                path = f"{SWEEP_DIR.format(point=p, target=t, fold=f, seed=s)}/{GROUP_FILES['mask']}"
+                entries.append({"kind": "sweep", "method": "mask", "cohort": MAIN, "target": t, "fold": f, "seed": s,
+                                "point": p, "source": "mask", "path": path})
+    for t in MASK_TARGETS:
+        for f, s in SESSION_MODELS:
+            folder = SESSION_DIR.format(target=t, fold=f, seed=s)
+            entries.append({"kind": "session", "method": "mask", "cohort": MAIN, "target": t, "fold": f, "seed": s,
+                            "source": "mask", "path": f"{folder}/masks.nii.gz", "index": f"{folder}/index.tsv"})
+    for m in SALIENCY["methods"]:
+        for f, s in SAL_MODELS:
+            folder = SAL_DIR.format(method=m, fold=f, seed=s)
+            common = {"method": m, "cohort": MAIN, "target": SALIENCY["group_class"], "fold": f, "seed": s,
+                      "source": "map"}
+            entries.append({"kind": "saliency", **common, "path": f"{folder}/{MAP_FILES['group']}"})
+            if m != "actmax":
+                entries.append({"kind": "saliency_session", **common, "path": f"{folder}/{MAP_FILES['maps']}",
+                                "index": f"{folder}/{MAP_FILES['index']}"})
+    for f, s in SOBOL_MODELS:
+        entries.append({"kind": "sobol", "method": "sobol", "cohort": MAIN, "target": SOBOL["target"], "fold": f,
+                        "seed": s, "source": "sobol", "path": f"{SOBOL_DIR.format(fold=f, seed=s)}/indices.tsv"})
+    return entries
+
+
+def ground_truth_input(wildcards):
+    """The planted ROIs of a synthetic main cohort (nothing for a real cohort)."""
+    if config["data"]["cohorts"][MAIN]["source"] == "synthetic":
+        return {"truth": f"results/cohort/{MAIN}/ground_truth.tsv"}
+    return {}
+
+
+def prob_cnn_models():
+    """Per trained model: its files for prob_CNN (model, validation table, main and independent
+    group masks of the group class, reference map)."""
+    target = SALIENCY["group_class"]
+    out = []
+    for f, s in MODELS:
+        m = {"fold": f, "seed": s, "model": f"results/models/fold-{f}/seed-{s}/model.pt",
+             "validation": f"results/splits/split-{f}/validation_baseline.tsv",
+             "mask": f"{GROUP_DIR.format(cohort=MAIN, target=target, fold=f, seed=s)}/{GROUP_FILES['mask']}"}
+        if OTHER_COHORTS:
+            c = OTHER_COHORTS[0]
+            m["independent"] = f"{GROUP_DIR.format(cohort=c, target=target, fold=f, seed=s)}/{GROUP_FILES['mask']}"
+        if MASKS["reference"] != "one":
+            m["reference"] = f"results/masks/reference/fold-{f}/mean_cn.nii.gz"
+        out.append(m)
+    return out
+
+
+def prob_cnn_sessions():
+    """The session masks of the first session-mask model (target: the group class), or None."""
+    target = SALIENCY["group_class"]
+    if not SESSION_MODELS or target not in MASK_TARGETS:
+        return None
+    f, s = SESSION_MODELS[0]
+    folder = SESSION_DIR.format(target=target, fold=f, seed=s)
+    return {"fold": f, "seed": s, "masks": f"{folder}/masks.nii.gz", "index": f"{folder}/index.tsv"}
+
+
+def prob_cnn_other():
+    """The independent cohort's store, index and test table (its baselines), where the main
+    cohort's masks are scored on its images (prob_CNN between cohorts, the other way)."""
+    if not OTHER_COHORTS:
+        return {}
+    c = OTHER_COHORTS[0]
+    return {"other_store": f"results/cohort/{c}/store.npy", "other_index": f"results/cohort/{c}/index.tsv",
+            "other_table": f"results/splits/{c}/test_baseline.tsv"}
+
+
+def prob_cnn_inputs():
+    files = [v for m in prob_cnn_models() for k, v in m.items() if k not in ("fold", "seed")]
+    sessions = prob_cnn_sessions()
+    return files + ([sessions["masks"], sessions["index"]] if sessions else [])
+
+
+def group_mask_files():
+    """"fold/seed" -> the main cohort's group mask of the group class, for the views figure."""
+    target = SALIENCY["group_class"]
+    if target not in MASK_TARGETS:
+        return {}
+    return {
+        f"{f}/{s}": f"{GROUP_DIR.format(cohort=MAIN, target=target, fold=f, seed=s)}/{GROUP_FILES['mask']}"
+        for f, s in MODELS
+    }
+
+
+def sweep_values():
+    """The table that records the sweep points' values (the masks' summary), where there is a
+    sweep: its one-parameter series and neighbours come from those values, never from the ids."""
+    return {"points": "results/masks/summary.tsv"} if SWEEP_MODELS and SWEEP_POINTS else {}
+
+
+def sweep_figure_masks():
+    """Sweep point -> the group mask of the first sweep model at that point, for the group class
+    (or the first mask target), for the study's Figures 3-4."""
+    if not SWEEP_MODELS or not MASK_TARGETS:
+        return {}
+    target = SALIENCY["group_class"] if SALIENCY["group_class"] in MASK_TARGETS else MASK_TARGETS[0]
+    f, s = SWEEP_MODELS[0]
+    return {p: f"{SWEEP_DIR.format(point=p, target=target, fold=f, seed=s)}/{GROUP_FILES['mask']}" for p in SWEEP_POINTS}
+
+
+def analysis_inputs():
+    files = []
+    for e in analysis_entries():
+        files += [e["path"]] + ([e["index"]] if "index" in e else [])
+    return files

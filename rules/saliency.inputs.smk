@@ -1,0 +1,95 @@
+# Paths, settings and input functions of the saliency stage (rules/saliency.smk).
+
+
+# Saliency and Sobol (rules/saliency.smk): methods, models, where their files live.
+SALIENCY = config["saliency"]
+SOBOL = config["sobol"]
+ANALYSIS = config["analysis"]
+SAL_METHODS = [m for m in SALIENCY["methods"] if m != "actmax"]  # per-session methods (one rule each)
+SAL_MODELS = rmconfig.saliency_models(config, "saliency")
+SOBOL_MODELS = rmconfig.saliency_models(config, "sobol")
+SAL_DIR = "results/saliency/{method}/fold-{fold}/seed-{seed}"
+SOBOL_DIR = "results/sobol/fold-{fold}/seed-{seed}"
+MAP_FILES = with_native_copies({
+    "maps": "maps.nii.gz",
+    "native": "maps_native.nii.gz",
+    "index": "index.tsv",
+    "group": "group.nii.gz",
+    "group_native": "group_native.nii.gz",
+})
+CAM_METHODS = rmconfig.CAM_METHODS
+SAL_GPU = gpus_for(SALIENCY["device"])
+SOBOL_GPU = gpus_for(SOBOL["device"])
+SAL_COMMON = ("batch_size", "seed")
+
+# Saliency (rules/saliency.smk)
+def saliency_params(method):
+    """Exactly the settings the maps of ``method`` depend on (a change re-runs that method only)."""
+    p = {k: SALIENCY[k] for k in SAL_COMMON}
+    if method != "actmax":  # actmax explains classes: no per-session target
+        p["target"] = SALIENCY["target"]
+    if method in CAM_METHODS:
+        p["layer"] = SALIENCY["layer"]
+    if method in SALIENCY and isinstance(SALIENCY[method], dict):
+        p[method] = SALIENCY[method]
+    return p
+
+
+def saliency_extra_inputs(method):
+    """Inputs a method's maps job reads beyond the model and the test set: the masks' mu (the
+    mean-CN reference) when faithfulness perturbs as the masks do, and the fold's training table
+    for LOTS targets made from training images (class, mean)."""
+
+    def inputs(wildcards):
+        files = {}
+        if SALIENCY["faithfulness"]["baseline"] == "mask":
+            files |= reference_input(wildcards)
+        if method == "lots" and SALIENCY["lots"]["target"] in ("class", "mean"):
+            files["train"] = f"results/splits/split-{wildcards.fold}/train.tsv"
+        return files
+
+    return inputs
+
+
+def map_files(method):
+    """Output files of one method's per-session maps rule (wildcards fold, seed). The stack of
+    per-session maps is a session stack (see session_stack); actmax's maps, one per class, are kept."""
+    files = {k: f"{SAL_DIR.replace('{method}', method)}/{v}" for k, v in MAP_FILES.items()}
+    if method == "actmax":
+        return files
+    return session_stack(files, "maps")
+
+
+def saliency_maps(filename="index"):
+    return [
+        f"{SAL_DIR.format(method=m, fold=f, seed=s)}/{MAP_FILES[filename]}"
+        for m in SALIENCY["methods"]
+        for f, s in SAL_MODELS
+    ]
+
+
+def faithfulness_files():
+    return [f"{SAL_DIR.format(method=m, fold=f, seed=s)}/faithfulness.tsv" for m in SAL_METHODS for f, s in SAL_MODELS]
+
+
+def faithfulness_entries():
+    return [{"method": m, "fold": f, "seed": s} for m in SAL_METHODS for f, s in SAL_MODELS]
+
+
+def group_maps_by_method():
+    return {
+        m: [f"{SAL_DIR.format(method=m, fold=f, seed=s)}/{MAP_FILES['group']}" for f, s in SAL_MODELS]
+        for m in SALIENCY["methods"]
+    }
+
+
+def sobol_files(filename):
+    return [f"{SOBOL_DIR.format(fold=f, seed=s)}/{filename}.tsv" for f, s in SOBOL_MODELS]
+
+def saliency_views():
+    """output name -> (path, labels): a view of every model's group map of every method."""
+    return {
+        f"view_{m}_{f}_{s}": (f"results/saliency/views/{m}_fold-{f}_seed-{s}.png", {"method": m, "fold": f, "seed": s})
+        for m in SALIENCY["methods"]
+        for f, s in SAL_MODELS
+    }

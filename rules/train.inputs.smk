@@ -1,0 +1,43 @@
+# Paths, settings and input functions of the training stage (rules/train.smk).
+
+
+TRAIN_FOLDS = config["train"]["folds"] if config["train"]["folds"] is not None else FOLDS
+SEEDS = config["train"]["seeds"]
+EVAL_SETS = ["validation", "test", *OTHER_COHORTS]
+MODEL_DIR = "results/models/fold-{fold}/seed-{seed}"
+MODELS = rmconfig.trained_models(config)
+
+def models(pattern):
+    """``pattern`` (a path with {fold} and {seed}) for every trained (fold, seed)."""
+    return [pattern.format(fold=f, seed=s) for f in TRAIN_FOLDS for s in SEEDS]
+
+
+def evaluation_inputs(wildcards):
+    """Per evaluation set (its validation set, the test set, every independent cohort) the
+    store, its index and the set's table, named {set}_store, {set}_index, {set}_table."""
+    cohorts = {"validation": MAIN, "test": MAIN, **{c: c for c in OTHER_COHORTS}}
+    tables = {
+        "validation": f"results/splits/split-{wildcards.fold}/validation_baseline.tsv",
+        "test": "results/splits/test_baseline.tsv",
+        **{c: f"results/splits/{c}/test_baseline.tsv" for c in OTHER_COHORTS},
+    }
+    files = {}
+    for name in EVAL_SETS:
+        files[f"{name}_store"] = f"results/cohort/{cohorts[name]}/store.npy"
+        files[f"{name}_index"] = f"results/cohort/{cohorts[name]}/index.tsv"
+        files[f"{name}_table"] = tables[name]
+    return files
+
+def train_settings():
+    """train.* values the train rule uses; with train.architecture_from_hpo the searched ones
+    come from best.yaml (an input) instead, so that they do not re-run training for nothing."""
+    keys = ["architecture", "lr", "weight_decay", "batch_size", "max_epochs", "patience", "min_epochs",
+            "normalisation", "amp", "augmentation"]  # not the pure resources (rmconfig.RESOURCES)
+    if config["train"]["architecture_from_hpo"]:
+        keys = [k for k in keys if k not in ("architecture", "lr", "weight_decay", "batch_size", "normalisation")]
+    return {k: config["train"][k] for k in keys}
+
+
+def hpo_best_input(wildcards):
+    """best.yaml of the search, an input of training when train.architecture_from_hpo."""
+    return {"best": f"{HPO_DIR}/best.yaml"} if config["train"]["architecture_from_hpo"] else {}
