@@ -51,5 +51,5 @@ rule all:
     input:
         config_named,
         all_outputs(),
-        "results/provenance.json",
+        paths.PROVENANCE,
         private_tables(),  # the report's pseudonymised tables (report.pseudonymise)

@@ -247,17 +247,6 @@ def _merge(into: dict, new: dict) -> None:
             into[k] = copy.deepcopy(v)
 
 
-def cohort_caps_dir(config: dict, cohort: str) -> str:
-    """CAPS folder of a cohort: the generated one for synthetic cohorts, the user's otherwise."""
-    spec = config["data"]["cohorts"][cohort]
-    return f"results/cohort/{cohort}/caps" if spec["source"] == "synthetic" else spec["caps"]["caps_dir"]
-
-
-def cohort_sessions_tsv(config: dict, cohort: str) -> str:
-    spec = config["data"]["cohorts"][cohort]
-    return f"results/cohort/{cohort}/sessions.tsv" if spec["source"] == "synthetic" else spec["caps"]["tsv"]
-
-
 def gm_settings(config: dict, cohort: str) -> dict:
     """File-name pattern of the GM maps (synthetic cohorts use Clinica's own names)."""
     spec = config["data"]["cohorts"][cohort]

@@ -41,7 +41,7 @@ def analysis_entries():
 def ground_truth_input(wildcards):
     """The planted ROIs of a synthetic main cohort (nothing for a real cohort)."""
     if config["data"]["cohorts"][MAIN]["source"] == "synthetic":
-        return {"truth": f"results/cohort/{MAIN}/ground_truth.tsv"}
+        return {"truth": paths.ground_truth(MAIN)}
     return {}
 
 
@@ -51,14 +51,14 @@ def prob_cnn_models():
     target = SALIENCY["group_class"]
     out = []
     for f, s in MODELS:
-        m = {"fold": f, "seed": s, "model": f"results/models/fold-{f}/seed-{s}/model.pt",
-             "validation": f"results/splits/split-{f}/validation_baseline.tsv",
+        m = {"fold": f, "seed": s, "model": paths.model(f, s),
+             "validation": paths.fold_table("validation_baseline", f),
              "mask": f"{GROUP_DIR.format(cohort=MAIN, target=target, fold=f, seed=s)}/{GROUP_FILES['mask']}"}
         if OTHER_COHORTS:
             c = OTHER_COHORTS[0]
             m["independent"] = f"{GROUP_DIR.format(cohort=c, target=target, fold=f, seed=s)}/{GROUP_FILES['mask']}"
         if MASKS["reference"] != "one":
-            m["reference"] = f"results/masks/reference/fold-{f}/mean_cn.nii.gz"
+            m["reference"] = paths.reference(f)
         out.append(m)
     return out
 
@@ -79,8 +79,8 @@ def prob_cnn_other():
     if not OTHER_COHORTS:
         return {}
     c = OTHER_COHORTS[0]
-    return {"other_store": f"results/cohort/{c}/store.npy", "other_index": f"results/cohort/{c}/index.tsv",
-            "other_table": f"results/splits/{c}/test_baseline.tsv"}
+    return {"other_store": paths.store(c), "other_index": paths.store_index(c),
+            "other_table": paths.cohort_test_table("test_baseline", c)}
 
 
 def prob_cnn_inputs():
@@ -103,7 +103,7 @@ def group_mask_files():
 def sweep_values():
     """The table that records the sweep points' values (the masks' summary), where there is a
     sweep: its one-parameter series and neighbours come from those values, never from the ids."""
-    return {"points": "results/masks/summary.tsv"} if SWEEP_MODELS and SWEEP_POINTS else {}
+    return {"points": paths.MASKS_SUMMARY} if SWEEP_MODELS and SWEEP_POINTS else {}
 
 
 def sweep_figure_masks():

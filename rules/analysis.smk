@@ -8,12 +8,12 @@ rule roi_vectors:
     """One ROI vector per mask, map and Sobol table, in one tidy table
     (robustmaps.jobs.analysis.roi_vectors_entry)."""
     input:
-        atlas="results/atlas/atlas.nii.gz",
-        labels="results/atlas/labels.tsv",
-        index=f"results/cohort/{MAIN}/index.tsv",
+        atlas=paths.ATLAS,
+        labels=paths.ATLAS_LABELS,
+        index=paths.store_index(MAIN),
         files=analysis_inputs(),
     output:
-        "results/analysis/roi_vectors.tsv",
+        paths.ROI_VECTORS,
     params:
         entries=analysis_entries(),
         masks=config["roi"]["masks"],
@@ -34,9 +34,9 @@ rule similarity:
     and inter-subject, methods), the families' summary and figure
     (robustmaps.jobs.analysis.similarity_entry)."""
     input:
-        unpack(lambda wildcards: {"roi": "results/analysis/roi_vectors.tsv", **sweep_values()}),
+        unpack(lambda wildcards: {"roi": paths.ROI_VECTORS, **sweep_values()}),
     output:
-        pairs="results/analysis/similarity/pairs.tsv",
+        pairs=paths.SIMILARITY_PAIRS,
         summary=reported(
             "results/analysis/similarity/summary.tsv",
             caption="../report/captions/similarity_summary.rst",
@@ -81,7 +81,7 @@ rule regions:
     planted-ROI recovery of every mask and map on a synthetic cohort (robustmaps.jobs.analysis.regions_entry)."""
     input:
         unpack(ground_truth_input),
-        roi="results/analysis/roi_vectors.tsv",
+        roi=paths.ROI_VECTORS,
         masks=list(group_mask_files().values()),
     output:
         top=reported(
@@ -141,9 +141,9 @@ rule brain_maps:
     group masks, saliency group maps, Sobol ST (robustmaps.jobs.analysis.brain_maps_entry)."""
     input:
         unpack(ground_truth_input),
-        roi="results/analysis/roi_vectors.tsv",
-        atlas="results/atlas/atlas.nii.gz",
-        labels="results/atlas/labels.tsv",
+        roi=paths.ROI_VECTORS,
+        atlas=paths.ATLAS,
+        labels=paths.ATLAS_LABELS,
         masks=list(group_mask_files().values()),
         maps=saliency_maps("group"),
     output:
@@ -216,9 +216,9 @@ rule stats:
     patterns; permutation tests (over models or subjects) between similarity families (Varoquaux and Colliot 2023;
     robustmaps.jobs.analysis.stats_entry)."""
     input:
-        training="results/training/summary.tsv",
-        roi="results/analysis/roi_vectors.tsv",
-        pairs="results/analysis/similarity/pairs.tsv",
+        training=paths.TRAINING_SUMMARY,
+        roi=paths.ROI_VECTORS,
+        pairs=paths.SIMILARITY_PAIRS,
     output:
         variance=reported(
             "results/analysis/stats/variance.tsv",
@@ -250,8 +250,8 @@ rule prob_cnn:
     """prob_CNN (study 2.4): masks of one context on the images of another, scored by the other
     context's model, per family (robustmaps.jobs.analysis.prob_cnn_entry)."""
     input:
-        store=f"results/cohort/{MAIN}/store.npy",
-        index=f"results/cohort/{MAIN}/index.tsv",
+        store=paths.store(MAIN),
+        index=paths.store_index(MAIN),
         **prob_cnn_other(),
         files=prob_cnn_inputs(),
     output:

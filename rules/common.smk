@@ -15,6 +15,7 @@ os.environ.update(
 
 from robustmaps import config as rmconfig
 from robustmaps.grid import native_grid, working_grid
+from robustmaps.jobs import paths
 from robustmaps.sweep import sweep_points
 from robustmaps.runner import GPU_FORM_ENV, gpu_form, gpu_request, gpu_resources, or_exit, visible_gpus
 
@@ -60,7 +61,7 @@ def gpus_for(device):
             for key in ("gpu", "gres", "gpu_model", "constraint")}
 
 COHORTS = list(config["data"]["cohorts"])
-MAIN = "main"
+MAIN = paths.MAIN
 FOLDS = list(range(config["split"]["n_folds"]))
 OTHER_COHORTS = [c for c in COHORTS if c != MAIN]
 NATIVE_GRID = native_grid(config).to_config()
@@ -99,27 +100,28 @@ wildcard_constraints:
     method="|".join(config["saliency"]["methods"]) or "no-saliency-method",
     worker=r"\d+",
 
+
 def all_outputs():
-    """Every final product of the stages implemented so far."""
-    out = split_tables() + ["results/splits/summary.tsv", "results/atlas/atlas.nii.gz", "results/cohort/summary.tsv"]
-    out += [f"results/splits/{c}/test.tsv" for c in OTHER_COHORTS]
-    out += ["results/training/summary.tsv", "results/training/learning_curves.png"]
-    out += ["results/masks/summary.tsv", "results/masks/qc_flagged.tsv", "results/masks/group_masks.png",
-            "results/masks/sweep.png"]
+    """Every final product of the study: the last outputs of each stage, named where their rules
+    write them (the `all` and provenance rules are defined after every stage)."""
+    r = rules
+    out = split_tables() + [r.split.output.summary, r.atlas.output.image, r.cohort_table.output[0]]
+    out += expand(r.test_cohort.output.sessions, cohort=OTHER_COHORTS)
+    out += [r.training_summary.output.summary, r.training_summary.output.curves]
+    out += [r.masks_summary.output[k] for k in ("summary", "flagged", "figure", "sweep")]
     if SAL_METHODS:
-        out += ["results/saliency/faithfulness_summary.tsv", "results/saliency/group_maps.png"]
+        out += [r.saliency_summary.output.table, r.saliency_summary.output.maps_figure]
     if "actmax" in SALIENCY["methods"]:  # not summarised when it is the only method
         out += [f"{SAL_DIR.format(method='actmax', fold=f, seed=s)}/{MAP_FILES['group']}" for f, s in SAL_MODELS]
     if SOBOL_MODELS:
-        out += ["results/sobol/indices.tsv", "results/sobol/convergence.png"]
-    out += ["results/analysis/similarity/summary.tsv", "results/analysis/similarity/families.png",
-            "results/analysis/regions/roi_frequency.png", "results/analysis/regions/recovery.png",
-            "results/analysis/stats/variance.tsv", "results/analysis/stats/tests.tsv",
-            "results/analysis/prob_cnn/summary.tsv", "results/analysis/brain/masks.png",
-            "results/analysis/sweep/figure3_b1_b2.png"]
+        out += [r.sobol_summary.output.indices, r.sobol_summary.output.figure]
+    out += [r.similarity.output.summary, r.similarity.output.figure, r.regions.output.frequency_figure,
+            r.regions.output.recovery_figure, r.stats.output.variance, r.stats.output.tests,
+            r.prob_cnn.output.summary, r.brain_maps.output.masks, r.sweep_figures.output.b]
     if HPO["enabled"]:
-        out += [f"{HPO_DIR}/trials.tsv", f"{HPO_DIR}/best.yaml"]
-    return out
+        out += [r.hpo_summary.output.trials, r.hpo_summary.output.best]
+    return [str(f) for f in out]
+
 
 # Report privacy (report.pseudonymise; robustmaps.privacy): the report registers pseudonymised
 # copies of its tables, one pseudonymise_<table> rule each (rules/report.smk); results/ keeps the

@@ -48,7 +48,7 @@ if workflow.is_main_process:
         n_absent = len(KEPT_MAPS[name]) - len(PRESENT_MAPS[name])
         if n_absent:
             print(f"NOTE: cohort '{name}': {n_absent} session(s) have no GM map and are excluded "
-                  f"(listed in results/cohort/{name}/qc.tsv)", file=sys.stderr)
+                  f"(listed in {paths.qc_table(name)})", file=sys.stderr)
 # the main cohort must have enough subjects per class for the test set and the folds
 _main = config["data"]["cohorts"]["main"]
 _found = None
@@ -70,7 +70,7 @@ def cohort_spec(wildcards):
 
 
 def cohort_sessions(wildcards):
-    return rmconfig.cohort_sessions_tsv(config, wildcards.cohort)
+    return paths.sessions_table(config, wildcards.cohort)
 
 
 def cohort_images(wildcards):
@@ -79,7 +79,7 @@ def cohort_images(wildcards):
     excluded diagnoses are never read and need not exist; see PRESENT_MAPS for missing ones)."""
     spec = cohort_spec(wildcards)
     if spec["source"] == "synthetic":
-        return rmconfig.cohort_caps_dir(config, wildcards.cohort)
+        return paths.caps_dir(config, wildcards.cohort)
     return PRESENT_MAPS[wildcards.cohort]
 
 

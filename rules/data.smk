@@ -6,10 +6,10 @@ include: "data.inputs.smk"
 rule synthetic_cohort:
     """Generate a cohort on real anatomy in Clinica's CAPS layout (robustmaps.jobs.data.generate_cohort)."""
     output:
-        caps=directory("results/cohort/{cohort}/caps"),
-        sessions="results/cohort/{cohort}/sessions.tsv",
-        ground_truth="results/cohort/{cohort}/ground_truth.tsv",
-        truth_sessions="results/cohort/{cohort}/truth_sessions.tsv",
+        caps=directory(paths.synthetic_caps()),
+        sessions=paths.synthetic_sessions(),
+        ground_truth=paths.ground_truth(),
+        truth_sessions=f"{paths.cohort_dir()}/truth_sessions.tsv",
     params:
         spec=lambda w: cohort_spec(w)["synthetic"],
         seed=config["data"]["seed"],
@@ -36,14 +36,14 @@ rule qc:
         images=cohort_images,
     output:
         reported(
-            "results/cohort/{cohort}/qc.tsv",
+            paths.qc_table(),
             caption="../report/captions/qc.rst",
             category="Cohort and QC",
             subcategory="QC per session",
             labels={"cohort": "{cohort}"},
         ),
     params:
-        caps_dir=lambda w: rmconfig.cohort_caps_dir(config, w.cohort),
+        caps_dir=lambda w: paths.caps_dir(config, w.cohort),
         gm=lambda w: rmconfig.gm_settings(config, w.cohort),
         grid=NATIVE_GRID,
         labels=config["data"]["labels"],
@@ -67,13 +67,13 @@ rule qc:
 rule preprocess:
     """Resample the QC-passed sessions to the working grid: store.npy + index.tsv (robustmaps.jobs.data.build_store)."""
     input:
-        qc="results/cohort/{cohort}/qc.tsv",
+        qc=paths.qc_table(),
         images=cohort_images,
-        atlas="results/atlas/atlas.nii.gz",
+        atlas=paths.ATLAS,
     output:
-        store="results/cohort/{cohort}/store.npy",
-        index="results/cohort/{cohort}/index.tsv",
-        mean="results/cohort/{cohort}/mean.nii.gz",
+        store=paths.store(),
+        index=paths.store_index(),
+        mean=paths.cohort_mean(),
     params:
         native=NATIVE_GRID,
         working=WORKING_GRID,
@@ -96,8 +96,8 @@ rule preprocess:
 rule atlas:
     """The atlas (AAL2 by default) on the working grid, with its label table (robustmaps.jobs.data.write_atlas)."""
     output:
-        image="results/atlas/atlas.nii.gz",
-        labels="results/atlas/labels.tsv",
+        image=paths.ATLAS,
+        labels=paths.ATLAS_LABELS,
     params:
         atlas=config["atlas"],
         working=WORKING_GRID,
@@ -117,8 +117,8 @@ rule atlas:
 rule cohort_table:
     """Demographics per cohort and diagnosis (the study's Table 1) with QC counts."""
     input:
-        qc=expand("results/cohort/{cohort}/qc.tsv", cohort=COHORTS),
-        index=expand("results/cohort/{cohort}/index.tsv", cohort=COHORTS),
+        qc=[paths.qc_table(c) for c in COHORTS],
+        index=[paths.store_index(c) for c in COHORTS],
     output:
         reported(
             "results/cohort/summary.tsv",

@@ -7,10 +7,10 @@ HPO_DIR = "results/hpo"
 # the shared optuna study: appended to by every worker, never an output (a re-run continues it)
 HPO_JOURNAL = f"{HPO_DIR}/study/journal.log"
 HPO_INPUTS = {
-    "store": f"results/cohort/{MAIN}/store.npy",
-    "index": f"results/cohort/{MAIN}/index.tsv",
-    "train": f"results/splits/split-{HPO['fold']}/train.tsv",
-    "validation": f"results/splits/split-{HPO['fold']}/validation_baseline.tsv",
+    "store": paths.store(MAIN),
+    "index": paths.store_index(MAIN),
+    "train": paths.fold_table("train", HPO['fold']),
+    "validation": paths.fold_table("validation_baseline", HPO['fold']),
 }
 
 

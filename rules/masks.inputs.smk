@@ -46,7 +46,7 @@ def reference_input(wildcards):
     """mu of equation (1): a per-fold mean CN map, or nothing (mu = 1)."""
     if MASKS["reference"] == "one":
         return {}
-    return {"reference": f"results/masks/reference/fold-{wildcards.fold}/mean_cn.nii.gz"}
+    return {"reference": paths.reference(wildcards.fold)}
 
 
 def group_mask_inputs(wildcards, screen=False):
@@ -54,16 +54,16 @@ def group_mask_inputs(wildcards, screen=False):
     its cohort's exclusion list and its own screening pass (``screen``: the screening job itself)."""
     cohort = wildcards.get("cohort", MAIN)
     files = {
-        "model": f"results/models/fold-{wildcards.fold}/seed-{wildcards.seed}/model.pt",
-        "store": f"results/cohort/{cohort}/store.npy",
-        "index": f"results/cohort/{cohort}/index.tsv",
+        "model": paths.model(wildcards.fold, wildcards.seed),
+        "store": paths.store(cohort),
+        "index": paths.store_index(cohort),
         **reference_input(wildcards),
     }
     if cohort == MAIN:
-        files["images"] = f"results/splits/split-{wildcards.fold}/train.tsv"
-        files["validation"] = f"results/splits/split-{wildcards.fold}/validation_baseline.tsv"
+        files["images"] = paths.fold_table("train", wildcards.fold)
+        files["validation"] = paths.fold_table("validation_baseline", wildcards.fold)
     else:
-        files["images"] = f"results/splits/{cohort}/test.tsv"
+        files["images"] = paths.cohort_test_table("test", cohort)
     if EXCLUDE and not screen:
         files["excluded"] = EXCLUDED_TSV.format(cohort=cohort, target=wildcards.target)
         if "point" not in wildcards.keys():

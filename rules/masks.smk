@@ -12,11 +12,11 @@ rule mask_reference:
     """The mean CN map of a fold's training sessions: mu of equation (1) when masks.reference is
     mean_cn (robustmaps.jobs.masks.mean_reference)."""
     input:
-        store=f"results/cohort/{MAIN}/store.npy",
-        index=f"results/cohort/{MAIN}/index.tsv",
-        train="results/splits/split-{fold}/train.tsv",
+        store=paths.store(MAIN),
+        index=paths.store_index(MAIN),
+        train=paths.fold_table("train"),
     output:
-        reference="results/masks/reference/fold-{fold}/mean_cn.nii.gz",
+        reference=paths.reference(),
     params:
         reference_class="CN",
         working_grid=WORKING_GRID,
@@ -104,10 +104,10 @@ rule session_masks:
     stored stacked: a 4D NIfTI + an index TSV per model (robustmaps.jobs.masks.session_masks)."""
     input:
         unpack(reference_input),
-        model=f"{MODEL_DIR}/model.pt",
-        store=f"results/cohort/{MAIN}/store.npy",
-        index=f"results/cohort/{MAIN}/index.tsv",
-        test="results/splits/test.tsv",
+        model=paths.model(),
+        store=paths.store(MAIN),
+        index=paths.store_index(MAIN),
+        test=paths.test_table("test"),
     output:
         **session_stack(
             {
@@ -146,10 +146,10 @@ rule masks_summary:
         group_images=group_masks("mask"),
         sweep=sweep_masks("summary"),
         sessions=session_masks("index.tsv"),
-        background=f"results/cohort/{MAIN}/mean.nii.gz",
+        background=paths.cohort_mean(MAIN),
     output:
         summary=reported(
-            "results/masks/summary.tsv",
+            paths.MASKS_SUMMARY,
             caption="../report/captions/masks_summary.rst",
             category="Masks",
         ),

@@ -15,7 +15,7 @@ rule provenance:
         all_outputs(),
     output:
         reported(
-            "results/provenance.json",
+            paths.PROVENANCE,
             caption="../report/captions/provenance.rst",
             category="Provenance",
         ),

@@ -45,7 +45,7 @@ def saliency_extra_inputs(method):
         if SALIENCY["faithfulness"]["baseline"] == "mask":
             files |= reference_input(wildcards)
         if method == "lots" and SALIENCY["lots"]["target"] in ("class", "mean"):
-            files["train"] = f"results/splits/split-{wildcards.fold}/train.tsv"
+            files["train"] = paths.fold_table("train", wildcards.fold)
         return files
 
     return inputs

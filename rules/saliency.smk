@@ -19,11 +19,11 @@ for _method in SAL_METHODS:
             _method
         input:
             unpack(saliency_extra_inputs(_method)),
-            model=f"{MODEL_DIR}/model.pt",
-            store=f"results/cohort/{MAIN}/store.npy",
-            index=f"results/cohort/{MAIN}/index.tsv",
-            table="results/splits/test_baseline.tsv",
-            atlas="results/atlas/atlas.nii.gz",  # the stack holds the maps inside it
+            model=paths.model(),
+            store=paths.store(MAIN),
+            index=paths.store_index(MAIN),
+            table=paths.test_table("test_baseline"),
+            atlas=paths.ATLAS,  # the stack holds the maps inside it
         output:
             **map_files(_method),
             faithfulness=f"{SAL_DIR.replace('{method}', _method)}/faithfulness.tsv",
@@ -51,10 +51,10 @@ rule actmax:
     """Activation maximisation (Miao and Matveev 2025, eq. 4) of every class in saliency.actmax.classes
     (robustmaps.jobs.saliency.actmax_maps)."""
     input:
-        model=f"{MODEL_DIR}/model.pt",
-        store=f"results/cohort/{MAIN}/store.npy",
-        index=f"results/cohort/{MAIN}/index.tsv",
-        table="results/splits/test_baseline.tsv",
+        model=paths.model(),
+        store=paths.store(MAIN),
+        index=paths.store_index(MAIN),
+        table=paths.test_table("test_baseline"),
     output:
         **map_files("actmax"),
     params:
@@ -81,7 +81,7 @@ rule saliency_summary:
     input:
         faithfulness=faithfulness_files(),
         group_maps=saliency_maps("group"),
-        background=f"results/cohort/{MAIN}/mean.nii.gz",
+        background=paths.cohort_mean(MAIN),
     output:
         per_map="results/saliency/faithfulness.tsv",
         table=reported(
@@ -121,12 +121,12 @@ rule sobol:
     """Sobol indices of P(target) to one multiplicative GM factor per atlas ROI, with the
     convergence over N (Miao and Matveev 2025; robustmaps.jobs.saliency.sobol_entry)."""
     input:
-        model=f"{MODEL_DIR}/model.pt",
-        store=f"results/cohort/{MAIN}/store.npy",
-        index=f"results/cohort/{MAIN}/index.tsv",
-        table="results/splits/test_baseline.tsv",
-        atlas="results/atlas/atlas.nii.gz",
-        labels="results/atlas/labels.tsv",
+        model=paths.model(),
+        store=paths.store(MAIN),
+        index=paths.store_index(MAIN),
+        table=paths.test_table("test_baseline"),
+        atlas=paths.ATLAS,
+        labels=paths.ATLAS_LABELS,
     output:
         indices=f"{SOBOL_DIR}/indices.tsv",
         convergence=f"{SOBOL_DIR}/convergence.tsv",

@@ -3,10 +3,10 @@
 
 def split_tables():
     """Every split TSV of the main cohort (ClinicaDL names, folds from 0)."""
-    files = ["results/splits/test_baseline.tsv", "results/splits/test.tsv"]
+    files = [paths.test_table("test_baseline"), paths.test_table("test")]
     for k in FOLDS:
         files += [
-            f"results/splits/split-{k}/{name}.tsv"
+            paths.fold_table(name, k)
             for name in ("train", "train_baseline", "validation_baseline")
         ]
     return files

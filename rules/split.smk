@@ -6,7 +6,7 @@ include: "split.inputs.smk"
 rule split:
     """Test set and k-fold split of the main cohort, ClinicaDL file names (robustmaps.jobs.split.make_splits)."""
     input:
-        index=f"results/cohort/{MAIN}/index.tsv",
+        index=paths.store_index(MAIN),
         imported=imported_split_files(),
     output:
         tables=split_tables(),
@@ -38,11 +38,11 @@ rule split:
 rule test_cohort:
     """An independent cohort is a test set as a whole: its baseline and all-session tables."""
     input:
-        index="results/cohort/{cohort}/index.tsv",
+        index=paths.store_index(),
     output:
-        baseline="results/splits/{cohort}/test_baseline.tsv",
-        sessions="results/splits/{cohort}/test.tsv",
-        summary="results/splits/{cohort}/summary.tsv",
+        baseline=paths.cohort_test_table("test_baseline"),
+        sessions=paths.cohort_test_table("test"),
+        summary=paths.cohort_test_table("summary"),
     params:
         out_dir=lambda w, output: os.path.dirname(output.summary),
     benchmark:

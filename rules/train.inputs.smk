@@ -4,7 +4,7 @@
 TRAIN_FOLDS = config["train"]["folds"] if config["train"]["folds"] is not None else FOLDS
 SEEDS = config["train"]["seeds"]
 EVAL_SETS = ["validation", "test", *OTHER_COHORTS]
-MODEL_DIR = "results/models/fold-{fold}/seed-{seed}"
+MODEL_DIR = paths.model_dir()
 MODELS = rmconfig.trained_models(config)
 
 def models(pattern):
@@ -17,14 +17,14 @@ def evaluation_inputs(wildcards):
     store, its index and the set's table, named {set}_store, {set}_index, {set}_table."""
     cohorts = {"validation": MAIN, "test": MAIN, **{c: c for c in OTHER_COHORTS}}
     tables = {
-        "validation": f"results/splits/split-{wildcards.fold}/validation_baseline.tsv",
-        "test": "results/splits/test_baseline.tsv",
-        **{c: f"results/splits/{c}/test_baseline.tsv" for c in OTHER_COHORTS},
+        "validation": paths.fold_table("validation_baseline", wildcards.fold),
+        "test": paths.test_table("test_baseline"),
+        **{c: paths.cohort_test_table("test_baseline", c) for c in OTHER_COHORTS},
     }
     files = {}
     for name in EVAL_SETS:
-        files[f"{name}_store"] = f"results/cohort/{cohorts[name]}/store.npy"
-        files[f"{name}_index"] = f"results/cohort/{cohorts[name]}/index.tsv"
+        files[f"{name}_store"] = paths.store(cohorts[name])
+        files[f"{name}_index"] = paths.store_index(cohorts[name])
         files[f"{name}_table"] = tables[name]
     return files
 

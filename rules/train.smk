@@ -10,12 +10,12 @@ rule train:
     train.architecture, lr, weight_decay, batch_size and normalisation. GPU when visible."""
     input:
         unpack(hpo_best_input),
-        store=f"results/cohort/{MAIN}/store.npy",
-        index=f"results/cohort/{MAIN}/index.tsv",
-        train="results/splits/split-{fold}/train.tsv",
-        validation="results/splits/split-{fold}/validation_baseline.tsv",
+        store=paths.store(MAIN),
+        index=paths.store_index(MAIN),
+        train=paths.fold_table("train"),
+        validation=paths.fold_table("validation_baseline"),
     output:
-        model=f"{MODEL_DIR}/model.pt",
+        model=paths.model(),
         history=f"{MODEL_DIR}/history.tsv",
     params:
         # outside the outputs: Snakemake would delete it with the outputs of a failed job
@@ -41,7 +41,7 @@ rule evaluate:
     and every independent cohort (robustmaps.jobs.train.evaluate_model)."""
     input:
         unpack(evaluation_inputs),
-        model=f"{MODEL_DIR}/model.pt",
+        model=paths.model(),
     output:
         predictions=expand(f"{MODEL_DIR}/predictions-{{name}}.tsv", name=EVAL_SETS, allow_missing=True),
         metrics=f"{MODEL_DIR}/metrics.tsv",
@@ -71,7 +71,7 @@ rule training_summary:
         histories=models(f"{MODEL_DIR}/history.tsv"),
     output:
         summary=reported(
-            "results/training/summary.tsv",
+            paths.TRAINING_SUMMARY,
             caption="../report/captions/training_summary.rst",
             category="Training",
         ),

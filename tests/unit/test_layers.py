@@ -182,3 +182,21 @@ def test_every_stage_keeps_its_paths_and_input_functions_beside_its_rules(stage)
     first_rule = re.search(r"^\s*rule\b", rules, re.M)
     assert 0 <= include < first_rule.start(), f"rules/{stage}.smk does not include its inputs first"
     assert not re.search(r"^rule ", inputs, re.M) and not re.search(r"^def ", rules, re.M)
+
+
+def test_paths_that_several_rules_name_are_spelled_once():
+    """The store, the split tables, the models and the other files that several rules read are
+    spelled in robustmaps.jobs.paths only: the rules and their input functions call it."""
+    from robustmaps.jobs import paths
+
+    assert paths.store() == "results/cohort/{cohort}/store.npy" and paths.store("main") == "results/cohort/main/store.npy"
+    assert paths.model(0, 2) == "results/models/fold-0/seed-2/model.pt"
+    assert paths.fold_table("train") == "results/splits/split-{fold}/train.tsv"
+    spelled = []
+    for smk in sorted((LIBRARY.parent / "rules").glob("*.smk")) + [LIBRARY.parent / "Snakefile"]:
+        for n, line in enumerate(smk.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if re.search(r"results/(cohort/\{|cohort/main|splits/(split-|test|\{)|models/|atlas/|masks/reference|"
+                         r"masks/summary|analysis/roi_vectors|training/summary|analysis/similarity/pairs)", code):
+                spelled.append(f"{smk.name}:{n}: {line.strip()}")
+    assert spelled == []
