@@ -16,9 +16,6 @@ rule synthetic_cohort:
         grid=NATIVE_GRID,
         atlas=config["atlas"],
     threads: config["resources"]["data_threads"]
-    resources:
-        mem_mb=4000,
-        runtime=60,
     benchmark:
         "results/benchmarks/synthetic_cohort/{cohort}.tsv",
     log:
@@ -51,9 +48,6 @@ rule qc:
         min_max_gm=config["qc"]["min_max_gm"],
         value_tolerance=config["qc"]["value_tolerance"],
     threads: config["resources"]["data_threads"]
-    resources:
-        mem_mb=2000,
-        runtime=60,
     benchmark:
         "results/benchmarks/qc/{cohort}.tsv",
     log:
@@ -80,9 +74,6 @@ rule preprocess:
         dtype=config["preprocess"]["dtype"],
         baseline_column=lambda w: (cohort_spec(w).get("caps") or {}).get("baseline_column"),
     threads: config["resources"]["data_threads"]
-    resources:
-        mem_mb=4000,
-        runtime=60,
     benchmark:
         "results/benchmarks/preprocess/{cohort}.tsv",
     log:
@@ -101,9 +92,6 @@ rule atlas:
     params:
         atlas=config["atlas"],
         working=WORKING_GRID,
-    resources:
-        mem_mb=2000,
-        runtime=10,
     benchmark:
         "results/benchmarks/atlas/atlas.tsv",
     log:
