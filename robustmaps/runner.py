@@ -155,6 +155,23 @@ def gpu_request(device: str, local: bool, gpus: int | None = None) -> int:
     return 1
 
 
+def resolve_inputs(obj, inputs):
+    """A rule's params with the files it reads named, not listed (rules/common.smk
+    ``name_paths``): every input name in ``obj`` (records, a dict, a list, nested) replaced by
+    that input's path in ``inputs`` (``snakemake.input``). A file's ids travel with it in one
+    record; nothing is paired by position with a parallel list."""
+    names = set(inputs.keys())
+
+    def walk(x):
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [walk(v) for v in x]
+        return inputs[x] if isinstance(x, str) and x in names else x
+
+    return walk(obj)
+
+
 def checkpoint_for(output) -> str:
     """Where the job that writes ``output`` (a path under ``results/``) keeps its checkpoint:
     the same path under ``results/checkpoints/``, outside every rule's outputs."""

@@ -83,12 +83,6 @@ def prob_cnn_other():
             "other_table": paths.cohort_test_table("test_baseline", c)}
 
 
-def prob_cnn_inputs():
-    files = [v for m in prob_cnn_models() for k, v in m.items() if k not in ("fold", "seed")]
-    sessions = prob_cnn_sessions()
-    return files + ([sessions["masks"], sessions["index"]] if sessions else [])
-
-
 def group_mask_files():
     """"fold/seed" -> the main cohort's group mask of the group class, for the views figure."""
     target = SALIENCY["group_class"]
@@ -116,8 +110,11 @@ def sweep_figure_masks():
     return {p: f"{SWEEP_DIR.format(point=p, target=target, fold=f, seed=s)}/{GROUP_FILES['mask']}" for p in SWEEP_POINTS}
 
 
-def analysis_inputs():
-    files = []
-    for e in analysis_entries():
-        files += [e["path"]] + ([e["index"]] if "index" in e else [])
-    return files
+# the analysis rules' records (rules/common.smk name_paths): every mask, map and Sobol table for the
+# ROI vectors; the group masks and maps the figures draw; what prob_CNN scores
+ENTRY_INPUTS, ENTRY_RECORDS = name_paths(analysis_entries(), "entry", ("path", "index"))
+VIEW_MASK_INPUTS, VIEW_MASKS = name_paths(group_mask_files(), "view_mask")
+SWEEP_MASK_INPUTS, SWEEP_MASKS = name_paths(sweep_figure_masks(), "sweep_mask")
+PROB_MODEL_INPUTS, PROB_MODELS = name_paths(prob_cnn_models(), "prob_model",
+                                            ("model", "validation", "mask", "independent", "reference"))
+PROB_SESSION_INPUTS, PROB_SESSIONS = name_paths(prob_cnn_sessions(), "prob_sessions", ("masks", "index"))

@@ -11,11 +11,11 @@ rule roi_vectors:
         atlas=paths.ATLAS,
         labels=paths.ATLAS_LABELS,
         index=paths.store_index(MAIN),
-        files=analysis_inputs(),
+        **ENTRY_INPUTS,
     output:
         paths.ROI_VECTORS,
     params:
-        entries=analysis_entries(),
+        entries=ENTRY_RECORDS,
         masks=config["roi"]["masks"],
         maps=config["roi"]["maps"],
         group_class=SALIENCY["group_class"],
@@ -34,7 +34,8 @@ rule similarity:
     and inter-subject, methods), the families' summary and figure
     (robustmaps.jobs.analysis.similarity_entry)."""
     input:
-        unpack(lambda wildcards: {"roi": paths.ROI_VECTORS, **sweep_values()}),
+        roi=paths.ROI_VECTORS,
+        **sweep_values(),
     output:
         pairs=paths.SIMILARITY_PAIRS,
         summary=reported(
@@ -82,7 +83,7 @@ rule regions:
     input:
         unpack(ground_truth_input),
         roi=paths.ROI_VECTORS,
-        masks=list(group_mask_files().values()),
+        **VIEW_MASK_INPUTS,
     output:
         top=reported(
             "results/analysis/regions/top_rois.tsv",
@@ -123,7 +124,7 @@ rule regions:
     params:
         group_class=SALIENCY["group_class"],
         k=ANALYSIS["top_k"],
-        masks=group_mask_files(),
+        masks=VIEW_MASKS,
         cut_coords=ANALYSIS["cut_coords"],
     benchmark:
         "results/benchmarks/regions/regions.tsv",
@@ -144,8 +145,8 @@ rule brain_maps:
         roi=paths.ROI_VECTORS,
         atlas=paths.ATLAS,
         labels=paths.ATLAS_LABELS,
-        masks=list(group_mask_files().values()),
-        maps=saliency_maps("group"),
+        **VIEW_MASK_INPUTS,
+        **GROUP_MAP_INPUTS,
     output:
         masks=reported(
             "results/analysis/brain/masks.png",
@@ -167,8 +168,8 @@ rule brain_maps:
         ),
     params:
         group_class=SALIENCY["group_class"],
-        masks=group_mask_files(),
-        maps=group_maps_by_method(),
+        masks=VIEW_MASKS,
+        maps=GROUP_MAPS,
         cut_coords=ANALYSIS["cut_coords"],
     benchmark:
         "results/benchmarks/brain_maps/brain_maps.tsv",
@@ -184,7 +185,8 @@ rule sweep_figures:
     """The study's Figures 3-4: the group masks of one model along each one-parameter series of
     the sweep, b1 / b2 and l1 / l2 (robustmaps.jobs.analysis.sweep_figures_entry)."""
     input:
-        unpack(lambda wildcards: {"masks": list(sweep_figure_masks().values()), **sweep_values()}),
+        **SWEEP_MASK_INPUTS,
+        **sweep_values(),
     output:
         b=reported(
             "results/analysis/sweep/figure3_b1_b2.png",
@@ -199,7 +201,7 @@ rule sweep_figures:
             subcategory="Hyperparameter sweep (Figures 3-4)",
         ),
     params:
-        points=sweep_figure_masks(),
+        points=SWEEP_MASKS,
         cut_coords=ANALYSIS["cut_coords"],
     benchmark:
         "results/benchmarks/sweep_figures/sweep_figures.tsv",
@@ -253,7 +255,8 @@ rule prob_cnn:
         store=paths.store(MAIN),
         index=paths.store_index(MAIN),
         **prob_cnn_other(),
-        files=prob_cnn_inputs(),
+        **PROB_MODEL_INPUTS,
+        **PROB_SESSION_INPUTS,
     output:
         pairs="results/analysis/prob_cnn/pairs.tsv",
         summary=reported(
@@ -269,8 +272,8 @@ rule prob_cnn:
             subcategory="prob_CNN",
         ),
     params:
-        models=prob_cnn_models(),
-        sessions=prob_cnn_sessions(),
+        models=PROB_MODELS,
+        sessions=PROB_SESSIONS,
         target=SALIENCY["group_class"],
         threads=MASKS["threads"],
         seed=MASKS["seed"],

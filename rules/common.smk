@@ -101,6 +101,29 @@ wildcard_constraints:
     worker=r"\d+",
 
 
+# A rule that reads many files of one kind (one per model, mask or map) takes them as named inputs,
+# and in its params the records of their ids with each file replaced by its input's name; the
+# script gets the files back by name (robustmaps.runner.resolve_inputs). A file's ids travel with
+# it in one record: nothing is paired by position with a parallel list.
+def name_paths(obj, prefix, keys=None):
+    """(named inputs, ``obj`` with names): every path in ``obj`` (records, a dict, a list) replaced
+    by an input name ``{prefix}_{n}``; with ``keys``, only the values of those keys are paths."""
+    inputs = {}
+
+    def walk(x, key=None):
+        if isinstance(x, dict):
+            return {k: walk(v, k) for k, v in x.items()}
+        if isinstance(x, list):
+            return [walk(v, key) for v in x]
+        if isinstance(x, str) and (keys is None or key in keys):
+            name = f"{prefix}_{len(inputs)}"
+            inputs[name] = x
+            return name
+        return x
+
+    return inputs, walk(obj)
+
+
 def all_outputs():
     """Every final product of the study: the last outputs of each stage, named where their rules
     write them (the `all` and provenance rules are defined after every stage)."""

@@ -65,6 +65,7 @@ if _source:
     or_exit(rmconfig.check_class_sizes, {dx: int(_counts.get(dx, 0)) for dx in config["data"]["labels"]},
             config["split"]["n_folds"], config["split"]["test_per_class"], _source, _found, config["data"]["diagnoses"])
 
+
 def cohort_spec(wildcards):
     return config["data"]["cohorts"][wildcards.cohort]
 

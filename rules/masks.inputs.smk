@@ -25,6 +25,7 @@ GROUP_FILES = with_native_copies({
 MASK_GPU = gpus_for(MASKS["device"])
 PENALTIES = ("l1", "l2", "b1", "b2", "lr", "score", "norm", "threshold", "eps", "batch_size", "seed")
 
+
 # Masks (rules/masks.smk): where each kind of mask lives, and the exact settings it depends on.
 def group_params(wildcards):
     """Exactly the values a group or sweep mask depends on (so that a change re-runs only those)."""
@@ -72,49 +73,37 @@ def group_mask_inputs(wildcards, screen=False):
     return files
 
 
-def group_masks(filename="summary"):
-    """Every group mask's file ``filename`` (main and independent cohorts, every target, every model)."""
-    return [
-        f"{GROUP_DIR.format(cohort=c, target=t, fold=f, seed=s)}/{GROUP_FILES[filename]}"
-        for c in COHORTS
-        for t in MASK_TARGETS
-        for f, s in MODELS
-    ]
+def mask_records():
+    """Every group, sweep and session mask: its ids and the files the masks' summary reads (its
+    summary, or a session model's index; a group mask's flagged images and mask)."""
+    records = []
+    for c in COHORTS:
+        for t in MASK_TARGETS:
+            for f, s in MODELS:
+                folder = GROUP_DIR.format(cohort=c, target=t, fold=f, seed=s)
+                records.append({"kind": "group", "cohort": c, "target": t, "fold": f, "seed": s, "point": "",
+                                **{k: f"{folder}/{GROUP_FILES[k]}" for k in ("summary", "flagged", "mask")}})
+    for p in SWEEP_POINTS:
+        for t in MASK_TARGETS:
+            for f, s in SWEEP_MODELS:
+                folder = SWEEP_DIR.format(point=p, target=t, fold=f, seed=s)
+                records.append({"kind": "sweep", "cohort": MAIN, "target": t, "fold": f, "seed": s, "point": p,
+                                "summary": f"{folder}/{GROUP_FILES['summary']}"})
+    for t in MASK_TARGETS:
+        for f, s in SESSION_MODELS:
+            folder = SESSION_DIR.format(target=t, fold=f, seed=s)
+            records.append({"kind": "session", "cohort": MAIN, "target": t, "fold": f, "seed": s, "point": "",
+                            "summary": f"{folder}/index.tsv"})
+    return records
 
 
-def session_masks(filename="index.tsv"):
-    return [f"{SESSION_DIR.format(target=t, fold=f, seed=s)}/{filename}" for t in MASK_TARGETS for f, s in SESSION_MODELS]
+MASK_INPUTS, MASK_RECORDS = name_paths(mask_records(), "mask", ("summary", "flagged", "mask"))
+# the screening pass's flagged tables of a cohort's group masks (second QC step, jump_action: exclude)
+SCREEN_INPUTS, SCREEN_RECORDS = name_paths(
+    [{"model": f"fold-{f}/seed-{s}",
+      "flagged": f"{SCREEN_DIR}/{GROUP_FILES['flagged']}".format(cohort="{cohort}", target="{target}", fold=f, seed=s)}
+     for f, s in MODELS], "screen", ("flagged",))
 
-
-def sweep_masks(filename="summary"):
-    return [
-        f"{SWEEP_DIR.format(point=p, target=t, fold=f, seed=s)}/{GROUP_FILES[filename]}"
-        for p in SWEEP_POINTS
-        for t in MASK_TARGETS
-        for f, s in SWEEP_MODELS
-    ]
-
-
-def mask_entries():
-    """Ids of every group, sweep and session mask, in the order of the summary's inputs."""
-    entries = [
-        {"kind": "group", "cohort": c, "target": t, "fold": f, "seed": s, "point": ""}
-        for c in COHORTS
-        for t in MASK_TARGETS
-        for f, s in MODELS
-    ]
-    entries += [
-        {"kind": "sweep", "cohort": MAIN, "target": t, "fold": f, "seed": s, "point": p}
-        for p in SWEEP_POINTS
-        for t in MASK_TARGETS
-        for f, s in SWEEP_MODELS
-    ]
-    entries += [
-        {"kind": "session", "cohort": MAIN, "target": t, "fold": f, "seed": s, "point": ""}
-        for t in MASK_TARGETS
-        for f, s in SESSION_MODELS
-    ]
-    return entries
 
 # The report's per-model brain views, labelled so that a reader can filter by target, fold and seed.
 def mask_views():

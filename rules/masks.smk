@@ -83,12 +83,11 @@ if EXCLUDE:
         screening group mask jump, excluded from every group and sweep mask of the cohort
         (robustmaps.jobs.masks.cohort_exclusions)."""
         input:
-            flagged=[f"{SCREEN_DIR}/{GROUP_FILES['flagged']}".format(cohort="{cohort}", target="{target}", fold=f,
-                                                                      seed=s) for f, s in MODELS],
+            **SCREEN_INPUTS,
         output:
             excluded=EXCLUDED_TSV,
         params:
-            models=[f"fold-{f}/seed-{s}" for f, s in MODELS],
+            screens=SCREEN_RECORDS,
         benchmark:
             "results/benchmarks/mask_exclusions/exclusions_{cohort}_{target}.tsv",
         log:
@@ -141,11 +140,7 @@ rule masks_summary:
     """Every mask's summary in one table, the second QC step's flagged images, the group masks
     and the sweep's trends as figures (robustmaps.jobs.masks.summarise_masks)."""
     input:
-        group=group_masks("summary"),
-        group_flagged=group_masks("flagged"),
-        group_images=group_masks("mask"),
-        sweep=sweep_masks("summary"),
-        sessions=session_masks("index.tsv"),
+        **MASK_INPUTS,
         background=paths.cohort_mean(MAIN),
     output:
         summary=reported(
@@ -172,7 +167,7 @@ rule masks_summary:
         ),
         **report_views(mask_views(), "../report/captions/mask_view.rst", "Masks", "Group mask per model"),
     params:
-        entries=mask_entries(),
+        entries=MASK_RECORDS,
         views={name: {**labels, "cohort": MAIN} for name, (_, labels) in mask_views().items()},
         threshold=MASKS["threshold"],
     benchmark:

@@ -22,6 +22,7 @@ SAL_GPU = gpus_for(SALIENCY["device"])
 SOBOL_GPU = gpus_for(SOBOL["device"])
 SAL_COMMON = ("batch_size", "seed")
 
+
 # Saliency (rules/saliency.smk)
 def saliency_params(method):
     """Exactly the settings the maps of ``method`` depend on (a change re-runs that method only)."""
@@ -68,23 +69,12 @@ def saliency_maps(filename="index"):
     ]
 
 
-def faithfulness_files():
-    return [f"{SAL_DIR.format(method=m, fold=f, seed=s)}/faithfulness.tsv" for m in SAL_METHODS for f, s in SAL_MODELS]
-
-
-def faithfulness_entries():
-    return [{"method": m, "fold": f, "seed": s} for m in SAL_METHODS for f, s in SAL_MODELS]
-
-
 def group_maps_by_method():
     return {
         m: [f"{SAL_DIR.format(method=m, fold=f, seed=s)}/{MAP_FILES['group']}" for f, s in SAL_MODELS]
         for m in SALIENCY["methods"]
     }
 
-
-def sobol_files(filename):
-    return [f"{SOBOL_DIR.format(fold=f, seed=s)}/{filename}.tsv" for f, s in SOBOL_MODELS]
 
 def saliency_views():
     """output name -> (path, labels): a view of every model's group map of every method."""
@@ -93,3 +83,14 @@ def saliency_views():
         for m in SALIENCY["methods"]
         for f, s in SAL_MODELS
     }
+
+
+# the summaries' records: every (method, model)'s faithfulness table, every model's Sobol tables,
+# every method's group maps (rules/common.smk name_paths)
+FAITHFULNESS_INPUTS, FAITHFULNESS_RECORDS = name_paths(
+    [{"method": m, "fold": f, "seed": s, "faithfulness": f"{SAL_DIR.format(method=m, fold=f, seed=s)}/faithfulness.tsv"}
+     for m in SAL_METHODS for f, s in SAL_MODELS], "faithfulness", ("faithfulness",))
+SOBOL_INPUTS, SOBOL_RECORDS = name_paths(
+    [{"fold": f, "seed": s, **{k: f"{SOBOL_DIR.format(fold=f, seed=s)}/{k}.tsv" for k in ("indices", "convergence")}}
+     for f, s in SOBOL_MODELS], "sobol", ("indices", "convergence"))
+GROUP_MAP_INPUTS, GROUP_MAPS = name_paths(group_maps_by_method(), "group_map")

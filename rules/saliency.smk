@@ -79,8 +79,8 @@ rule saliency_summary:
     """Tables 5.2-5.3 of Weber (2023) (one row per method, mean and SD over models), every map's
     metrics, and figures (robustmaps.jobs.saliency.summarise_saliency)."""
     input:
-        faithfulness=faithfulness_files(),
-        group_maps=saliency_maps("group"),
+        **FAITHFULNESS_INPUTS,
+        **GROUP_MAP_INPUTS,
         background=paths.cohort_mean(MAIN),
     output:
         per_map="results/saliency/faithfulness.tsv",
@@ -103,8 +103,8 @@ rule saliency_summary:
             saliency_views(), "../report/captions/saliency_view.rst", "Saliency and faithfulness", "Group map per model"
         ),
     params:
-        entries=faithfulness_entries(),
-        group_maps=group_maps_by_method(),
+        entries=FAITHFULNESS_RECORDS,
+        group_maps=GROUP_MAPS,
         views={name: labels for name, (_, labels) in saliency_views().items()},
         comparison=SALIENCY["comparison"],
     benchmark:
@@ -151,8 +151,7 @@ rule sobol_summary:
     """Every model's Sobol indices in one tidy table and the convergence figure
     (robustmaps.jobs.saliency.summarise_sobol)."""
     input:
-        indices=sobol_files("indices"),
-        convergence=sobol_files("convergence"),
+        **SOBOL_INPUTS,
     output:
         indices=reported(
             "results/sobol/indices.tsv",
@@ -166,7 +165,7 @@ rule sobol_summary:
             category="Sensitivity",
         ),
     params:
-        entries=[{"fold": f, "seed": s} for f, s in SOBOL_MODELS],
+        entries=SOBOL_RECORDS,
     benchmark:
         "results/benchmarks/sobol_summary/summary.tsv",
     log:

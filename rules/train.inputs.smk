@@ -7,10 +7,6 @@ EVAL_SETS = ["validation", "test", *OTHER_COHORTS]
 MODEL_DIR = paths.model_dir()
 MODELS = rmconfig.trained_models(config)
 
-def models(pattern):
-    """``pattern`` (a path with {fold} and {seed}) for every trained (fold, seed)."""
-    return [pattern.format(fold=f, seed=s) for f in TRAIN_FOLDS for s in SEEDS]
-
 
 def evaluation_inputs(wildcards):
     """Per evaluation set (its validation set, the test set, every independent cohort) the
@@ -28,6 +24,7 @@ def evaluation_inputs(wildcards):
         files[f"{name}_table"] = tables[name]
     return files
 
+
 def train_settings():
     """train.* values the train rule uses; with train.architecture_from_hpo the searched ones
     come from best.yaml (an input) instead, so that they do not re-run training for nothing."""
@@ -41,3 +38,10 @@ def train_settings():
 def hpo_best_input(wildcards):
     """best.yaml of the search, an input of training when train.architecture_from_hpo."""
     return {"best": f"{HPO_DIR}/best.yaml"} if config["train"]["architecture_from_hpo"] else {}
+
+
+# every model's metrics and history for the training summary (rules/common.smk name_paths)
+MODEL_TABLE_INPUTS, MODEL_TABLE_RECORDS = name_paths(
+    [{"fold": f, "seed": s, "metrics": f"{paths.model_dir(f, s)}/metrics.tsv",
+      "history": f"{paths.model_dir(f, s)}/history.tsv"} for f in TRAIN_FOLDS for s in SEEDS],
+    "model", ("metrics", "history"))

@@ -67,8 +67,7 @@ rule evaluate:
 rule training_summary:
     """Every (fold, seed) model's metrics with mean and SD per set, and the learning curves."""
     input:
-        metrics=models(f"{MODEL_DIR}/metrics.tsv"),
-        histories=models(f"{MODEL_DIR}/history.tsv"),
+        **MODEL_TABLE_INPUTS,
     output:
         summary=reported(
             paths.TRAINING_SUMMARY,
@@ -81,7 +80,7 @@ rule training_summary:
             category="Training",
         ),
     params:
-        models=[{"fold": f, "seed": s} for f in TRAIN_FOLDS for s in SEEDS],
+        models=MODEL_TABLE_RECORDS,
     benchmark:
         "results/benchmarks/training_summary/summary.tsv",
     log:

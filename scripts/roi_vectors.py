@@ -1,10 +1,10 @@
 """Rule roi_vectors: see robustmaps.jobs.analysis.roi_vectors_entry."""
 from robustmaps.jobs.analysis import roi_vectors_entry
-from robustmaps.runner import script
+from robustmaps.runner import resolve_inputs, script
 
 with script(snakemake):
     roi_vectors_entry(
-        snakemake.params.entries,
+        resolve_inputs(snakemake.params.entries, snakemake.input),
         snakemake.input.atlas,
         snakemake.input.labels,
         snakemake.output[0],

@@ -266,29 +266,28 @@ def session_masks(model_pt, store_npy, index_tsv, test_tsv, out: dict, *, target
              idx.score_after.mean(), idx.probability_before.mean(), idx.probability_after.mean())
 
 
-def summarise_masks(entries: list[dict], summaries: dict[str, list], flagged: list, group_images: list,
-                    out: dict, *, threshold: float = 0.95, views: list = (), background=None) -> None:
+def summarise_masks(entries: list[dict], out: dict, *, threshold: float = 0.95, views: list = (),
+                    background=None) -> None:
     """Rule entry: one tidy table of every mask (group, sweep: one row each; session: one row per
     session), the second QC step's flagged images of every group mask, two figures, and a brain
     view of 1 - m of each group mask in ``views`` ([(ids: cohort, target, fold, seed; png)]) over
-    the cohort's mean GM map ``background``."""
+    the cohort's mean GM map ``background``. ``entries``: one record per mask, its ids (kind,
+    cohort, target, fold, seed, point) and its files: ``summary`` (a session model's index), and
+    for a group mask ``flagged`` and ``mask``."""
     ids = ["kind", "cohort", "target", "fold", "seed", "point"]
-    by_kind = {k: iter(v) for k, v in summaries.items()}
-    tables, flags = [], []
-    group_flags, group_imgs, group_ids = iter(flagged), iter(group_images), []
+    tables, flags, group_ids = [], [], []
     for e in entries:
-        path = next(by_kind[e["kind"]])
-        t = read_tsv(path, ["coverage", "score_before", "score_after", "probability_after"], what="mask summary",
+        t = read_tsv(e["summary"], ["coverage", "score_before", "score_after", "probability_after"], what="mask summary",
                      dtype={"participant_id": str, "session_id": str})
         t = t.drop(columns=[k for k in ids if k in t])
         for k in reversed(ids):
             t.insert(0, k, e[k])
         tables.append(t)
         if e["kind"] == "group":
-            f = read_tsv(next(group_flags), FLAGGED_COLUMNS, what="flagged images table",
+            f = read_tsv(e["flagged"], FLAGGED_COLUMNS, what="flagged images table",
                          dtype={"participant_id": str, "session_id": str})
             flags.append(f.assign(**{k: e[k] for k in ids[1:5]}))
-            group_ids.append((e, next(group_imgs)))
+            group_ids.append(({k: e[k] for k in ids}, e["mask"]))
     table = pd.concat(tables, ignore_index=True)
     lead = ids + [c for c in ("participant_id", "session_id", "volume") if c in table]
     table = table[lead + [c for c in table if c not in lead]]

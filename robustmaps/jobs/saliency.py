@@ -249,17 +249,19 @@ def sobol_entry(model_pt, store_npy, index_tsv, table_tsv, atlas_nii, labels_tsv
         write_tsv(pd.concat(frames[key], ignore_index=True), path)
 
 
-def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps: dict, out: dict, *,
-                       views: list = (), background=None, comparison: dict | None = None) -> None:
-    """Rule entry: every map's faithfulness in one tidy table (ids: method, fold, seed), the
+def summarise_saliency(entries: list[dict], group_maps: dict, out: dict, *, views: list = (), background=None,
+                       comparison: dict | None = None) -> None:
+    """Rule entry: every map's faithfulness in one tidy table (ids: method, fold, seed; ``entries``:
+    one record per (method, model) with its ``faithfulness`` table), the
     per-method table (mean, SD over models), and figures of the group maps and of the AUCs.
     ``group_maps``: method -> the group map of every model (NIfTI paths, in the order of
     ``views``' models); ``views``: [(ids: method, fold, seed; png)], one brain view per group map
     over the cohort's mean GM map ``background``. ``comparison``: the paired test against Random-CAM
     (see :func:`faithfulness_table`; None: ``COMPARISON``)."""
-    frames = [read_tsv(p, ["deletion_auc", "insertion_auc"], what="faithfulness table",
-                       dtype={"participant_id": str, "session_id": str}).assign(**e)
-              for e, p in zip(entries, faithfulness_tsvs)]
+    frames = [read_tsv(e["faithfulness"], ["deletion_auc", "insertion_auc"], what="faithfulness table",
+                       dtype={"participant_id": str, "session_id": str}).assign(method=e["method"], fold=e["fold"],
+                                                                               seed=e["seed"])
+              for e in entries]
     per_map = pd.concat(frames, ignore_index=True)
     ids = ["method", "fold", "seed"]
     per_map = per_map[ids + [c for c in per_map.columns if c not in ids]]
@@ -284,14 +286,16 @@ def summarise_saliency(entries: list[dict], faithfulness_tsvs: list, group_maps:
                  r.insertion_diff_lo, r.insertion_diff_hi, r.insertion_p, r.beats_random)
 
 
-def summarise_sobol(entries: list[dict], indices_tsvs: list, convergence_tsvs: list, out: dict) -> None:
-    """Rule entry: the ST and S1 of every model in one tidy table and the convergence figure."""
+def summarise_sobol(entries: list[dict], out: dict) -> None:
+    """Rule entry: the ST and S1 of every model in one tidy table and the convergence figure.
+    ``entries``: one record per model: fold, seed and its ``indices`` and ``convergence`` tables."""
 
-    def read(paths):
-        return pd.concat([read_tsv(p, ["n", "roi", "ST", "S1"], what="Sobol table").assign(**e)
-                          for e, p in zip(entries, paths)], ignore_index=True)
+    def read(key):
+        return pd.concat([read_tsv(e[key], ["n", "roi", "ST", "S1"], what="Sobol table").assign(fold=e["fold"],
+                                                                                               seed=e["seed"])
+                          for e in entries], ignore_index=True)
 
-    indices, conv = read(indices_tsvs), read(convergence_tsvs)
+    indices, conv = read("indices"), read("convergence")
     write_tsv(indices, out["indices"])
     write_tsv(conv, out["convergence"])
     sobol_convergence_figure(conv, out["figure"])
