@@ -117,6 +117,16 @@ def _check_hpo(config: dict) -> None:
             _fail("hpo.hyperband.min_resource", f"{hb['min_resource']} > the maximum resource {top} (epochs)")
 
 
+#: The keys the hyperparameter search owns (robustmaps.hpo): the architecture parameters of
+#: robustmaps.models.PaperCNN it draws, and the training values it draws (robustmaps.training.TrainConfig);
+#: with train.architecture_from_hpo they come from the search's best.yaml, not from train.*.
+ARCHITECTURE_KEYS = ("n_blocks", "filters", "sub_blocks", "downsampling", "fc_layers", "dropout")
+TRAINING_KEYS = ("lr", "weight_decay", "batch_size", "normalisation")
+SEARCH_KEYS = ARCHITECTURE_KEYS + TRAINING_KEYS
+#: the train.* keys the search replaces (the architecture as a whole)
+SEARCHED_TRAIN_KEYS = ("architecture", *TRAINING_KEYS)
+
+
 #: Pure resources (config/README.md, "Resources and results"): how a job computes, never what it
 #: computes. Scripts read them from the config (:func:`job_resources`), never through ``params:``,
 #: so that retuning them on a cluster re-runs nothing (tests/integration/test_workflow.py changes

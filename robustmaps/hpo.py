@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from .checkpoints import Terminated, fingerprint
+from .config import ARCHITECTURE_KEYS, SEARCH_KEYS, TRAINING_KEYS
 from .io import InputError, atomic_path
 from .locks import FileLock
 from .models import build_model
@@ -48,11 +49,6 @@ log = logging.getLogger(__name__)
 
 SAMPLERS = ("random", "tpe", "gp")
 PRUNERS = ("none", "hyperband")
-#: architecture parameters of robustmaps.models.PaperCNN the search drives
-ARCHITECTURE_KEYS = ("n_blocks", "filters", "sub_blocks", "downsampling", "fc_layers", "dropout")
-#: training parameters the search drives (robustmaps.training.TrainConfig)
-TRAINING_KEYS = ("lr", "weight_decay", "batch_size", "normalisation")
-SEARCH_KEYS = ARCHITECTURE_KEYS + TRAINING_KEYS
 
 
 class InfeasibleTrial(ValueError):
@@ -443,7 +439,6 @@ def best_trial(table: pd.DataFrame) -> pd.Series:
 def load_best(best_yaml) -> dict:
     """The training settings of ``results/hpo/best.yaml``."""
     import yaml
-
 
     try:
         data = yaml.safe_load(Path(best_yaml).read_text())

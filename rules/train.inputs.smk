@@ -31,7 +31,7 @@ def train_settings():
     keys = ["architecture", "lr", "weight_decay", "batch_size", "max_epochs", "patience", "min_epochs",
             "normalisation", "amp", "augmentation"]  # not the pure resources (rmconfig.RESOURCES)
     if config["train"]["architecture_from_hpo"]:
-        keys = [k for k in keys if k not in ("architecture", "lr", "weight_decay", "batch_size", "normalisation")]
+        keys = [k for k in keys if k not in rmconfig.SEARCHED_TRAIN_KEYS]
     return {k: config["train"][k] for k in keys}
 
 

@@ -9,10 +9,9 @@ import socket
 from pathlib import Path
 
 from ..checkpoints import Terminated
+from ..config import ARCHITECTURE_KEYS, TRAINING_KEYS
 from ..devices import device_for
 from ..hpo import (
-    ARCHITECTURE_KEYS,
-    TRAINING_KEYS,
     InfeasibleTrial,
     Sigterm,
     _Reservation,

@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from robustmaps import hpo
-from robustmaps.jobs.hpo import hpo_summary
+from robustmaps.config import SEARCH_KEYS
 from robustmaps.io import InputError
+from robustmaps.jobs.hpo import hpo_summary
 
 BASELINE = {"n_blocks": 2, "filters": 4, "sub_blocks": 1, "downsampling": "maxpool", "fc_layers": 1, "dropout": 0.0,
             "lr": 3e-3, "weight_decay": 0.0, "batch_size": 6, "normalisation": "none"}
@@ -189,7 +190,7 @@ def test_every_sampler_draws_points_inside_the_default_space(sampler):
         points.append(p)
         study.tell(t, p["lr"] * 100 + p["n_blocks"])  # any objective
     for p in points:
-        assert set(p) == set(hpo.SEARCH_KEYS)
+        assert set(p) == set(SEARCH_KEYS)
         assert 3 <= p["n_blocks"] <= 7 and p["filters"] in (4, 8, 16, 32) and p["downsampling"] in ("maxpool", "stride")
         assert 1e-5 <= p["lr"] <= 1e-2 and 0 <= p["dropout"] <= 0.7 and isinstance(p["n_blocks"], int)
     assert len({p["lr"] for p in points}) > 1
@@ -204,8 +205,8 @@ def test_a_trial_resumes_only_a_checkpoint_of_its_own_point(trained_model, tmp_p
     import numpy as np
 
     from robustmaps.preprocess import open_store
-    from robustmaps.training import TrainConfig, train
     from robustmaps.splits import read_split_rows
+    from robustmaps.training import TrainConfig, train
 
     data = trained_model
     settings = hpo.settings_for(BASELINE, params(max_epochs=3)["train"])

@@ -123,3 +123,18 @@ def test_an_unknown_gpu_form_stops_naming_the_variable(value):
 
     with pytest.raises(InputError, match=rf"ROBUSTMAPS_SLURM_GPU='{re.escape(value)}': expected one of gpus"):
         gpu_form(value)
+
+
+def test_resolve_inputs_puts_each_file_back_in_its_record_by_name():
+    """rules/common.smk names the files of a rule's records (name_paths); the script resolves the
+    names, so a record keeps its own file whatever the order of the inputs."""
+    from snakemake.iocontainers import InputFiles as Namedlist
+
+    from robustmaps.runner import resolve_inputs
+
+    inputs = Namedlist(fromdict={"mask_1": "b/summary.tsv", "background": "mean.nii.gz", "mask_0": "a/summary.tsv"})
+    records = [{"kind": "group", "fold": 0, "summary": "mask_0"}, {"kind": "sweep", "fold": 1, "summary": "mask_1"}]
+    assert resolve_inputs(records, inputs) == [{"kind": "group", "fold": 0, "summary": "a/summary.tsv"},
+                                               {"kind": "sweep", "fold": 1, "summary": "b/summary.tsv"}]
+    assert resolve_inputs({"gradcam": ["mask_1", "mask_0"]}, inputs) == {"gradcam": ["b/summary.tsv", "a/summary.tsv"]}
+    assert resolve_inputs(None, inputs) is None and resolve_inputs({"kind": "group"}, inputs) == {"kind": "group"}
