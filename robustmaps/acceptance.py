@@ -47,7 +47,6 @@ def check_planted_signal(results: Path, config: dict) -> list[str]:
     clearly more than the ROIs where nothing was planted."""
     import nibabel as nib
 
-
     fails = []
     atlas = np.asarray(nib.load(results / "atlas" / "atlas.nii.gz").dataobj).astype(int)
     labels = read_tsv(results / "atlas" / "labels.tsv", ["index", "name"])
@@ -134,7 +133,6 @@ def check_saliency(results: Path, config: dict) -> list[str]:
     """Every method has maps for every model, finite, not constant, on the working grid (whether
     each beats Random-CAM is reported by :func:`note_beats_random`)."""
     import numpy as np
-
 
     fails = []
     grid = working_grid(config)
@@ -338,7 +336,6 @@ def rule_costs(results: Path) -> "pd.DataFrame":
     import re
 
     import pandas as pd
-
 
     rows = []
     # results/benchmarks/<rule>/<job>.tsv (a job's name may hold folders: the pseudonymised tables)

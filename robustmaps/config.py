@@ -303,7 +303,6 @@ def present_maps(paths: list[str], source: str, *, missing: str, max_fraction: f
     path. A dangling symlink is named as such."""
     import os
 
-
     absent = [p for p in paths if not os.path.exists(p)]
     if not absent:
         return list(paths)

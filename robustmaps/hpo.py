@@ -165,7 +165,6 @@ def repair_journal(journal) -> list[str]:
     attribute to a cut append stops with one message naming the journal and the line."""
     from optuna.storages.journal import JournalFileOpenLock
 
-
     path = Path(journal)
     if not path.exists():
         return []

@@ -451,7 +451,6 @@ def hpo_figures(study, table: pd.DataFrame, history_path, importance_path, rando
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-
     complete = table[table.state == "COMPLETE"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -11,6 +11,9 @@ import numpy as np
 import pandas as pd
 
 REDUCTIONS = ("mean", "sum")
+#: the id columns of the ROI-vector table (one row per mask, map or Sobol table)
+ID_COLUMNS = ["kind", "method", "cohort", "target", "fold", "seed", "point", "participant_id", "session_id",
+              "baseline"]
 
 
 def roi_means(images: np.ndarray, atlas: np.ndarray, n_labels: int | None = None) -> np.ndarray:
@@ -149,7 +152,3 @@ def recovery(table: pd.DataFrame, rois: list[str], planted: list[str]) -> pd.Dat
     out["precision_at_k"] = [positive[np.argsort(-v, kind="stable")[:k]].mean() if k else np.nan for v in values]
     out["k"] = k
     return out
-
-
-ID_COLUMNS = ["kind", "method", "cohort", "target", "fold", "seed", "point", "participant_id", "session_id",
-              "baseline"]

@@ -192,7 +192,6 @@ def gpu_form(value: str | None) -> tuple[str, str]:
     """Parse ROBUSTMAPS_SLURM_GPU: (kind, argument); kind in gpus, gres, model, constraint."""
     import re
 
-
     value = (value or "gpus").strip()
     m = re.fullmatch(r"(gpus)|(gres)(?::([\w.]+))?|(model|constraint):([\w.&|!-]+)", value)
     if not m:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import warnings
 
+import nibabel as nib
 import numpy as np
 import torch
+from nilearn.image import resample_img
 
 from .grid import Grid
 from .io import InputError, load_nifti, save_nifti
@@ -15,10 +17,6 @@ from .io import InputError, load_nifti, save_nifti
 def to_native(volumes: np.ndarray, working: dict, native: dict, fill: float = 1.0) -> np.ndarray:
     """Masks (X, Y, Z[, K]) from the working grid to the native grid (linear interpolation; outside
     a cropped working box ``fill``: 1 for a mask, unperturbed; 0 for a saliency map)."""
-    import nibabel as nib
-    from nilearn.image import resample_img
-
-
     w, n = Grid.from_config(working), Grid.from_config(native)
     if w == n:
         return volumes

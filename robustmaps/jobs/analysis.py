@@ -76,7 +76,6 @@ def roi_table(entries: list[dict], atlas_nii, labels_tsv, reduction: str = "mean
     store index (its ``baseline`` column marks each per-session row's baseline; needed when an
     entry has an index)."""
 
-
     if map_normalisation not in MAP_NORMALISATIONS:
         raise ValueError(f"roi.map_normalisation must be one of {MAP_NORMALISATIONS}, got {map_normalisation!r}")
 
@@ -212,7 +211,6 @@ def brain_maps_entry(roi_tsv, atlas_nii, labels_tsv, ground_truth_tsv, out: dict
     value the similarities compare). On a synthetic cohort (``ground_truth_tsv``) the planted
     ROIs (weight > 0) are outlined in every panel. Returns the nilearn displays of each figure."""
     import nibabel as nib
-
 
     table = read_tsv(roi_tsv, ID_COLUMNS, what="ROI-vector table",
                      dtype={"participant_id": str, "session_id": str, "point": str, "fold": str, "seed": str})

@@ -166,7 +166,6 @@ def write_atlas(image_out: str, labels_out: str, *, grid: dict, atlas: dict) -> 
     """Rule entry point: the atlas on the working grid + its label table (with voxel counts)."""
     import logging
 
-
     g = Grid.from_config(grid)
     data, table = atlas_on_grid(g, atlas.get("image"), atlas.get("labels"))
     lost = table[table.n_voxels == 0]

@@ -132,7 +132,6 @@ def hpo_summary(journal, worker_tsvs, out: dict, *, params: dict, index_tsv, tra
     import optuna
     import yaml
 
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name(params, [index_tsv, train_tsv, validation_tsv])
     for note in repair_journal(journal):

@@ -43,7 +43,6 @@ def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, histo
     training values replace those of ``settings``."""
     import pandas as pd
 
-
     if best_yaml:
 
         settings = {**settings, **load_best(best_yaml)}
