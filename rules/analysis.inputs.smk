@@ -100,21 +100,23 @@ def sweep_values():
     return {"points": paths.MASKS_SUMMARY} if SWEEP_MODELS and SWEEP_POINTS else {}
 
 
-def sweep_figure_masks():
-    """Sweep point -> the group mask of the first sweep model at that point, for the group class
-    (or the first mask target), for the study's Figures 3-4."""
+def sweep_figure_points():
+    """The sweep points of the study's Figures 3-4: per point, the group mask of the first sweep
+    model (for the group class, or the first mask target) and that mask's summary, which records
+    the point's values (its one-parameter series come from them)."""
     if not SWEEP_MODELS or not MASK_TARGETS:
-        return {}
+        return []
     target = SALIENCY["group_class"] if SALIENCY["group_class"] in MASK_TARGETS else MASK_TARGETS[0]
     f, s = SWEEP_MODELS[0]
-    return {p: f"{SWEEP_DIR.format(point=p, target=target, fold=f, seed=s)}/{GROUP_FILES['mask']}" for p in SWEEP_POINTS}
+    return [{"point": p, **{k: f"{SWEEP_DIR.format(point=p, target=target, fold=f, seed=s)}/{GROUP_FILES[k]}"
+                            for k in ("mask", "summary")}} for p in SWEEP_POINTS]
 
 
 # the analysis rules' records (rules/common.smk name_paths): every mask, map and Sobol table for the
 # ROI vectors; the group masks and maps the figures draw; what prob_CNN scores
 ENTRY_INPUTS, ENTRY_RECORDS = name_paths(analysis_entries(), "entry", ("path", "index"))
 VIEW_MASK_INPUTS, VIEW_MASKS = name_paths(group_mask_files(), "view_mask")
-SWEEP_MASK_INPUTS, SWEEP_MASKS = name_paths(sweep_figure_masks(), "sweep_mask")
+SWEEP_POINT_INPUTS, SWEEP_POINT_RECORDS = name_paths(sweep_figure_points(), "sweep_point", ("mask", "summary"))
 PROB_MODEL_INPUTS, PROB_MODELS = name_paths(prob_cnn_models(), "prob_model",
                                             ("model", "validation", "mask", "independent", "reference"))
 PROB_SESSION_INPUTS, PROB_SESSIONS = name_paths(prob_cnn_sessions(), "prob_sessions", ("masks", "index"))

@@ -185,8 +185,7 @@ rule sweep_figures:
     """The study's Figures 3-4: the group masks of one model along each one-parameter series of
     the sweep, b1 / b2 and l1 / l2 (robustmaps.jobs.analysis.sweep_figures_entry)."""
     input:
-        **SWEEP_MASK_INPUTS,
-        **sweep_values(),
+        **SWEEP_POINT_INPUTS,
     output:
         b=reported(
             "results/analysis/sweep/figure3_b1_b2.png",
@@ -201,7 +200,7 @@ rule sweep_figures:
             subcategory="Hyperparameter sweep (Figures 3-4)",
         ),
     params:
-        points=SWEEP_MASKS,
+        points=SWEEP_POINT_RECORDS,
         cut_coords=ANALYSIS["cut_coords"],
     benchmark:
         "results/benchmarks/sweep_figures/sweep_figures.tsv",

@@ -3,5 +3,5 @@ from robustmaps.jobs.analysis import sweep_figures_entry
 from robustmaps.runner import resolve_inputs, script
 
 with script(snakemake):
-    sweep_figures_entry(resolve_inputs(snakemake.params.points, snakemake.input), snakemake.input.get("points"),
-                        dict(snakemake.output.items()), cut_coords=snakemake.params.cut_coords)
+    sweep_figures_entry(resolve_inputs(snakemake.params.points, snakemake.input), dict(snakemake.output.items()),
+                        cut_coords=snakemake.params.cut_coords)

@@ -274,14 +274,18 @@ def brain_maps_entry(roi_tsv, atlas_nii, labels_tsv, ground_truth_tsv, out: dict
     return drawn
 
 
-def sweep_figures_entry(masks: dict, points_tsv, out: dict, *, cut_coords) -> dict:
+def sweep_figures_entry(points: list[dict], out: dict, *, cut_coords) -> dict:
     """Rule entry: the study's Figures 3-4 for this run's sweep: ``out["b"]`` the series along b1
     and b2, ``out["l"]`` those along l1 and l2 (one row per series, its points' masks side by
-    side); ``masks``: sweep point id -> the group mask of one model at that point; ``points_tsv``:
-    the table that records the points' values (the masks' summary; None without a sweep).
-    Returns the displays of each figure."""
-    points = read_points(points_tsv) if masks else None
-    pts = points.set_index("point").loc[list(masks)].reset_index() if masks else None
+    side). ``points``: per sweep point, the group mask of one model (``mask``) and that mask's
+    ``summary``, whose recorded values (b1, b2, l1, l2, lr) make the series. Returns the displays
+    of each figure."""
+    masks = {p["point"]: p["mask"] for p in points}
+    pts = None
+    if points:
+        rows = [read_tsv(p["summary"], POINT_COLUMNS[1:], what="sweep mask summary").iloc[0] for p in points]
+        pts = points_table(pd.DataFrame([{"point": p["point"], **{k: r[k] for k in POINT_COLUMNS[1:]}}
+                                         for p, r in zip(points, rows)]))
     drawn = {}
     for key, params in (("b", ("b1", "b2")), ("l", ("l1", "l2"))):
         rows = []

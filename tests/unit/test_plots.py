@@ -191,16 +191,17 @@ def test_similarity_families_figure_marks_the_published_values_on_their_families
 def test_sweep_figures_one_row_per_series_with_colour_bars_and_coronal_cuts(tmp_path):
     from robustmaps.jobs.analysis import sweep_figures_entry
 
-    points = {}
-    for p in ("b1-0.1_b2-1_l1-1e-04_l2-1e-03", "b1-2_b2-1_l1-1e-04_l2-1e-03", "b1-0.1_b2-1_l1-1e-02_l2-1e-03",
-              "b1-0.1_b2-1_l1-1e-03_l2-1e-03"):
+    points = []
+    values = {"b1-0.1_b2-1_l1-1e-04_l2-1e-03": (0.1, 1e-4), "b1-2_b2-1_l1-1e-04_l2-1e-03": (2, 1e-4),
+              "b1-0.1_b2-1_l1-1e-02_l2-1e-03": (0.1, 1e-2), "b1-0.1_b2-1_l1-1e-03_l2-1e-03": (0.1, 1e-3)}
+    for p, (b1, l1) in values.items():
         nib.save(image(1.0 - blob((-26, -20, -15))), tmp_path / f"{p}.nii.gz")
-        points[p] = tmp_path / f"{p}.nii.gz"
-    values = {"b1": [0.1, 2, 0.1, 0.1], "l1": [1e-4, 1e-4, 1e-2, 1e-3]}
-    summary = pd.DataFrame({"kind": "sweep", "point": list(points), **values, "b2": 1, "l2": 1e-3, "lr": 0.1})
-    summary.to_csv(tmp_path / "summary.tsv", sep="\t", index=False)
+        # the mask's summary records its point's values (the series come from them, not the id)
+        pd.DataFrame([{"b1": b1, "b2": 1, "l1": l1, "l2": 1e-3, "lr": 0.1, "coverage": 0.1}]).to_csv(
+            tmp_path / f"{p}.tsv", sep="\t", index=False)
+        points.append({"point": p, "mask": tmp_path / f"{p}.nii.gz", "summary": tmp_path / f"{p}.tsv"})
     out = {"b": tmp_path / "b.png", "l": tmp_path / "l.png"}
-    drawn = sweep_figures_entry(points, tmp_path / "summary.tsv", out, cut_coords=(-26, -22, -15))
+    drawn = sweep_figures_entry(points, out, cut_coords=(-26, -22, -15))
     assert out["b"].exists() and out["l"].exists()
     assert [(i, j) for i, j, _ in drawn["b"]] == [(0, 0), (0, 1)]          # one b1 series of 2 points
     assert [(i, j) for i, j, _ in drawn["l"]] == [(0, 0), (0, 1), (0, 2)]  # one l1 series of 3 points
@@ -211,5 +212,5 @@ def test_sweep_figures_one_row_per_series_with_colour_bars_and_coronal_cuts(tmp_
         assert [c.coord for c in d.axes.values()] == [-22] and d._direction == "y"   # one coronal cut
         assert d._colorbar_ax.get_ylabel() == "1 - m" and d._cbar.mappable.norm.vmax == pytest.approx(1.0)
         assert {"L", "R", "y=-22"} <= texts(d)
-    none = sweep_figures_entry({}, None, out, cut_coords=(-26, -22, -15))
+    none = sweep_figures_entry([], out, cut_coords=(-26, -22, -15))
     assert none == {"b": [], "l": []}
