@@ -180,6 +180,21 @@ def _cpu_copy(obj):
 
 
 @contextlib.contextmanager
+def sigterm_deferred():
+    """SIGTERM held back while the block runs and delivered when it ends (main thread only): an
+    epoch's state is recorded and reported as one step, so that a search trial's checkpoint
+    never holds an epoch its parent was not told about (the re-run continues the reports)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
 def on_sigterm(save):
     """While the block runs, SIGTERM calls ``save()`` at once and ends the process with
     :class:`Terminated` (the job layer's callback: the loop only says what its state is). Outside
@@ -304,11 +319,12 @@ def train(store, train_rows, train_labels, val_rows, val_labels, cfg: TrainConfi
             log.info("epoch %d: train loss %.4f bacc %.3f | validation loss %.4f bacc %.3f | %.1f s%s", epoch,
                      tr_loss, tr_m["balanced_accuracy"], va_loss, va_m["balanced_accuracy"], row["seconds"],
                      " | early stop" if done else "")
-            snapshot(epoch)
-            if checkpoint_every <= 0 or time.monotonic() - state["at"] >= checkpoint_every:
-                save()
-            if on_epoch is not None:
-                on_epoch(row)
+            with sigterm_deferred():  # a checkpoint never holds an epoch whose report a SIGTERM cut off
+                snapshot(epoch)
+                if checkpoint_every <= 0 or time.monotonic() - state["at"] >= checkpoint_every:
+                    save()
+                if on_epoch is not None:
+                    on_epoch(row)
         save()  # the last epoch's state (a killed job's next call finds the run complete)
     return best, history
 

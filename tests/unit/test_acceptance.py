@@ -125,4 +125,4 @@ def test_a_job_logs_its_peak_memory_last(tmp_path):
     logging.shutdown()
     last = Path(Smk.log[0]).read_text().strip().splitlines()[-1]
     peak = float(re.search(PEAK_RSS_PATTERN, last).group(1))
-    assert peak >= before and peak >= 64
+    assert peak >= round(before) - 1 and peak >= 64  # the log line prints whole MiB
