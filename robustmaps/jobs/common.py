@@ -4,9 +4,8 @@ the Snakefile with ``deep=False``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from ..config import ConfigError, _fail, load
+from ..config import ConfigError, _fail
 from ..config import validate as validate_schema
 from ..grid import working_grid
 from ..io import InputError
@@ -20,11 +19,6 @@ def validate(config: dict, deep: bool = True) -> dict:
         check_atrophy_rois(config)
         check_architecture(config)
     return config
-
-
-def load_validated(*paths: str | Path) -> dict:
-    """robustmaps.config.load with every check."""
-    return validate(load(*paths))
 
 
 def check_atrophy_rois(config: dict) -> None:
