@@ -4,7 +4,6 @@ the Snakefile with ``deep=False``)."""
 
 from __future__ import annotations
 
-
 from ..config import ConfigError, _fail
 from ..config import validate as validate_schema
 from ..grid import working_grid
