@@ -71,7 +71,9 @@ def main(argv=None) -> int:
     from robustmaps.masks import optimise_group, optimise_independent, settings_from
     from robustmaps.models import build_model
     from robustmaps.preprocess import StoreReader
+    from robustmaps.config import saliency_params
     from robustmaps.saliency import Explainer
+    from robustmaps.settings import Saliency
     from robustmaps.training import TrainConfig, train
     from robustmaps.devices import seed_everything
 
@@ -208,8 +210,7 @@ def main(argv=None) -> int:
                f"batch {k_sess}")
         if cuda:
             record("peak GPU memory (masks)", f"{torch.cuda.max_memory_allocated() / 2**30:.1f}", "GiB")
-        sal = dict(cfg["saliency"])
-        explainer = Explainer(model, "gradcam", sal)
+        explainer = Explainer(model, "gradcam", Saliency.of(saliency_params(cfg, "gradcam")))
         x = imgs[:min(len(imgs), cfg["saliency"]["batch_size"])]
         t = time.perf_counter()
         maps = explainer(x, torch.ones(len(x), dtype=torch.long, device=dev))

@@ -71,7 +71,6 @@ def check_planted_signal(results: Path, config: dict) -> list[str]:
 
 
 def check_splits(results: Path, config: dict) -> list[str]:
-
     index = read_index(results / "cohort" / "main" / "index.tsv")
     fails = verify(results / "splits", config["split"]["n_folds"], index)
     summ = read_tsv(results / "splits" / "summary.tsv", ["set", "diagnosis", "p_age", "p_sex"])

@@ -27,6 +27,7 @@ from .atlas import roi_index
 from .grid import Grid
 from .io import CLINICA_GM_PATTERN, gm_path, save_nifti
 from .parallel import pmap
+from .settings import SyntheticCohort
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def subject_seed(seed: int, cohort: str, index: int) -> np.random.SeedSequence:
 _W: dict = {}
 
 
-def synthesise_subjects(jobs: list[dict], caps_dir, *, spec: dict, grid, seed: int, name: str, template,
+def synthesise_subjects(jobs: list[dict], caps_dir, *, spec: SyntheticCohort, grid, seed: int, name: str, template,
                         atrophy, labels, defects: set, threads: int = 1):
     """Each subject of ``jobs`` drawn (``threads`` forked workers, one subject each, results in
     ``jobs``' order whatever the count) and its GM maps written into the CAPS folder ``caps_dir``
@@ -138,12 +139,12 @@ def synthesise_subjects(jobs: list[dict], caps_dir, *, spec: dict, grid, seed: i
     import torch  # noqa: F401  (imported once here, inherited by the forked workers)
 
     # Voxels a warped template can reach: its support grown by 5 SD of the displacement.
-    reach = int(np.ceil(5 * spec["deformation_mm"] / grid.voxel_size)) + 1
+    reach = int(np.ceil(5 * spec.deformation_mm / grid.voxel_size)) + 1
     support = maximum_filter(template > 1e-3, size=2 * reach + 1)
     _W.update(spec=spec, grid=grid, seed=seed, name=name, template=template, atrophy=atrophy, support=support,
               labels=labels, n_labels=int(labels.max()) + 1, defects=defects, caps_tmp=caps_dir,
-              deform=FieldSampler(grid, spec["deformation_smoothness_mm"]),
-              intensity=FieldSampler(grid, spec["intensity_smoothness_mm"]))
+              deform=FieldSampler(grid, spec.deformation_smoothness_mm),
+              intensity=FieldSampler(grid, spec.intensity_smoothness_mm))
     try:
         yield from pmap(_make_subject, jobs, threads)
     finally:
@@ -155,42 +156,42 @@ def _make_subject(job: dict) -> dict:
     spec, grid = _W["spec"], _W["grid"]
     rng = np.random.default_rng(subject_seed(_W["seed"], _W["name"], job["index"]))
     dx, pid = job["diagnosis"], job["participant_id"]
-    sex = "M" if rng.random() < spec["p_male"] else "F"
-    lo, hi = spec["age_range"]
-    age = float(np.clip(rng.normal(spec["age_mean"][dx], spec["age_sd"]), lo, hi))
-    n_ses = int(rng.integers(spec["sessions_min"], spec["sessions_max"] + 1))
-    atro = spec["atrophy"]
-    severity = float(rng.uniform(*atro["severity"])) if dx == "AD" else 0.0
+    sex = "M" if rng.random() < spec.p_male else "F"
+    lo, hi = spec.age_range
+    age = float(np.clip(rng.normal(spec.age_mean[dx], spec.age_sd), lo, hi))
+    n_ses = int(rng.integers(spec.sessions_min, spec.sessions_max + 1))
+    atro = spec.atrophy
+    severity = float(rng.uniform(*atro.severity)) if dx == "AD" else 0.0
 
     # One smooth deformation per subject, in mm, applied to template and atrophy map alike.
-    disp = np.stack([_W["deform"].sample(rng) for _ in range(3)]) * (spec["deformation_mm"] / grid.voxel_size)
+    disp = np.stack([_W["deform"].sample(rng) for _ in range(3)]) * (spec.deformation_mm / grid.voxel_size)
     template, atrophy = warp(np.stack([_W["template"], _W["atrophy"]]), disp, where=_W["support"])
     brain = template > 0.01
     del disp
 
     rows, roi_sums = [], None
     for k in range(n_ses):
-        months = k * spec["interval_months"]
+        months = k * spec.interval_months
         sid = f"ses-M{months:03d}"
         years = months / 12.0
-        sev = min(severity * (1.0 + atro["progression_per_year"] * years), 0.9)
-        img = template * max(0.5, 1.0 - spec["age_effect"] * (age + years - 55.0))
-        img *= 1.0 + spec["intensity_sd"] * _W["intensity"].sample(rng)
-        img = spec["site"]["scale"] * np.clip(img, 0, None) ** spec["site"]["gamma"]
+        sev = min(severity * (1.0 + atro.progression_per_year * years), 0.9)
+        img = template * max(0.5, 1.0 - spec.age_effect * (age + years - 55.0))
+        img *= 1.0 + spec.intensity_sd * _W["intensity"].sample(rng)
+        img = spec.site.scale * np.clip(img, 0, None) ** spec.site.gamma
         # GM loss after saturation, so that it shows in the GM cores too.
         img = soft_saturate(img) * (1.0 - sev * atrophy)
-        img += brain * (spec["noise_sd"] * rng.standard_normal(grid.shape, dtype=np.float32))
+        img += brain * (spec.noise_sd * rng.standard_normal(grid.shape, dtype=np.float32))
         img = np.clip(img, 0.0, 1.0)
         defect = (pid, sid) in _W["defects"]
         if defect:
-            img *= spec["qc_defect_scale"]
+            img *= spec.qc_defect_scale
         # uint16 with a scale factor (as SPM does for probability maps): 1.5e-5 precision, and
         # 2x smaller and much faster to compress than float32 noise.
         # stored as SPM stores it (``orientation: LAS``, x right-to-left) unless configured otherwise,
         # so that every reader takes the path a real cohort takes
         save_nifti(img, grid.affine, gm_path(_W["caps_tmp"], pid, sid, CLINICA_GM_PATTERN,
                                              "Ixi549Space", "off"), dtype=np.uint16,
-                   orientation=spec.get("orientation", "LAS"))
+                   orientation=spec.orientation)
         if k == 0:
             roi_sums = np.bincount(_W["labels"].ravel(), weights=img.ravel(), minlength=_W["n_labels"])
         rows.append({"participant_id": pid, "session_id": sid, "diagnosis": dx,

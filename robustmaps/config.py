@@ -48,7 +48,8 @@ def validate(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     return config
 
 
-def _fail(key: str, msg: str):
+def fail(key: str, msg: str):
+    """Stop with a :class:`ConfigError` naming the config ``key`` (dotted)."""
     raise ConfigError(f"config: {key}: {msg}")
 
 
@@ -56,65 +57,65 @@ def check(config: dict) -> None:
     """Cross-key checks; raises :class:`ConfigError` naming the key."""
     data = config["data"]
     if sorted(data["labels"].values()) != [0, 1]:
-        _fail("data.labels", f"needs one diagnosis mapped to 0 and one to 1, got {data['labels']}")
+        fail("data.labels", f"needs one diagnosis mapped to 0 and one to 1, got {data['labels']}")
     for value, name in data["diagnoses"].items():
         if name not in data["labels"]:
-            _fail(f"data.diagnoses.{value}", f"maps to {name!r}, which is not one of data.labels {list(data['labels'])}")
+            fail(f"data.diagnoses.{value}", f"maps to {name!r}, which is not one of data.labels {list(data['labels'])}")
     if config["masks"]["reference"] == "mean_cn" and "CN" not in data["labels"]:
-        _fail("masks.reference", f"mean_cn needs a class named CN in data.labels {list(data['labels'])} "
+        fail("masks.reference", f"mean_cn needs a class named CN in data.labels {list(data['labels'])} "
               "(map the table's name to CN with data.diagnoses)")
     try:
         working_grid(config)
     except ValueError as exc:
-        _fail("preprocess", str(exc))
+        fail("preprocess", str(exc))
     for name, cohort in data["cohorts"].items():
         key = f"data.cohorts.{name}"
         if cohort["source"] == "synthetic":
             syn = cohort["synthetic"]
             if syn["sessions_min"] > syn["sessions_max"]:
-                _fail(f"{key}.synthetic.sessions_min", f"{syn['sessions_min']} > sessions_max {syn['sessions_max']}")
+                fail(f"{key}.synthetic.sessions_min", f"{syn['sessions_min']} > sessions_max {syn['sessions_max']}")
             lo, hi = syn["age_range"]
             if lo >= hi:
-                _fail(f"{key}.synthetic.age_range", f"[{lo}, {hi}] is empty")
+                fail(f"{key}.synthetic.age_range", f"[{lo}, {hi}] is empty")
             s_lo, s_hi = syn["atrophy"]["severity"]
             if s_lo > s_hi:
-                _fail(f"{key}.synthetic.atrophy.severity", f"[{s_lo}, {s_hi}] is empty")
+                fail(f"{key}.synthetic.atrophy.severity", f"[{s_lo}, {s_hi}] is empty")
             if set(data["labels"]) != {"CN", "AD"}:
-                _fail("data.labels", "synthetic cohorts have diagnoses CN and AD: keep data.labels {CN: 0, AD: 1}")
+                fail("data.labels", "synthetic cohorts have diagnoses CN and AD: keep data.labels {CN: 0, AD: 1}")
         else:
             caps = cohort["caps"]
             for field in ("{participant_id}", "{session_id}"):
                 if field not in caps["gm_pattern"]:
-                    _fail(f"{key}.caps.gm_pattern", f"lacks the field {field}")
+                    fail(f"{key}.caps.gm_pattern", f"lacks the field {field}")
     split = config["split"]
     folds = config["train"]["folds"]
     if folds is not None and max(folds) >= split["n_folds"]:
-        _fail("train.folds", f"fold {max(folds)} does not exist: split.n_folds is {split['n_folds']} (folds 0.."
+        fail("train.folds", f"fold {max(folds)} does not exist: split.n_folds is {split['n_folds']} (folds 0.."
               f"{split['n_folds'] - 1})")
     _check_masks(config)
     _check_saliency(config)
     _check_hpo(config)
     if split["import_dir"] and not Path(split["import_dir"]).is_dir():
-        _fail("split.import_dir", f"{split['import_dir']} is not a folder")
+        fail("split.import_dir", f"{split['import_dir']} is not a folder")
 
 
 def _check_hpo(config: dict) -> None:
     hpo = config["hpo"]
     if config["train"]["architecture_from_hpo"] and not hpo["enabled"]:
-        _fail("train.architecture_from_hpo", "needs the search: set hpo.enabled: true")
+        fail("train.architecture_from_hpo", "needs the search: set hpo.enabled: true")
     if hpo["fold"] >= config["split"]["n_folds"]:
-        _fail("hpo.fold", f"fold {hpo['fold']} does not exist: split.n_folds is {config['split']['n_folds']}")
+        fail("hpo.fold", f"fold {hpo['fold']} does not exist: split.n_folds is {config['split']['n_folds']}")
     for key, spec in hpo["space"].items():
         if "low" in spec:
             if spec["low"] > spec["high"]:
-                _fail(f"hpo.space.{key}", f"low {spec['low']} > high {spec['high']}")
+                fail(f"hpo.space.{key}", f"low {spec['low']} > high {spec['high']}")
             if spec.get("log") and spec["low"] <= 0:
-                _fail(f"hpo.space.{key}", "a log scale needs low > 0")
+                fail(f"hpo.space.{key}", "a log scale needs low > 0")
     if hpo["pruner"] == "hyperband":
         hb = hpo["hyperband"]
         top = hb["max_resource"] or hpo["max_epochs"]
         if hb["min_resource"] > top:
-            _fail("hpo.hyperband.min_resource", f"{hb['min_resource']} > the maximum resource {top} (epochs)")
+            fail("hpo.hyperband.min_resource", f"{hb['min_resource']} > the maximum resource {top} (epochs)")
 
 
 #: The keys the hyperparameter search owns (robustmaps.hpo): the architecture parameters of
@@ -196,19 +197,46 @@ def mask_models(config: dict, kind: str) -> list[tuple[int, int]]:
 CAM_METHODS = ("gradcam", "gradcampp", "layercam", "hirescam", "randomcam")
 
 
+def hpo_params(config: dict) -> dict:
+    """The search's settings (the hpo rules' params): the hpo section only, never train.*, so
+    that changing training settings does not re-run the search; ``train`` holds what a trial does
+    not search (epochs, patience, AMP; the cache size is a resource). The entries turn them into
+    :class:`robustmaps.settings.Search`; their hash names the study."""
+    hpo = config["hpo"]
+    keys = ("n_trials", "sampler", "pruner", "hyperband", "seed", "space", "baseline", "max_parameters")
+    train = {k: hpo[k] for k in ("max_epochs", "patience", "min_epochs", "amp")}
+    return {**{k: hpo[k] for k in keys}, "train": train}
+
+
+def saliency_params(config: dict, method: str) -> dict:
+    """Exactly the saliency settings the maps of ``method`` depend on (its rule's params, so that
+    a change re-runs that method only): batch size, seed, the per-session target (not actmax's:
+    it explains classes), the CAM family's layer, and the method's own section. The entries turn
+    them into :class:`robustmaps.settings.Saliency`."""
+    section = config["saliency"]
+    p = {k: section[k] for k in ("batch_size", "seed")}
+    if method != "actmax":
+        p["target"] = section["target"]
+    if method in CAM_METHODS:
+        p["layer"] = section["layer"]
+    if isinstance(section.get(method), dict):
+        p[method] = section[method]
+    return p
+
+
 def _check_masks(config: dict) -> None:
     masks = config["masks"]
     for t in masks["targets"]:
         if t not in config["data"]["labels"]:
-            _fail("masks.targets", f"{t!r} is not one of data.labels {list(config['data']['labels'])}")
+            fail("masks.targets", f"{t!r} is not one of data.labels {list(config['data']['labels'])}")
     trained = set(trained_models(config))
     for kind in ("session", "sweep"):
         for fold, seed in mask_models(config, kind):
             if (fold, seed) not in trained:
-                _fail(f"masks.{kind}.models", f"fold {fold} seed {seed} is not trained (train.folds x train.seeds)")
+                fail(f"masks.{kind}.models", f"fold {fold} seed {seed} is not trained (train.folds x train.seeds)")
     values = [(p["b1"], p["b2"], p["l1"], p["l2"], p.get("lr")) for p in masks["sweep"]["points"]]
     if len(set(values)) != len(values):
-        _fail("masks.sweep.points", "lists the same point twice")
+        fail("masks.sweep.points", "lists the same point twice")
 
 
 def _check_saliency(config: dict) -> None:
@@ -219,25 +247,25 @@ def _check_saliency(config: dict) -> None:
                        ("sobol.target", sob["target"]), ("evaluation.positive_class",
                                                          config["evaluation"]["positive_class"])):
         if value not in labels + (["predicted"] if key == "saliency.target" else []):
-            _fail(key, f"{value!r} is not one of data.labels {labels}" + (" or predicted" if key == "saliency.target"
+            fail(key, f"{value!r} is not one of data.labels {labels}" + (" or predicted" if key == "saliency.target"
                                                                            else ""))
     for key, values in (("saliency.actmax.classes", sal["actmax"]["classes"]), ("sobol.images", sob["images"])):
         for v in values:
             if v not in labels:
-                _fail(key, f"{v!r} is not one of data.labels {labels}")
+                fail(key, f"{v!r} is not one of data.labels {labels}")
     for section in ("saliency", "sobol"):
         for fold, seed in saliency_models(config, section):
             if (fold, seed) not in trained:
-                _fail(f"{section}.models", f"fold {fold} seed {seed} is not trained (train.folds x train.seeds)")
+                fail(f"{section}.models", f"fold {fold} seed {seed} is not trained (train.folds x train.seeds)")
     if sal["occlusion"]["stride"] > sal["occlusion"]["patch"]:
-        _fail("saliency.occlusion.stride", f"{sal['occlusion']['stride']} > patch {sal['occlusion']['patch']}: "
+        fail("saliency.occlusion.stride", f"{sal['occlusion']['stride']} > patch {sal['occlusion']['patch']}: "
               "voxels between patches would never be occluded")
     for key, n in (("sobol.n", sob["n"]), ("sobol.convergence_min", sob["convergence_min"])):
         if n & (n - 1):
-            _fail(key, f"{n} is not a power of 2 (a Sobol design is balanced at powers of 2)")
+            fail(key, f"{n} is not a power of 2 (a Sobol design is balanced at powers of 2)")
     lo, hi = sob["bounds"]
     if lo >= hi:
-        _fail("sobol.bounds", f"[{lo}, {hi}] is empty")
+        fail("sobol.bounds", f"[{lo}, {hi}] is empty")
 
 
 def load(*paths: str | Path) -> dict:

@@ -43,6 +43,7 @@ from .locks import FileLock
 from .models import build_model
 from .preprocess import open_store
 from .splits import read_split_rows
+from .settings import Hyperband, Searched
 from .training import TrainConfig, result_settings, train
 
 log = logging.getLogger(__name__)
@@ -83,20 +84,20 @@ def max_blocks(in_shape) -> int:
     return max(1, math.ceil(math.log2(max(2, min(in_shape)))))
 
 
-def suggest(trial, space: dict, baseline: dict) -> dict:
-    """The trial's point: every key of ``space`` suggested (``{low, high[, log]}`` -> int or float
-    by the bounds' type; ``{choices}`` -> categorical), the others from ``baseline``."""
+def suggest(trial, space: dict[str, Searched], baseline: dict) -> dict:
+    """The trial's point: every key of ``space`` suggested (a range -> int or float by the bounds'
+    type; choices -> categorical), the others from ``baseline``."""
     point = {}
     for key in SEARCH_KEYS:
         spec = space.get(key)
         if spec is None:
             point[key] = baseline[key]
-        elif "choices" in spec:
-            point[key] = trial.suggest_categorical(key, list(spec["choices"]))
-        elif isinstance(spec["low"], int) and isinstance(spec["high"], int) and not spec.get("log"):
-            point[key] = trial.suggest_int(key, spec["low"], spec["high"])
+        elif spec.choices is not None:
+            point[key] = trial.suggest_categorical(key, list(spec.choices))
+        elif isinstance(spec.low, int) and isinstance(spec.high, int) and not spec.log:
+            point[key] = trial.suggest_int(key, spec.low, spec.high)
         else:
-            point[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+            point[key] = trial.suggest_float(key, float(spec.low), float(spec.high), log=bool(spec.log))
     return point
 
 
@@ -134,15 +135,15 @@ def make_sampler(kind: str, seed: int):
     raise ValueError(f"hpo.sampler must be one of {SAMPLERS}, got {kind!r}")
 
 
-def make_pruner(kind: str, hyperband: dict, max_epochs: int):
+def make_pruner(kind: str, hyperband: Hyperband, max_epochs: int):
     import optuna
 
     if kind == "none":
         return optuna.pruners.NopPruner()
     if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=hyperband["min_resource"],
-                                              max_resource=hyperband.get("max_resource") or max_epochs,
-                                              reduction_factor=hyperband["reduction_factor"])
+        return optuna.pruners.HyperbandPruner(min_resource=hyperband.min_resource,
+                                              max_resource=hyperband.max_resource or max_epochs,
+                                              reduction_factor=hyperband.reduction_factor)
     raise ValueError(f"hpo.pruner must be one of {PRUNERS}, got {kind!r}")
 
 
@@ -209,7 +210,6 @@ class _Reservation:
     a dead local owner's lock broken at once, another node's after 60 s without a refresh)."""
 
     def __init__(self, journal):
-
         self.lock = FileLock(f"{journal}.reserve", stale_after=60)
 
     def __enter__(self):
@@ -430,7 +430,6 @@ def trials_table(study, worker: int | None = None) -> pd.DataFrame:
 def best_trial(table: pd.DataFrame) -> pd.Series:
     done = table[table.state == "COMPLETE"]
     if done.empty:
-
         raise InputError("no hyperparameter trial completed: see results/hpo/trials.tsv for the errors")
     return done.sort_values(["value", "number"], ascending=[False, True]).iloc[0]
 

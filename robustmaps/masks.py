@@ -53,7 +53,7 @@ import pandas as pd
 import torch
 
 from .models import SCORE_KINDS, class_score
-from .trained import batches
+from .trained import batches, correct_rows
 
 log = logging.getLogger(__name__)
 
@@ -376,6 +376,52 @@ def mask_summary(mask: torch.Tensor | np.ndarray, settings: MaskSettings, *, sco
             "area_penalty": settings.l1 * area, "tv_penalty": settings.l2 * tv,
             "coverage": float((m < settings.threshold).float().mean()), "min": float(m.min()),
             "score_before": score_before, "score_after": score_after}
+
+
+def group_images(model, store, table: pd.DataFrame, validation: pd.DataFrame | None, label: int, *,
+                 batch_size: int, seed: int, validation_fraction: float, include_validation: bool,
+                 max_images: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The store rows a group mask (2.3.3) learns from and is validated on: the correctly
+    classified ``label`` sessions of ``table`` (a fold's train.tsv rows) and, with
+    ``include_validation``, of ``validation`` (the validation set's rows), whose correctly
+    classified sessions give the validation loss. Without ``validation`` (an independent cohort),
+    a seeded ``validation_fraction`` of ``table``'s correctly classified sessions is held out. At
+    most ``max_images`` training images (a seeded sample). Returns (train, validation) rows."""
+    rows = correct_rows(model, store, table, label, batch_size)
+    rng = np.random.default_rng(seed)
+    if validation is not None:
+        val = correct_rows(model, store, validation, label, batch_size)
+    else:
+        rows = rows[rng.permutation(len(rows))]
+        n_val = int(round(validation_fraction * len(rows))) if len(rows) > 1 else 0
+        val, rows = np.sort(rows[:n_val]), np.sort(rows[n_val:])
+    train = np.concatenate([rows, val]) if include_validation else rows
+    if max_images and len(train) > max_images:
+        train = np.sort(rng.choice(train, max_images, replace=False))
+    return train, val
+
+
+def group_outcome(model, store, train, val, mask: torch.Tensor, settings: MaskSettings, mu, batch_size: int,
+                  history: list[dict]) -> tuple[pd.DataFrame, dict]:
+    """A group mask's history table and summary: its penalties (:func:`mask_summary`), the mean
+    and largest target score and probability of the validation images (the training images when
+    there are none) without and with the mask, the epochs run and the best epoch (the lowest
+    validation loss; epoch -1, the unmasked start, is never kept)."""
+    watch = val if len(val) else train
+    before = masked_scores(model, store, watch, torch.ones_like(mask), settings, mu, batch_size) if len(watch) \
+        else np.nan
+    after = masked_scores(model, store, watch, mask, settings, mu, batch_size) if len(watch) else np.full(1, np.nan)
+    p_before, p_after = probabilities(model, store, watch, mask, settings, mu, batch_size, before, after)
+    hist = pd.DataFrame(history)
+    run = hist[hist.epoch >= 0]
+    best = int(run.epoch.iloc[int(np.argmin(run.validation_loss.fillna(np.inf).to_numpy()))]) if len(run) else -1
+    summary = {"n_images": len(train), "n_validation": len(val),
+               **mask_summary(mask.cpu().numpy(), settings, score_before=float(np.mean(before)),
+                              score_after=float(np.mean(after))),
+               "max_score_after": float(np.max(after)), "probability_before": float(np.mean(p_before)),
+               "probability_after": float(np.mean(p_after)), "max_probability_after": float(np.max(p_after)),
+               "epochs": int(hist.epoch.max()) + 1, "best_epoch": best}
+    return hist, summary
 
 
 # Every entry loads a trained model (frozen, eval mode, channels-last), selects its images from

@@ -15,8 +15,5 @@ HPO_INPUTS = {
 
 
 def hpo_params():
-    """The search's settings: the hpo section only (never train.*), so that changing training
-    settings does not re-run the search."""
-    keys = ("n_trials", "sampler", "pruner", "hyperband", "seed", "space", "baseline", "max_parameters")
-    train = {k: HPO[k] for k in ("max_epochs", "patience", "min_epochs", "amp")}  # cache_size: a resource
-    return {**{k: HPO[k] for k in keys}, "train": train}
+    """The search's settings (robustmaps.config.hpo_params): the hpo section only."""
+    return rmconfig.hpo_params(config)

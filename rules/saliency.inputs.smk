@@ -20,20 +20,12 @@ MAP_FILES = with_native_copies({
 CAM_METHODS = rmconfig.CAM_METHODS
 SAL_GPU = gpus_for(SALIENCY["device"])
 SOBOL_GPU = gpus_for(SOBOL["device"])
-SAL_COMMON = ("batch_size", "seed")
 
 
 # Saliency (rules/saliency.smk)
 def saliency_params(method):
     """Exactly the settings the maps of ``method`` depend on (a change re-runs that method only)."""
-    p = {k: SALIENCY[k] for k in SAL_COMMON}
-    if method != "actmax":  # actmax explains classes: no per-session target
-        p["target"] = SALIENCY["target"]
-    if method in CAM_METHODS:
-        p["layer"] = SALIENCY["layer"]
-    if method in SALIENCY and isinstance(SALIENCY[method], dict):
-        p[method] = SALIENCY[method]
-    return p
+    return rmconfig.saliency_params(config, method)
 
 
 def saliency_extra_inputs(method):

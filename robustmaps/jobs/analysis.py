@@ -191,7 +191,6 @@ def regions_entry(roi_tsv, ground_truth_tsv, out: dict, *, group_class: str = "A
     roi_frequency_figure(freq, n_masks, out["frequency_figure"], k=k)
     recovery_figure(rec, out["recovery_figure"])
     if masks is not None:
-
         group_mask_views({tuple(int(v) for v in key.split("/")): p for key, p in masks.items()}, out["views"],
                          cut_coords=cut_coords)
     if len(rec):

@@ -4,7 +4,7 @@ the Snakefile with ``deep=False``)."""
 
 from __future__ import annotations
 
-from ..config import ConfigError, _fail
+from ..config import ConfigError, fail
 from ..config import validate as validate_schema
 from ..grid import working_grid
 from ..io import InputError
@@ -53,4 +53,4 @@ def check_architecture(config: dict) -> None:
         with torch.device("meta"):
             build_model(spec, working_grid(config).shape)
     except (ValueError, TypeError, RuntimeError) as exc:
-        _fail("train.architecture", f"{spec['name']}: {exc}")
+        fail("train.architecture", f"{spec['name']}: {exc}")

@@ -17,30 +17,34 @@ from ..grid import Grid
 from ..io import InputError, atomic_path, gm_path, natural_key, read_sessions, read_tsv, save_nifti, write_tsv
 from ..preprocess import INDEX_COLUMNS, mark_baseline, resampled
 from ..qc import QC_COLUMNS, VALUE_TOLERANCE, check_not_empty, run_qc
+from ..settings import SyntheticCohort
 
 log = logging.getLogger(__name__)
 
 
 def generate_cohort(caps_dir: str, sessions_tsv: str, ground_truth_tsv: str, truth_sessions_tsv: str,
-                    *, name: str, spec: dict, grid: dict, atlas: dict, seed: int, threads: int = 1) -> None:
-    """Write a synthetic cohort: CAPS folder, session table and ground truth (see module doc)."""
+                    *, name: str, spec, grid: dict, atlas: dict, seed: int, threads: int = 1) -> None:
+    """Write a synthetic cohort: CAPS folder, session table and ground truth (see
+    robustmaps.cohort). ``spec``: its settings (:class:`robustmaps.settings.SyntheticCohort` or the
+    config's ``data.cohorts.<name>.synthetic`` mapping)."""
+    spec = SyntheticCohort.of(spec, name)
     g = Grid.from_config(grid)
     labels, table = atlas_on_grid(g, atlas.get("image"), atlas.get("labels"))
     template = load_template(g)
-    atro = spec["atrophy"]
-    amap = atrophy_map(labels, table, atro["rois"], atro["smoothing_mm"], g.voxel_size)
+    atro = spec.atrophy
+    amap = atrophy_map(labels, table, atro.rois, atro.smoothing_mm, g.voxel_size)
 
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),)))
-    diagnoses = np.array(["CN"] * spec["n_cn"] + ["AD"] * spec["n_ad"])
+    diagnoses = np.array(["CN"] * spec.n_cn + ["AD"] * spec.n_ad)
     rng.shuffle(diagnoses)
-    prefix = spec["id_prefix"]
+    prefix = spec.id_prefix
     jobs = [{"index": i, "participant_id": f"sub-{prefix}{i + 1:04d}", "diagnosis": str(dx)}
             for i, dx in enumerate(diagnoses)]
     # Planted QC defects: baseline sessions of randomly chosen subjects.
-    n_def = min(spec["qc_defects"], len(jobs))
+    n_def = min(spec.qc_defects, len(jobs))
     defects = {(jobs[i]["participant_id"], "ses-M000") for i in rng.choice(len(jobs), n_def, replace=False)}
     log.info("cohort %s: %d CN + %d AD subjects on %s, %d planted QC defect(s)", name,
-             spec["n_cn"], spec["n_ad"], g.describe(), n_def)
+             spec.n_cn, spec.n_ad, g.describe(), n_def)
 
     with atomic_path(caps_dir) as caps_tmp:
         (Path(caps_tmp) / "subjects").mkdir(parents=True)
@@ -61,7 +65,7 @@ def generate_cohort(caps_dir: str, sessions_tsv: str, ground_truth_tsv: str, tru
     # Ground truth: planted ROIs, their planted effect and the effect measured on baseline maps
     # (relative GM reduction of the AD mean vs the CN mean inside the ROI, unwarped atlas).
     counts = np.bincount(labels.ravel(), minlength=int(labels.max()) + 1).astype(float)
-    ids = roi_index(table, [r["name"] for r in atro["rois"]])
+    ids = roi_index(table, [r["name"] for r in atro.rois])
     mean_sev = float(np.mean([res["rows"][0]["severity"] for res in results if res["diagnosis"] == "AD"] or [0]))
 
     def class_mean(dx):
@@ -72,9 +76,9 @@ def generate_cohort(caps_dir: str, sessions_tsv: str, ground_truth_tsv: str, tru
     cn, ad = class_mean("CN"), class_mean("AD")
     truth = pd.DataFrame({
         "roi_index": ids,
-        "roi_name": [r["name"] for r in atro["rois"]],
-        "weight": [float(r["weight"]) for r in atro["rois"]],
-        "planted_reduction": [float(r["weight"]) * mean_sev for r in atro["rois"]],
+        "roi_name": [r["name"] for r in atro.rois],
+        "weight": [float(r["weight"]) for r in atro.rois],
+        "planted_reduction": [float(r["weight"]) * mean_sev for r in atro.rois],
         "measured_reduction": [float(1 - ad[i] / cn[i]) if cn[i] > 0 else np.nan for i in ids],
         "n_voxels_native": [int(counts[i]) for i in ids],
     })

@@ -34,6 +34,7 @@ from ..hpo import (
 from ..io import InputError, atomic_path, read_tsv, write_tsv
 from ..plots import hpo_figures
 from ..preprocess import open_store
+from ..settings import Search
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,15 @@ log = logging.getLogger(__name__)
 def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv, *, worker: int, params: dict,
                workers: int | None = None, device: str = "auto", threads: int = 1, cache_size: int = 0,
                checkpoint_minutes: float = 0.0) -> None:
-    """Rule entry: one worker of the shared study. ``params``: the ``hpo`` config section (n_trials,
-    sampler, pruner, hyperband, seed, space, baseline, max_parameters) and ``train`` (the
-    TrainConfig values not searched: epochs, patience, ...). ``workers``: how many workers the
+    """Rule entry: one worker of the shared study. ``params``: the rule's mapping of the ``hpo``
+    config section (n_trials, sampler, pruner, hyperband, seed, space, baseline, max_parameters) and
+    ``train`` (the TrainConfig values not searched: epochs, patience, ...), read as
+    :class:`robustmaps.settings.Search`; its hash names the study. ``workers``: how many workers the
     search has now (hpo.workers). ``device``, ``cache_size``, ``checkpoint_minutes``: pure
     resources. Writes the trials this worker ran."""
     import optuna
 
-
-
+    search = Search.of(params)
     device_for(device)  # no usable CUDA where a GPU was asked for: stop here, not as failed trials
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store, _ = open_store(store_npy, index_tsv)
@@ -61,9 +62,9 @@ def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv
         for note in repair_journal(journal):
             log.warning("worker %d: repaired %s: %s", worker, journal, note)
     st = storage(journal)
-    pruner = make_pruner(params["pruner"], params["hyperband"], params["train"]["max_epochs"])
+    pruner = make_pruner(search.pruner, search.hyperband, search.train["max_epochs"])
     study = optuna.create_study(study_name=name, storage=st, direction="maximize", load_if_exists=True,
-                                sampler=make_sampler(params["sampler"], params["seed"]), pruner=pruner)
+                                sampler=make_sampler(search.sampler, search.seed), pruner=pruner)
     paths = {"store": store_npy, "index": index_tsv, "train": train_tsv, "validation": validation_tsv}
     ckdir = Path(journal).parent / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
@@ -74,31 +75,31 @@ def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv
                         "no longer exists: marked failed (interrupted), their points enqueued again; they do not "
                         "count towards n_trials", worker, dead)
         if not study.get_trials(deepcopy=False):
-            baseline = {k: params["baseline"][k] for k in params["space"]}
+            baseline = {k: search.baseline[k] for k in search.space}
             study.enqueue_trial(baseline, user_attrs={"baseline": True})
             log.info("study %s: baseline enqueued as the first trial: %s", name, baseline)
     log.info("worker %d: study %s in %s, %s sampler, %s pruner, %d trials in all", worker, name, journal,
-             params["sampler"], params["pruner"], params["n_trials"])
+             search.sampler, search.pruner, search.n_trials)
     with Sigterm() as sigterm:
         while not sigterm.received:
             with _Reservation(journal):
                 trials = study.get_trials(deepcopy=False)
                 n = len(counted(trials))
-                if n >= params["n_trials"]:
+                if n >= search.n_trials:
                     break
                 # seeded by the trial's slot: random search draws the same points whatever the workers
-                study.sampler = make_sampler(params["sampler"], params["seed"] + n)
+                study.sampler = make_sampler(search.sampler, search.seed + n)
                 trial = study.ask()
                 trial.set_user_attr("worker", worker)
                 trial.set_user_attr("host", f"{socket.gethostname()}:{os.getpid()}")
-            point = suggest(trial, params["space"], params["baseline"])
+            point = suggest(trial, search.space, search.baseline)
             trial.set_user_attr("point", point)
-            log.info("worker %d: trial %d (%d of %d): %s", worker, trial.number, n + 1, params["n_trials"], point)
+            log.info("worker %d: trial %d (%d of %d): %s", worker, trial.number, n + 1, search.n_trials, point)
             try:
-                trial.set_user_attr("n_parameters", check_feasible(point, in_shape, params["max_parameters"]))
-                settings = settings_for(point, {**params["train"], "cache_size": cache_size})
+                trial.set_user_attr("n_parameters", check_feasible(point, in_shape, search.max_parameters))
+                settings = settings_for(point, {**search.train, "cache_size": cache_size})
                 # the checkpoint follows the point: a re-run that enqueued it again resumes it
-                state, value, error = run_trial(trial, paths, settings, seed=params["seed"], device=device,
+                state, value, error = run_trial(trial, paths, settings, seed=search.seed, device=device,
                                                 threads=threads,
                                                 checkpoint=str(ckdir / f"{name}-trial-{origin(trial)}.pt"),
                                                 checkpoint_every=60 * checkpoint_minutes, sigterm=sigterm)
@@ -119,7 +120,6 @@ def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv
                      f" validation balanced accuracy {value:.3f}" if value is not None
                      else f" ({error})" if error else "")
     if sigterm.received:
-
         raise Terminated()
     write_tsv(trials_table(study, worker), out_tsv)
 

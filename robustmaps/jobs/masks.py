@@ -23,6 +23,8 @@ from ..masks import (
     EXCLUDED_COLUMNS,
     FLAGGED_COLUMNS,
     flagged_table,
+    group_images,
+    group_outcome,
     mask_summary,
     masked_scores,
     optimise_group,
@@ -33,7 +35,7 @@ from ..masks import (
 from ..plots import brain_views, group_masks_figure, sweep_figure
 from ..preprocess import open_store
 from ..splits import read_split_rows
-from ..trained import correct_rows, images, open_model_job
+from ..trained import images, open_model_job
 from ..volumes import load_reference, write_volumes
 
 log = logging.getLogger(__name__)
@@ -89,17 +91,9 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
     label = job.class_index(target)
     settings = settings_from(params, label)
     bs = params["batch_size"]
-    rows = correct_rows(model, store, job.table, label, bs)
-    rng = np.random.default_rng(params["seed"])
-    if validation_tsv:
-        val = correct_rows(model, store, job.rows_of(validation_tsv), label, bs)
-    else:
-        rows = rows[rng.permutation(len(rows))]
-        n_val = int(round(params["validation_fraction"] * len(rows))) if len(rows) > 1 else 0
-        val, rows = np.sort(rows[:n_val]), np.sort(rows[n_val:])
-    train = np.concatenate([rows, val]) if params["include_validation"] else rows
-    if params["max_images"] and len(train) > params["max_images"]:
-        train = np.sort(rng.choice(train, params["max_images"], replace=False))
+    train, val = group_images(model, store, job.table, job.rows_of(validation_tsv) if validation_tsv else None, label,
+                              batch_size=bs, seed=params["seed"], validation_fraction=params["validation_fraction"],
+                              include_validation=params["include_validation"], max_images=params["max_images"])
     removed = np.zeros(0, dtype=int)
     if excluded_tsv is not None:
         drop = excluded_rows(excluded_tsv, index)
@@ -133,20 +127,9 @@ def group_mask(model_pt, store_npy, index_tsv, images_tsv, validation_tsv, out: 
             model, store, train, val, settings, mu=mu, batch_size=bs,
             max_epochs=params["max_epochs"] if len(train) else 0, patience=params["patience"],
             tol=params["tol"], seed=params["seed"], jump_factor=params["jump_factor"], checkpoint=ck)
-    watch = val if len(val) else train
-    before = masked_scores(model, store, watch, torch.ones_like(mask), settings, mu, bs) if len(watch) else np.nan
-    after = masked_scores(model, store, watch, mask, settings, mu, bs) if len(watch) else np.full(1, np.nan)
-    p_before, p_after = probabilities(model, store, watch, mask, settings, mu, bs, before, after)
-    hist = pd.DataFrame(history)
-    run = hist[hist.epoch >= 0]  # epoch -1 is the unmasked start, never the mask kept
-    best = int(run.epoch.iloc[int(np.argmin(run.validation_loss.fillna(np.inf).to_numpy()))]) if len(run) else -1
-    summary = {"target": target, "n_images": len(train), "n_validation": len(val),
-               **mask_summary(mask.cpu().numpy(), settings, score_before=float(np.mean(before)),
-                              score_after=float(np.mean(after))),
-               "max_score_after": float(np.max(after)), "probability_before": float(np.mean(p_before)),
-               "probability_after": float(np.mean(p_after)), "max_probability_after": float(np.max(p_after)),
-               "epochs": int(hist.epoch.max()) + 1, "best_epoch": best,
-               "flagged_images": len({f["row"] for f in flagged}), "excluded_images": len(removed)}
+    hist, outcome = group_outcome(model, store, train, val, mask, settings, mu, bs, history)
+    summary = {"target": target, **outcome, "flagged_images": len({f["row"] for f in flagged}),
+               "excluded_images": len(removed)}
     write_volumes(mask[0, 0].cpu().numpy(), grids, out["mask"], out.get("native"))
     write_tsv(hist, out["history"])
     write_tsv(pd.DataFrame([summary]), out["summary"])

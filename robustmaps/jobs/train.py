@@ -44,7 +44,6 @@ def train_model(store_npy, index_tsv, train_tsv, validation_tsv, model_pt, histo
     import pandas as pd
 
     if best_yaml:
-
         settings = {**settings, **load_best(best_yaml)}
 
     store, index = open_store(store_npy, index_tsv)

@@ -15,12 +15,20 @@ depend on the batch it was computed in, so the batch size is not a results setti
 
 from __future__ import annotations
 
+import logging
+import time
+
+import numpy as np
 import torch
 
 from ..config import CAM_METHODS
+from ..settings import Saliency
 from . import gradients
 from .cam import CAMs, resolve_layer
 from .lots import lots, lots_map, minmax
+from ..trained import images
+
+log = logging.getLogger(__name__)
 
 METHODS = ("gradcam", "gradcampp", "layercam", "hirescam", "randomcam", "vanilla", "smoothgrad", "occlusion",
            "lots")
@@ -28,19 +36,21 @@ BASELINE = "randomcam"
 
 
 class Explainer:
-    """One method with its settings, bound to a model. ``params``: the saliency config section
-    (layer, seed, smoothgrad, occlusion, lots ...); ``voxel_size``: mm (LOTS blur);
-    ``lots_target``: F_t of LOTS, a callable (targets) -> (B, F) (see :func:`lots.target_features`)."""
+    """One method with its settings, bound to a model. ``settings``: the method's saliency
+    settings (:class:`robustmaps.settings.Saliency`: layer, seed and the method's own section);
+    ``voxel_size``: mm (LOTS blur); ``lots_target``: F_t of LOTS, a callable (targets) -> (B, F)
+    (see :func:`lots.target_features`)."""
 
-    def __init__(self, model, method: str, params: dict, *, voxel_size: float = 1.0, lots_target=None):
+    def __init__(self, model, method: str, settings: Saliency, *, voxel_size: float = 1.0, lots_target=None):
         if method not in METHODS:
             raise ValueError(f"unknown saliency method {method!r}; known: {', '.join(METHODS)}")
-        self.model, self.method, self.params = model, method, params
+        if not isinstance(settings, Saliency):
+            raise TypeError(f"settings: a robustmaps.settings.Saliency (Saliency.of(params)), not "
+                            f"{type(settings).__name__}")
+        self.model, self.method, self.settings = model, method, settings
         self.voxel_size, self.lots_target = voxel_size, lots_target
-        self.cams = None
-        if method in CAM_METHODS:
-
-            self.cams = CAMs(model, params.get("layer", "auto"))
+        self.own = settings.section(method) if method in ("smoothgrad", "occlusion", "lots") else None
+        self.cams = CAMs(model, settings.layer) if method in CAM_METHODS else None
         self.seen = 0  # images explained so far: the positions of calls that give none
 
     @property
@@ -48,8 +58,7 @@ class Explainer:
         if self.cams is not None:
             return self.cams.layer
         if self.method == "lots":
-
-            layer = self.params["lots"].get("layer") or "output"
+            layer = self.own.layer or "output"
             return layer if layer == "output" else resolve_layer(self.model, layer)
         return "input"
 
@@ -64,13 +73,13 @@ class Explainer:
         positions = [int(q) for q in positions]
         if len(positions) != n:
             raise ValueError(f"{n} images but {len(positions)} positions")
-        seed = int(self.params.get("seed", 0))
+        seed = int(self.settings.seed)
         return [int(np.random.SeedSequence([seed, q, stream]).generate_state(1)[0]) for q in positions]
 
     def raw(self, x: torch.Tensor, target: torch.Tensor, positions=None) -> torch.Tensor:
         """The method's map before normalisation. ``positions``: the images' positions in their
         table (the per-session draws of the random methods; default: the order of the calls)."""
-        p, m = self.params, self.method
+        m, own = self.method, self.own
         if m == "gradcam":
             return self.cams.grad_cam(x, target)
         if m == "gradcampp":
@@ -84,18 +93,51 @@ class Explainer:
         if m == "vanilla":
             return gradients.vanilla_gradient(self.model, x, target)
         if m == "smoothgrad":
-            sg = p["smoothgrad"]
-            return gradients.smoothgrad(self.model, x, target, n_samples=sg["n_samples"],
-                                        stdev_spread=sg["stdev_spread"], seeds=self.seeds(positions, len(x), stream=2))
+            return gradients.smoothgrad(self.model, x, target, n_samples=own.n_samples,
+                                        stdev_spread=own.stdev_spread, seeds=self.seeds(positions, len(x), stream=2))
         if m == "occlusion":
-            oc = p["occlusion"]
-            return gradients.occlusion(self.model, x, target, patch=oc["patch"], stride=oc["stride"],
-                                       mode=oc["mode"], batch_size=p.get("batch_size", 8) * 4)
-
-        lp = p["lots"]
-        x_adv, _, _ = lots(self.model, x, self.lots_target(target), iterations=lp["iterations"], tau=lp["tau"],
-                           alpha=lp["alpha"], layer=lp.get("layer"))
-        return lots_map(x, x_adv, lp["sigma_mm"] / self.voxel_size).to(x.device)
+            return gradients.occlusion(self.model, x, target, patch=own.patch, stride=own.stride, mode=own.mode,
+                                       batch_size=self.settings.batch_size * 4)
+        x_adv, _, _ = lots(self.model, x, self.lots_target(target), iterations=own.iterations, tau=own.tau,
+                           alpha=own.alpha, layer=own.layer)
+        return lots_map(x, x_adv, own.sigma_mm / self.voxel_size).to(x.device)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor, positions=None) -> torch.Tensor:
         return minmax(self.raw(x, target, positions).detach().float())
+
+    def explain_rows(self, store, rows: np.ndarray, targets: np.ndarray, model_name: str = "the model"
+                     ) -> tuple[np.ndarray, list[float]]:
+        """The maps (N, X, Y, Z) of the images at store ``rows`` (their positions 0 .. N-1 in
+        that order) for ``targets``, ``batch_size`` at a time on the model's device, and each
+        map's share of its batch's time (ms). The stack is filled in place: one copy in memory.
+        ``model_name``: the model's file, named when a map is not finite."""
+        dev = next(self.model.parameters()).device
+        bs = self.settings.batch_size
+        volumes, runtimes = None, []
+        for i in range(0, len(rows), bs):
+            x = images(store, rows[i:i + bs], dev, channels_last=True)
+            t = torch.as_tensor(targets[i:i + bs], device=dev)
+            start = time.perf_counter()
+            m = self(x, t, positions=range(i, i + len(x)))
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
+            m = m.cpu().numpy()
+            if volumes is None:
+                volumes = np.empty((len(rows), *m.shape[1:]), dtype=m.dtype)
+            volumes[i:i + len(m)] = m
+            runtimes += [1000 * elapsed / len(x)] * len(x)
+            log.info("%s: %d/%d maps, %.0f ms per map", self.method, min(i + bs, len(rows)), len(rows), runtimes[-1])
+        if not np.isfinite(volumes).all():
+            raise FloatingPointError(f"{self.method}: non-finite values in the maps of {model_name}")
+        return volumes, runtimes
+
+
+def group_members(labels: np.ndarray, predicted: np.ndarray, label: int) -> np.ndarray:
+    """Which maps a group map averages: the correctly classified sessions of class ``label``; all
+    its sessions when the model classifies none of them correctly (said in the log)."""
+    chosen = (labels == label) & (predicted == label)
+    if not chosen.any():
+        log.warning("no correctly classified session of class %d: the group map is the mean over all of them", label)
+        chosen = labels == label
+    return chosen

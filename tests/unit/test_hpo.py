@@ -179,10 +179,12 @@ def test_every_sampler_draws_points_inside_the_default_space(sampler):
 
     from robustmaps import config as rmconfig
 
+    from robustmaps.settings import Hyperband, Searched, from_mapping
+
     space = rmconfig.load(rmconfig.SCHEMA.parent / "paper.yaml")["hpo"]["space"]  # the schema's default space
+    space = {k: from_mapping(Searched, v, k) for k, v in space.items()}
     study = optuna.create_study(direction="maximize", sampler=hpo.make_sampler(sampler, 0),
-                                pruner=hpo.make_pruner("hyperband", {"min_resource": 1, "max_resource": None,
-                                                                     "reduction_factor": 3}, 30))
+                                pruner=hpo.make_pruner("hyperband", Hyperband(1, None, 3), 30))
     points = []
     for _ in range(6):
         t = study.ask()

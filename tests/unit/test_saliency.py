@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from robustmaps.settings import Saliency
+
 SHAPE = (8, 10, 8)
 SALIENCY = {"target": "predicted", "layer": "auto", "batch_size": 4, "seed": 0,
             "smoothgrad": {"n_samples": 3, "stdev_spread": 0.15},
@@ -80,11 +82,11 @@ def test_gradcam_pp_and_random_cam_run_on_the_same_hooks_and_random_cam_is_seede
     model = frozen(TinyCNN())
     x = torch.rand(2, 1, *SHAPE, generator=torch.Generator().manual_seed(2))
     t = torch.tensor([1, 0])
-    pp = Explainer(model, "gradcampp", SALIENCY)(x, t)
+    pp = Explainer(model, "gradcampp", Saliency.of(SALIENCY))(x, t)
     assert pp.shape == (2, *SHAPE) and float(pp.min()) >= 0 and float(pp.max()) == pytest.approx(1.0)
-    a = Explainer(model, "randomcam", SALIENCY)(x, t)
-    b = Explainer(model, "randomcam", SALIENCY)(x, t)
-    c = Explainer(model, "randomcam", {**SALIENCY, "seed": 5})(x, t)
+    a = Explainer(model, "randomcam", Saliency.of(SALIENCY))(x, t)
+    b = Explainer(model, "randomcam", Saliency.of(SALIENCY))(x, t)
+    c = Explainer(model, "randomcam", Saliency.of({**SALIENCY, "seed": 5}))(x, t)
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
 
@@ -102,13 +104,13 @@ def test_random_methods_draw_per_session_whatever_the_batch(method):
     settings = {**SALIENCY, "smoothgrad": {"n_samples": 4, "stdev_spread": 0.15}}
 
     def batched(bs, seed=0):
-        e = Explainer(model, method, {**settings, "seed": seed})
+        e = Explainer(model, method, Saliency.of({**settings, "seed": seed}))
         return torch.cat([e(x[i:i + bs], t[i:i + bs]) for i in range(0, 5, bs)])
 
     whole = batched(5)
     for bs in (1, 2):
         torch.testing.assert_close(batched(bs), whole, rtol=1e-4, atol=1e-5)
-    alone = Explainer(model, method, settings)(x[3:4], t[3:4], positions=[3])
+    alone = Explainer(model, method, Saliency.of(settings))(x[3:4], t[3:4], positions=[3])
     torch.testing.assert_close(alone[0], whole[3], rtol=1e-4, atol=1e-5)
     assert not torch.allclose(alone[0], whole[2], atol=1e-3)  # another position, other draws
     assert not torch.allclose(batched(5, seed=1), whole, atol=1e-3)
@@ -139,7 +141,7 @@ def test_unknown_layer_and_method_are_refused():
     with pytest.raises(ValueError, match="no layer 'nope'.*conv1"):
         resolve_layer(TinyCNN(), "nope")
     with pytest.raises(ValueError, match="unknown saliency method"):
-        Explainer(TinyCNN(), "gradcam3000", SALIENCY)
+        Explainer(TinyCNN(), "gradcam3000", Saliency.of(SALIENCY))
 
 
 def test_default_layer_of_the_paper_cnn_is_the_last_blocks_activation():
@@ -229,14 +231,14 @@ def test_lots_class_and_mean_targets_come_from_the_training_table(trained_model)
     store, index = open_for_model(t["store"], t["index"], meta, t["model"])
     train = read_split_rows(t["train"], index).reset_index(drop=True)
     params = {**SALIENCY, "lots": {**SALIENCY["lots"], "target": "mean"}}
-    ft = _lots_target(model, "lots", params, store, train, torch.device("cpu"))
+    ft = _lots_target(model, "lots", Saliency.of(params), store, train, torch.device("cpu"))
     with torch.no_grad():
         f = features(model, images(store, train.row.to_numpy(), "cpu", channels_last=True), "auto")
     labels = torch.as_tensor(train.label.to_numpy().copy())
     torch.testing.assert_close(ft(torch.tensor([0, 1])), torch.stack([f[labels == 0].mean(0), f[labels == 1].mean(0)]),
                                rtol=1e-4, atol=1e-5)
-    one = _lots_target(model, "lots", {**params, "lots": {**params["lots"], "target": "class"}}, store, train,
-                       torch.device("cpu"))(torch.tensor([1]))[0]
+    by_class = Saliency.of({**params, "lots": {**params["lots"], "target": "class"}})
+    one = _lots_target(model, "lots", by_class, store, train, torch.device("cpu"))(torch.tensor([1]))[0]
     assert any(torch.allclose(one, g, atol=1e-5) for g in f[labels == 1])
     with pytest.raises(InputError, match="train.tsv"):
         saliency_maps(t["model"], t["store"], t["index"], t["validation"], map_outputs(Path("/nonexistent"), "x"),
@@ -456,7 +458,8 @@ def test_real_maps_find_the_planted_region_better_than_random_cam(trained_model,
     rows = read_split_rows(t["validation"], index).row.to_numpy()[idx.in_group.to_numpy()]
     x, target = images(store, rows, "cpu", channels_last=True), torch.as_tensor(idx.target.to_numpy()[idx.in_group.to_numpy()])
     draws = [inside(group("randomcam"))]
-    draws += [inside(Explainer(model, "randomcam", {**SALIENCY, "seed": s})(x, target).double().mean(0).numpy())
+    draws += [inside(Explainer(model, "randomcam", Saliency.of({**SALIENCY, "seed": s}))(x, target)
+                     .double().mean(0).numpy())
               for s in range(1, 10)]
     random = float(np.mean(draws))
     scores = {m: inside(group(m)) for m in ("gradcam", "vanilla", "smoothgrad", "occlusion", "lots")}
