@@ -42,8 +42,8 @@ from .io import InputError, atomic_path
 from .locks import FileLock
 from .models import build_model
 from .preprocess import open_store
-from .splits import read_split_rows
 from .settings import Hyperband, Searched
+from .splits import read_split_rows
 from .training import TrainConfig, result_settings, train
 
 log = logging.getLogger(__name__)

@@ -58,15 +58,18 @@ def _start_fullgrid(workdir: Path) -> None:
 
 
 def pytest_collection_finish(session):
+    import tempfile
+
+    if SYSTEM and any(name in item.nodeid for item in session.items for name in SLURM_TESTS):
+        _start_slurm(Path(tempfile.mkdtemp(prefix="robustmaps-slurm-")))
     if os.environ.get("ROBUSTMAPS_FULLGRID_DIR") or not any(
             "test_fullgrid.py" in item.nodeid for item in session.items):
         return
-    import tempfile
-
     _start_fullgrid(Path(tempfile.mkdtemp(prefix="robustmaps-fullgrid-")))
 
 
 def pytest_sessionfinish(session, exitstatus):
+    _stop_slurm()
     proc = _FULLGRID_RUN.get("proc")
     if proc is not None and proc.poll() is None:  # the run's test was deselected or interrupted
         proc.terminate()
@@ -162,20 +165,56 @@ def snakemake_as_user(cwd: Path, config_home: Path, *args: str, timeout: int = 3
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    if not SYSTEM:
-        pytest.skip("system test: set ROBUSTMAPS_SYSTEM_TESTS=1 (root on Debian; .ci/run does)")
-    root = tmp_path_factory.mktemp("slurm-cluster")
-    env = {**os.environ, "SLURM_CI_DIR": str(root)}
-    try:
-        proc = subprocess.run(["bash", str(REPO / "tests" / "slurm" / "up.sh")], env=env, capture_output=True,
-                              text=True, timeout=900)
-        if proc.returncode != 0:
-            raise AssertionError(f"tests/slurm/up.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        yield root
-    finally:
-        subprocess.run(["bash", str(REPO / "tests" / "slurm" / "down.sh")], env=env, capture_output=True, timeout=120)
+# The Slurm run below waits on Slurm most of its time (its jobs take seconds; each DAG level waits
+# for the plugin's next status check, 10 s or more): about 11 minutes of which half are idle
+# (2026-11-30). Where a test needs it, it starts in a thread when the tests are collected, beside
+# the rest of the suite, its jobs niced (slurmd started with `nice -n 10`, which its jobs inherit)
+# so that they take the cores the suite leaves idle; the fixture waits for it.
+_SLURM: dict = {}
+SLURM_TESTS = ("test_slurm.py", "test_reproducibility.py")
+
+
+def _cluster_up(root: Path) -> None:
+    env = {**os.environ, "SLURM_CI_DIR": str(root), "SLURMD_NICE": "10"}
+    _SLURM["cluster"] = root  # down.sh stops whatever up.sh started, also after a failure
+    proc = subprocess.run(["bash", str(REPO / "tests" / "slurm" / "up.sh")], env=env, capture_output=True,
+                          text=True, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(f"tests/slurm/up.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+
+
+def _cluster_down() -> None:
+    root = _SLURM.get("cluster")
+    if root is not None:
+        subprocess.run(["bash", str(REPO / "tests" / "slurm" / "down.sh")], env={**os.environ, "SLURM_CI_DIR": str(root)},
+                       capture_output=True, timeout=120)
+
+
+def _start_slurm(root: Path) -> None:
+    def body():
+        try:
+            _cluster_up(root / "cluster")
+            _SLURM["result"] = _slurm_run(root / "run")
+        except BaseException as exc:  # noqa: BLE001 - handed to the fixture, raised there
+            _SLURM["error"] = exc
+
+    import threading
+
+    thread = threading.Thread(target=body, name="slurm-run", daemon=True)
+    _SLURM.update(thread=thread, root=root)
+    thread.start()
+
+
+def _stop_slurm() -> None:
+    thread = _SLURM.get("thread")
+    if thread is not None and thread.is_alive():  # its tests were deselected or interrupted
+        proc = _SLURM.get("proc")
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        thread.join(timeout=60)
+    _cluster_down()
+    if "root" in _SLURM:
+        shutil.rmtree(_SLURM["root"], ignore_errors=True)
 
 
 RECOVERY_MARK = "\n===== recovery: the same command after scancel and --unlock =====\n"
@@ -186,24 +225,22 @@ def _squeue_names(name: str) -> list[str]:
     return out.stdout.split("\n")[:-1] if out.returncode == 0 else [f"squeue failed: {out.stderr}"]
 
 
-@pytest.fixture(scope="session")
-def slurm_run(slurm_cluster, tmp_path_factory):
-    """The smoke config run on the test cluster as README says: the site profile installed by
-    `make slurm-profile` into a temporary XDG_CONFIG_HOME (used as installed: the test cluster's
-    partitions are named like the template's, the account is left to the plugin), then
-    `snakemake --profile slurm` from the run's directory with the repository's Snakefile, with
-    ROBUSTMAPS_FAKE_GPUS=1 in its environment for the cluster's fake GPUs.
+def _snakemake_as_user_killable(cwd: Path, config_home: Path, *args: str, env: dict) -> tuple[int, str]:
+    """snakemake_as_user, its process kept where the session's end can kill it."""
+    cmd, full_env = user_command(cwd, config_home, *args, env=env)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _SLURM["proc"] = proc
+    out, _ = proc.communicate(timeout=3600)
+    return proc.returncode, out
 
-    With README's recovery on the way: the controlling snakemake is killed (SIGKILL) while its
-    first preprocessing job is in Slurm (before the search and training start, whose interrupted
-    trials would be recorded), its jobs are cancelled by the run id it logged (`scancel --name`),
-    then `--unlock` and the same command finish the run. Returns (workdir, log of both runs joined
-    by RECOVERY_MARK); work/.recovery.json records what the recovery saw."""
+
+def _slurm_run(work: Path) -> tuple[Path, str]:
+    """The smoke config run on the test cluster as README says (see the fixture ``slurm_run``)."""
     import json
     import signal
     import time
 
-    work = tmp_path_factory.mktemp("slurm-run")
+    work.mkdir(parents=True)
     config_home = work / ".config"  # outside results/
     install_site_profile(config_home)
     # the cluster's GPUs are fake (gres on /dev/fakegpu*) and torch is the CPU build: the
@@ -214,6 +251,7 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     first_log = work / ".first-run.log"
     with open(first_log, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=work, env=full_env, stdout=fh, stderr=subprocess.STDOUT)
+    _SLURM["proc"] = proc
     deadline, run_id, in_slurm = time.time() + 900, None, []
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -238,12 +276,40 @@ def slurm_run(slurm_cluster, tmp_path_factory):
         time.sleep(0.5)
     unlock = snakemake_as_user(work, config_home, *args, "--unlock", env=env, timeout=300)
     assert unlock.returncode == 0, unlock.stderr[-3000:]
-    proc = snakemake_as_user(work, config_home, *args, env=env)
-    if proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    code, out = _snakemake_as_user_killable(work, config_home, *args, env=env)
+    if code != 0:
+        raise AssertionError(f"snakemake failed ({code}):\n{out[-8000:]}")
     (work / ".recovery.json").write_text(json.dumps({"run_id": run_id, "in_slurm_at_kill": in_slurm,
                                                      "left_after_scancel": left}))
-    return work, first_log.read_text() + RECOVERY_MARK + proc.stdout + proc.stderr
+    return work, first_log.read_text() + RECOVERY_MARK + out
+
+
+@pytest.fixture(scope="session")
+def slurm_run():
+    """The smoke config run on the test cluster as README says: the site profile installed by
+    `make slurm-profile` into a temporary XDG_CONFIG_HOME (used as installed: the test cluster's
+    partitions are named like the template's, the account is left to the plugin), then
+    `snakemake --profile slurm` from the run's directory with the repository's Snakefile, with
+    ROBUSTMAPS_FAKE_GPUS=1 in its environment for the cluster's fake GPUs.
+
+    With README's recovery on the way: the controlling snakemake is killed (SIGKILL) while its
+    first preprocessing job is in Slurm (before the search and training start, whose interrupted
+    trials would be recorded), its jobs are cancelled by the run id it logged (`scancel --name`),
+    then `--unlock` and the same command finish the run. Returns (workdir, log of both runs joined
+    by RECOVERY_MARK); work/.recovery.json records what the recovery saw. Started in the
+    background when the tests were collected (above); waits for it."""
+    if not SYSTEM:
+        pytest.skip("system test: set ROBUSTMAPS_SYSTEM_TESTS=1 (root on Debian; .ci/run does)")
+    if not _SLURM:
+        import tempfile
+
+        _start_slurm(Path(tempfile.mkdtemp(prefix="robustmaps-slurm-")))
+    _SLURM["thread"].join(timeout=3600)
+    if "error" in _SLURM:
+        raise _SLURM["error"]
+    if "result" not in _SLURM:
+        raise AssertionError("the Slurm run did not finish within an hour")
+    return _SLURM["result"]
 
 
 # one GPU job of the finished Slurm run, run again with another form of GPU request

@@ -22,7 +22,6 @@ import pandas as pd
 
 from ..atlas import load_labels
 from ..io import InputError, load_nifti, read_tsv, write_tsv
-from ..masks import MaskSettings, masked_scores
 from ..plots import (
     brain_maps_figure,
     group_mask_views,
@@ -59,6 +58,7 @@ from ..splits import read_split_rows
 from ..stats import bootstrap_nested_variance, permutation_test_models, permutation_test_units, unit_means
 from ..sweep import POINT_COLUMNS, points_table, series, shown_fixed
 from ..trained import class_index, correct_rows, load_model, open_for_model
+from ..transfer import PROB_COLUMNS, Scorer, between_cohorts, between_models, between_sessions, torch_mask
 from ..volumes import load_reference
 
 log = logging.getLogger(__name__)
@@ -381,10 +381,6 @@ def stats_entry(training_summary_tsv, roi_tsv, pairs_tsv, out: dict, *, group_cl
                      r["p_value"], r["cohens_d"], r["n_a"], r["n_b"], r["unit"])
 
 
-PROB_COLUMNS = ["family", "fold_a", "seed_a", "fold_b", "seed_b", "participant_a", "session_a", "participant_b",
-                "session_b", "probability", "n_images"]
-
-
 def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, target: str = "AD",
                    sessions: dict | None = None, other: dict | None = None, device: str = "auto",
                    threads: int = 1, seed: int = 0) -> None:
@@ -402,86 +398,42 @@ def prob_cnn_entry(models: list[dict], store_npy, index_tsv, out: dict, *, targe
     of the independent cohort: ``other`` = {"store", "index", "table"}, that cohort's store and
     test table); ``intra_subject`` / ``inter_subject`` (``sessions``: one model's session masks,
     session A's mask on session B's image; sessions of one subject / baseline sessions of two)."""
-    rows = []
-    loaded = {}
-    store = index = None
+    scorers, store, index = {}, None, None
     for m in models:
         model, meta = load_model(m["model"], device, threads, seed)
         if store is None:  # one store (the main cohort's) for every model
             store, index = open_for_model(store_npy, index_tsv, meta, m["model"])
         label = class_index(meta, target, m["model"])
         val = read_split_rows(m["validation"], index)
-        loaded[(m["fold"], m["seed"])] = (model, correct_rows(model, store, val, label), label,
-                                          load_reference(m.get("reference"), store.shape[1:],
-                                                         next(model.parameters()).device))
-    dev = next(next(iter(loaded.values()))[0].parameters()).device
+        scorers[(m["fold"], m["seed"])] = Scorer(model, correct_rows(model, store, val, label), label,
+                                                 load_reference(m.get("reference"), store.shape[1:],
+                                                                next(model.parameters()).device))
+    dev = next(next(iter(scorers.values())).model.parameters()).device
     masks = {(m["fold"], m["seed"]): torch_mask(load_nifti(m["mask"])[0], dev) for m in models}
-    for (fa, sa), mask in masks.items():
-        for (fb, sb), (model, val_rows, label, mu) in loaded.items():
-            family = ("own" if (fa, sa) == (fb, sb) else "folds" if sa == sb and fa != fb
-                      else "seeds" if fa == fb else "other")
-            p = masked_scores(model, store, val_rows, mask, MaskSettings(target=label), mu)
-            rows.append({"family": family, "fold_a": fa, "seed_a": sa, "fold_b": fb, "seed_b": sb,
-                         "probability": float(np.mean(p)) if len(p) else np.nan, "n_images": len(p)})
-    other_store = other_rows = None
+    rows = between_models(scorers, masks, store)
+    other_store = other_table = None
     if other:
         other_store, other_index = open_for_model(other["store"], other["index"], meta, models[0]["model"])
-        other_rows = read_split_rows(other["table"], other_index)
+        other_table = read_split_rows(other["table"], other_index)
     for m in models:
         if m.get("independent"):
-            model, val_rows, label, mu = loaded[(m["fold"], m["seed"])]
-            ids = {"fold_a": m["fold"], "seed_a": m["seed"], "fold_b": m["fold"], "seed_b": m["seed"]}
-            p = masked_scores(model, store, val_rows, torch_mask(load_nifti(m["independent"])[0], dev),
-                              MaskSettings(target=label), mu)
-            rows.append({"family": "cohorts_other_on_main", **ids,
-                         "probability": float(np.mean(p)) if len(p) else np.nan, "n_images": len(p)})
-            if other_store is not None:
-                # mu: the reference of the model's fold (a main-cohort mean), as for the other cohort's
-                # own group masks (rules/masks.smk)
-                correct = correct_rows(model, other_store, other_rows, label)
-                p = masked_scores(model, other_store, correct, masks[(m["fold"], m["seed"])],
-                                  MaskSettings(target=label), mu)
-                rows.append({"family": "cohorts_main_on_other", **ids,
-                             "probability": float(np.mean(p)) if len(p) else np.nan, "n_images": len(p)})
+            key = (m["fold"], m["seed"])
+            rows += between_cohorts(key, scorers[key], store, torch_mask(load_nifti(m["independent"])[0], dev),
+                                    masks[key], other_store, other_table)
     if sessions:
-        model, _, label, mu = loaded[(sessions["fold"], sessions["seed"])]
+        key = (sessions["fold"], sessions["seed"])
         data, _ = load_nifti(sessions["masks"], squeeze=False)
-        data = data.reshape(*data.shape[:3], -1)
         idx = read_tsv(sessions["index"], ["participant_id", "session_id"], what="session mask index",
                        dtype={"participant_id": str, "session_id": str})
         position = pd.Series(np.arange(len(index)), index=pd.MultiIndex.from_frame(index[["participant_id",
                                                                                            "session_id"]]))
-        image_rows = position.loc[list(zip(idx.participant_id, idx.session_id))].to_numpy()
-        base = baseline_flags(index, idx.participant_id, idx.session_id, sessions["index"])
-        for a in range(len(idx)):
-            mask = torch_mask(data[..., a], dev)
-            p = masked_scores(model, store, image_rows, mask, MaskSettings(target=label), mu)
-            for b in range(len(idx)):
-                same = idx.participant_id[a] == idx.participant_id[b]
-                if a == b:
-                    family = "own_session"
-                elif same:
-                    family = "intra_subject"
-                elif base[a] and base[b]:
-                    family = "inter_subject"
-                else:
-                    continue
-                rows.append({"family": family, "fold_a": sessions["fold"], "seed_a": sessions["seed"],
-                             "fold_b": sessions["fold"], "seed_b": sessions["seed"],
-                             "participant_a": idx.participant_id[a], "session_a": idx.session_id[a],
-                             "participant_b": idx.participant_id[b], "session_b": idx.session_id[b],
-                             "probability": float(p[b]), "n_images": 1})
+        rows += between_sessions(key, scorers[key], store, data.reshape(*data.shape[:3], -1), idx,
+                                 position.loc[list(zip(idx.participant_id, idx.session_id))].to_numpy(),
+                                 baseline_flags(index, idx.participant_id, idx.session_id, sessions["index"]))
     pairs = pd.DataFrame(rows, columns=PROB_COLUMNS)
     summary = prob_cnn_summary(pairs)
     write_tsv(pairs, out["pairs"])
     write_tsv(summary, out["summary"])
-
     similarity_matrices_figure(prob_cnn_matrices(pairs), out["matrices"], label="prob_CNN (true class)")
     for r in summary.itertuples():
         log.info("prob_CNN %-14s %4d pairs  %.3f +- %.3f", r.family, r.n_pairs, r.mean, r.sd)
-
-
-def torch_mask(volume: np.ndarray, device):
-    import torch
-
-    return torch.from_numpy(np.asarray(volume, np.float32))[None, None].to(device)

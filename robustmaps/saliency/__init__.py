@@ -23,10 +23,10 @@ import torch
 
 from ..config import CAM_METHODS
 from ..settings import Saliency
+from ..trained import images
 from . import gradients
 from .cam import CAMs, resolve_layer
 from .lots import lots, lots_map, minmax
-from ..trained import images
 
 log = logging.getLogger(__name__)
 

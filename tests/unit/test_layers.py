@@ -21,7 +21,7 @@ LAYERS = {
     "data": ["atlas", "cohort", "qc", "preprocess", "splits", "privacy", "volumes"],
     "models": ["models", "trained", "training", "hpo"],
     "methods": ["masks", "sweep", "saliency", "faithfulness"],
-    "analysis": ["roi", "similarity", "stats", "compare"],
+    "analysis": ["roi", "similarity", "stats", "compare", "transfer"],
     "outputs": ["plots", "provenance"],
     # rule entries (one module per rules/<stage>.smk) and the command-line tools beside them
     "jobs": ["jobs", "acceptance", "config_doc", "envs"],

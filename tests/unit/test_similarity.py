@@ -139,7 +139,7 @@ def test_intra_subject_similarity_is_the_mean_over_subjects_of_their_mean_pair()
 
 
 def test_prob_cnn_intra_subject_family_is_the_mean_over_subjects():
-    from robustmaps.jobs.analysis import PROB_COLUMNS
+    from robustmaps.transfer import PROB_COLUMNS
     from robustmaps.similarity import prob_cnn_summary
 
     def pair(family, pa, sa, pb, sb, p):
