@@ -127,6 +127,21 @@ def subject_seed(seed: int, cohort: str, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(seed, spawn_key=(zlib.crc32(cohort.encode()), index))
 
 
+def draw_subjects(spec: SyntheticCohort, name: str, seed: int) -> tuple[list[dict], set]:
+    """The cohort's subjects in a seeded random order of diagnoses (``n_cn`` CN and ``n_ad`` AD;
+    ids ``sub-<prefix>0001`` ..., which carry no diagnosis) and the baseline sessions planted as
+    QC defects (``qc_defects`` subjects drawn at random): (jobs for :func:`synthesise_subjects`,
+    {(participant_id, "ses-M000")})."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),)))
+    diagnoses = np.array(["CN"] * spec.n_cn + ["AD"] * spec.n_ad)
+    rng.shuffle(diagnoses)
+    jobs = [{"index": i, "participant_id": f"sub-{spec.id_prefix}{i + 1:04d}", "diagnosis": str(dx)}
+            for i, dx in enumerate(diagnoses)]
+    n_def = min(spec.qc_defects, len(jobs))
+    defects = {(jobs[i]["participant_id"], "ses-M000") for i in rng.choice(len(jobs), n_def, replace=False)}
+    return jobs, defects
+
+
 # Worker state, set before the pool forks (read-only in the workers).
 _W: dict = {}
 
@@ -200,3 +215,27 @@ def _make_subject(job: dict) -> dict:
     return {"rows": rows, "roi_sums": roi_sums, "diagnosis": dx}
 
 
+def ground_truth(subjects: list[dict], labels: np.ndarray, table: pd.DataFrame, rois) -> pd.DataFrame:
+    """The synthetic cohort's ground truth, one row per planted ROI (``rois``: {name, weight}):
+    its planted effect (weight x the AD subjects' mean baseline severity) and the effect measured
+    on the baseline maps (relative GM reduction of the AD mean vs the CN mean inside the ROI of
+    the unwarped atlas ``labels``; planted QC defects left out). ``subjects``: the records of
+    :func:`synthesise_subjects`."""
+    counts = np.bincount(labels.ravel(), minlength=int(labels.max()) + 1).astype(float)
+    ids = roi_index(table, [r["name"] for r in rois])
+    mean_sev = float(np.mean([res["rows"][0]["severity"] for res in subjects if res["diagnosis"] == "AD"] or [0]))
+
+    def class_mean(dx):
+        sums = [res["roi_sums"] for res in subjects if res["diagnosis"] == dx
+                and not res["rows"][0]["planted_defect"]]
+        return np.mean(sums, axis=0) / np.maximum(counts, 1) if sums else np.full(counts.size, np.nan)
+
+    cn, ad = class_mean("CN"), class_mean("AD")
+    return pd.DataFrame({
+        "roi_index": ids,
+        "roi_name": [r["name"] for r in rois],
+        "weight": [float(r["weight"]) for r in rois],
+        "planted_reduction": [float(r["weight"]) * mean_sev for r in rois],
+        "measured_reduction": [float(1 - ad[i] / cn[i]) if cn[i] > 0 else np.nan for i in ids],
+        "n_voxels_native": [int(counts[i]) for i in ids],
+    })

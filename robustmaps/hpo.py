@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import threading
 import traceback
 from pathlib import Path
@@ -42,7 +43,7 @@ from .io import InputError, atomic_path
 from .locks import FileLock
 from .models import build_model
 from .preprocess import open_store
-from .settings import Hyperband, Searched
+from .settings import Hyperband, Search, Searched
 from .splits import read_split_rows
 from .training import TrainConfig, result_settings, train
 
@@ -307,6 +308,79 @@ class Sigterm:
         log.warning("SIGTERM: the running trial saves its checkpoint; the worker then exits")
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signal.SIGTERM)
+
+
+# ----------------------------------------------------------------------------- one worker
+def join_study(study, storage, journal, search: Search, worker: int, workers: int | None, name: str) -> None:
+    """A worker's start in the shared study (under the journal's reservation): the trials left
+    running by a killed run of this worker, or by a worker that no longer exists, are marked
+    failed (interrupted) and their points enqueued again; an empty study gets the baseline point
+    as its first trial."""
+    with _Reservation(journal):
+        dead = release_dead_trials(study, storage, worker, workers)
+        if dead:
+            log.warning("worker %d: trials %s were left running by a killed run of this worker or by a worker that "
+                        "no longer exists: marked failed (interrupted), their points enqueued again; they do not "
+                        "count towards n_trials", worker, dead)
+        if not study.get_trials(deepcopy=False):
+            baseline = {k: search.baseline[k] for k in search.space}
+            study.enqueue_trial(baseline, user_attrs={"baseline": True})
+            log.info("study %s: baseline enqueued as the first trial: %s", name, baseline)
+
+
+def run_worker(study, storage, journal, search: Search, worker: int, *, name: str, in_shape, paths: dict,
+               device: str, threads: int, cache_size: int, checkpoint_every: float) -> bool:
+    """One worker's trials until the study holds ``search.n_trials`` (done or failed, over every
+    worker): under the journal's reservation it asks for a trial (the sampler seeded by the
+    trial's slot, so that random search draws the same points whatever the workers), then
+    suggests its point, refuses an infeasible one and trains it in a child process
+    (:func:`run_trial`, checkpoint ``<journal folder>/checkpoints/<study>-trial-<origin>.pt``,
+    which follows the point), and tells the study. Returns True when a SIGTERM ended it: the
+    trial in flight is marked interrupted and its point enqueued again (:func:`interrupt`)."""
+    import optuna
+
+    ckdir = Path(journal).parent / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    with Sigterm() as sigterm:
+        while not sigterm.received:
+            with _Reservation(journal):
+                trials = study.get_trials(deepcopy=False)
+                n = len(counted(trials))
+                if n >= search.n_trials:
+                    break
+                # seeded by the trial's slot: random search draws the same points whatever the workers
+                study.sampler = make_sampler(search.sampler, search.seed + n)
+                trial = study.ask()
+                trial.set_user_attr("worker", worker)
+                trial.set_user_attr("host", f"{socket.gethostname()}:{os.getpid()}")
+            point = suggest(trial, search.space, search.baseline)
+            trial.set_user_attr("point", point)
+            log.info("worker %d: trial %d (%d of %d): %s", worker, trial.number, n + 1, search.n_trials, point)
+            try:
+                trial.set_user_attr("n_parameters", check_feasible(point, in_shape, search.max_parameters))
+                settings = settings_for(point, {**search.train, "cache_size": cache_size})
+                # the checkpoint follows the point: a re-run that enqueued it again resumes it
+                state, value, error = run_trial(trial, paths, settings, seed=search.seed, device=device,
+                                                threads=threads,
+                                                checkpoint=str(ckdir / f"{name}-trial-{origin(trial)}.pt"),
+                                                checkpoint_every=checkpoint_every, sigterm=sigterm)
+            except InfeasibleTrial as exc:
+                state, value, error = "FAIL", None, f"infeasible: {exc}"
+            except Exception as exc:  # noqa: BLE001 - a point the network refuses is the trial's result
+                state, value, error = "FAIL", None, f"{type(exc).__name__}: {exc}"
+                log.warning("worker %d: trial %d failed: %s", worker, trial.number, error)
+            if state == "INTERRUPTED":
+                with _Reservation(journal):
+                    interrupt(study, storage, trial, error)
+                log.warning("worker %d: trial %d interrupted (%s); exiting with 143", worker, trial.number, error)
+                break
+            if error:
+                trial.set_user_attr("error", error)
+            study.tell(trial, value if state == "COMPLETE" else None, state=getattr(optuna.trial.TrialState, state))
+            log.info("worker %d: trial %d %s%s", worker, trial.number, state,
+                     f" validation balanced accuracy {value:.3f}" if value is not None
+                     else f" ({error})" if error else "")
+    return sigterm.received
 
 
 # ------------------------------------------------------------------------------- one trial

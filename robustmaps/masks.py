@@ -424,6 +424,20 @@ def group_outcome(model, store, train, val, mask: torch.Tensor, settings: MaskSe
     return hist, summary
 
 
+def session_outcome(model, store, rows, masks: torch.Tensor, settings: MaskSettings, mu, stats: list[dict]
+                    ) -> list[dict]:
+    """One summary row per session mask (``masks``: (N, 1, X, Y, Z), one per image at store
+    ``rows``; ``stats``: the optimiser's per-mask record): its penalties (:func:`mask_summary`)
+    and its image's target score and probability without and with it."""
+    before = masked_scores(model, store, rows, torch.ones_like(masks), settings, mu, len(rows))
+    after = masked_scores(model, store, rows, masks, settings, mu, len(rows))
+    p_before, p_after = probabilities(model, store, rows, masks, settings, mu, len(rows), before, after)
+    return [{**stats[j], **mask_summary(masks[j, 0].cpu().numpy(), settings, score_before=float(before[j]),
+                                        score_after=float(after[j])),
+             "probability_before": float(p_before[j]), "probability_after": float(p_after[j])}
+            for j in range(len(rows))]
+
+
 # Every entry loads a trained model (frozen, eval mode, channels-last), selects its images from
 # the split tables, optimises, and writes NIfTI masks on the working grid (the store's, where the
 # atlas was checked) and on the native grid (for display), plus history and summary tables.

@@ -8,11 +8,16 @@ fixed test set, a paired sign-flip test over its subjects (:func:`paired_subject
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+
+from .roi import cosine_matrix
+
+log = logging.getLogger(__name__)
 
 
 def _nested_components(groups: list[np.ndarray]) -> tuple[float, float, float]:
@@ -301,3 +306,53 @@ def permutation_test_units(a: pd.Series, b: pd.Series, *, paired: bool = False, 
         effect = _cohens_d(x, y)
     return {"difference": float(x.mean() - y.mean()), "p_value": float(res.pvalue), "n_a": len(x), "n_b": len(y),
             "cohens_d": effect}
+
+
+# ------------------------------------------------------------------ the study's tables (seed 004)
+VARIANCE_COLUMNS = ["quantity", "component", "estimate", "ci_low", "ci_high"]
+TEST_COLUMNS = ["test", "unit", "difference", "p_value", "n_a", "n_b", "cohens_d", "note"]
+
+
+def variance_components(quantities: list[tuple], *, n_boot: int, level: float, seed: int) -> pd.DataFrame:
+    """Fold and seed components (:func:`bootstrap_nested_variance`) of each ``(name, frame,
+    value column(s))`` of ``quantities`` (frames with fold and seed columns); a quantity the
+    design cannot support is left out, said in the log."""
+    variance = []
+    for name, frame, value in quantities:
+        try:
+            variance.append(bootstrap_nested_variance(frame, value, n_boot=n_boot, level=level, seed=seed)
+                            .assign(quantity=name))
+        except ValueError as exc:
+            log.warning("variance components of %s: %s", name, exc)
+    return pd.concat(variance)[VARIANCE_COLUMNS] if variance else pd.DataFrame(columns=VARIANCE_COLUMNS)
+
+
+def study_tests(group_rois: np.ndarray, folds: np.ndarray, seeds: np.ndarray, pairs: pd.DataFrame, *,
+                n_perm: int, seed: int) -> list[dict]:
+    """The study's permutation tests, one row each (TEST_COLUMNS): inter-fold vs inter-seed
+    similarity of the group masks (``group_rois``: one ROI vector per model, of fold ``folds`` and
+    seed ``seeds``; models permuted); inter-fold and inter-seed vs inter-subject similarity
+    (per-unit means of the similarity ``pairs``, units' labels permuted: models vs subjects);
+    intra- vs inter-subject similarity of session masks (per subject, paired sign flips). A test
+    the design cannot support is listed with the reason."""
+    tests = []
+
+    def attempt(name, unit, fn):
+        try:
+            tests.append({"test": name, "unit": unit, **fn(), "note": ""})
+        except ValueError as exc:
+            log.warning("%s: not tested: %s", name, exc)
+            tests.append({"test": name, "unit": unit, "note": f"not tested: {exc}"})
+
+    attempt("inter-fold vs inter-seed similarity (group masks)", "model",
+            lambda: permutation_test_models(cosine_matrix(group_rois), folds, seeds, n_perm=n_perm, seed=seed))
+    fam = {f: unit_means(p) for f, p in pairs.groupby("family")}
+    empty = pd.Series(dtype=float)
+    for family in ("folds", "seeds"):
+        attempt(f"inter-{family[:-1]} (group masks) vs inter-subject (session masks) similarity", "model vs subject",
+                lambda f=family: permutation_test_units(fam.get(f, empty), fam.get("inter_subject", empty),
+                                                        n_perm=n_perm, seed=seed))
+    attempt("intra- vs inter-subject similarity (session masks)", "subject (paired)",
+            lambda: permutation_test_units(fam.get("intra_subject", empty), fam.get("inter_subject", empty),
+                                           paired=True, n_perm=n_perm, seed=seed))
+    return tests

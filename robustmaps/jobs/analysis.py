@@ -36,7 +36,6 @@ from ..roi import (
     ID_COLUMNS,
     MAP_NORMALISATIONS,
     above_mean,
-    cosine_matrix,
     indicator,
     paint_rois,
     recovery,
@@ -55,7 +54,7 @@ from ..similarity import (
     sweep_tables,
 )
 from ..splits import read_split_rows
-from ..stats import bootstrap_nested_variance, permutation_test_models, permutation_test_units, unit_means
+from ..stats import TEST_COLUMNS, VARIANCE_COLUMNS, study_tests, variance_components
 from ..sweep import POINT_COLUMNS, points_table, series, shown_fixed
 from ..trained import class_index, correct_rows, load_model, open_for_model
 from ..transfer import PROB_COLUMNS, Scorer, between_cohorts, between_models, between_sessions, torch_mask
@@ -303,12 +302,6 @@ def sweep_figures_entry(points: list[dict], out: dict, *, cut_coords) -> dict:
     return drawn
 
 
-VARIANCE_COLUMNS = ["quantity", "component", "estimate", "ci_low", "ci_high"]
-
-
-TEST_COLUMNS = ["test", "unit", "difference", "p_value", "n_a", "n_b", "cohens_d", "note"]
-
-
 def stats_entry(training_summary_tsv, roi_tsv, pairs_tsv, out: dict, *, group_class: str = "AD",
                 n_boot: int = 1000, n_perm: int = 5000, level: float = 0.95, seed: int = 0) -> None:
     """Rule entry (seed 004).
@@ -343,36 +336,9 @@ def stats_entry(training_summary_tsv, roi_tsv, pairs_tsv, out: dict, *, group_cl
         frame = pd.DataFrame(unit_rows(t[rois].to_numpy(float)), columns=rois)
         frame["fold"], frame["seed"] = t.fold.to_numpy(), t.seed.to_numpy()
         quantities.append((name, frame, rois))
-    variance = []
-    for name, frame, value in quantities:
-        try:
-            variance.append(bootstrap_nested_variance(frame, value, n_boot=n_boot, level=level, seed=seed)
-                            .assign(quantity=name))
-        except ValueError as exc:
-            log.warning("variance components of %s: %s", name, exc)
-    variance = pd.concat(variance) if variance else pd.DataFrame(columns=VARIANCE_COLUMNS)
-
-    tests = []
-
-    def attempt(name, unit, fn):  # a test the design cannot support is listed with the reason
-        try:
-            tests.append({"test": name, "unit": unit, **fn(), "note": ""})
-        except ValueError as exc:
-            log.warning("%s: not tested: %s", name, exc)
-            tests.append({"test": name, "unit": unit, "note": f"not tested: {exc}"})
-
-    attempt("inter-fold vs inter-seed similarity (group masks)", "model",
-            lambda: permutation_test_models(cosine_matrix(g[rois].to_numpy(float)), g.fold.to_numpy(),
-                                            g.seed.to_numpy(), n_perm=n_perm, seed=seed))
-    fam = {f: unit_means(p) for f, p in pairs.groupby("family")}
-    empty = pd.Series(dtype=float)
-    for family in ("folds", "seeds"):
-        attempt(f"inter-{family[:-1]} (group masks) vs inter-subject (session masks) similarity", "model vs subject",
-                lambda f=family: permutation_test_units(fam.get(f, empty), fam.get("inter_subject", empty),
-                                                        n_perm=n_perm, seed=seed))
-    attempt("intra- vs inter-subject similarity (session masks)", "subject (paired)",
-            lambda: permutation_test_units(fam.get("intra_subject", empty), fam.get("inter_subject", empty),
-                                           paired=True, n_perm=n_perm, seed=seed))
+    variance = variance_components(quantities, n_boot=n_boot, level=level, seed=seed)
+    tests = study_tests(g[rois].to_numpy(float), g.fold.to_numpy(), g.seed.to_numpy(), pairs, n_perm=n_perm,
+                        seed=seed)
     write_tsv(variance[VARIANCE_COLUMNS], out["variance"])
     write_tsv(pd.DataFrame(tests, columns=TEST_COLUMNS), out["tests"])
     for r in tests:

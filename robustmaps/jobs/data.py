@@ -4,15 +4,14 @@ cohort store, the atlas on the working grid, and the cohort table."""
 from __future__ import annotations
 
 import logging
-import zlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from ..atlas import atlas_on_grid, roi_index
-from ..cohort import atrophy_map, load_template, synthesise_subjects
+from ..atlas import atlas_on_grid
+from ..cohort import atrophy_map, draw_subjects, ground_truth, load_template, synthesise_subjects
 from ..grid import Grid
 from ..io import InputError, atomic_path, gm_path, natural_key, read_sessions, read_tsv, save_nifti, write_tsv
 from ..preprocess import INDEX_COLUMNS, mark_baseline, resampled
@@ -34,17 +33,9 @@ def generate_cohort(caps_dir: str, sessions_tsv: str, ground_truth_tsv: str, tru
     atro = spec.atrophy
     amap = atrophy_map(labels, table, atro.rois, atro.smoothing_mm, g.voxel_size)
 
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),)))
-    diagnoses = np.array(["CN"] * spec.n_cn + ["AD"] * spec.n_ad)
-    rng.shuffle(diagnoses)
-    prefix = spec.id_prefix
-    jobs = [{"index": i, "participant_id": f"sub-{prefix}{i + 1:04d}", "diagnosis": str(dx)}
-            for i, dx in enumerate(diagnoses)]
-    # Planted QC defects: baseline sessions of randomly chosen subjects.
-    n_def = min(spec.qc_defects, len(jobs))
-    defects = {(jobs[i]["participant_id"], "ses-M000") for i in rng.choice(len(jobs), n_def, replace=False)}
+    jobs, defects = draw_subjects(spec, name, seed)
     log.info("cohort %s: %d CN + %d AD subjects on %s, %d planted QC defect(s)", name,
-             spec.n_cn, spec.n_ad, g.describe(), n_def)
+             spec.n_cn, spec.n_ad, g.describe(), len(defects))
 
     with atomic_path(caps_dir) as caps_tmp:
         (Path(caps_tmp) / "subjects").mkdir(parents=True)
@@ -62,26 +53,7 @@ def generate_cohort(caps_dir: str, sessions_tsv: str, ground_truth_tsv: str, tru
     write_tsv(sessions[["participant_id", "session_id", "diagnosis", "severity", "planted_defect"]],
               truth_sessions_tsv)
 
-    # Ground truth: planted ROIs, their planted effect and the effect measured on baseline maps
-    # (relative GM reduction of the AD mean vs the CN mean inside the ROI, unwarped atlas).
-    counts = np.bincount(labels.ravel(), minlength=int(labels.max()) + 1).astype(float)
-    ids = roi_index(table, [r["name"] for r in atro.rois])
-    mean_sev = float(np.mean([res["rows"][0]["severity"] for res in results if res["diagnosis"] == "AD"] or [0]))
-
-    def class_mean(dx):
-        sums = [res["roi_sums"] for res in results if res["diagnosis"] == dx
-                and not res["rows"][0]["planted_defect"]]
-        return np.mean(sums, axis=0) / np.maximum(counts, 1) if sums else np.full(counts.size, np.nan)
-
-    cn, ad = class_mean("CN"), class_mean("AD")
-    truth = pd.DataFrame({
-        "roi_index": ids,
-        "roi_name": [r["name"] for r in atro.rois],
-        "weight": [float(r["weight"]) for r in atro.rois],
-        "planted_reduction": [float(r["weight"]) * mean_sev for r in atro.rois],
-        "measured_reduction": [float(1 - ad[i] / cn[i]) if cn[i] > 0 else np.nan for i in ids],
-        "n_voxels_native": [int(counts[i]) for i in ids],
-    })
+    truth = ground_truth(results, labels, table, spec.atrophy.rois)
     write_tsv(truth, ground_truth_tsv)
     log.info("cohort %s: %d sessions; measured GM reduction in planted ROIs: %s", name, len(sessions),
              ", ".join(f"{n} {v:.3f}" for n, v in zip(truth.roi_name, truth.measured_reduction)))

@@ -4,31 +4,21 @@ and the summary (best point, trials table, figures). The search itself is robust
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from pathlib import Path
 
 from ..checkpoints import Terminated
 from ..config import ARCHITECTURE_KEYS, TRAINING_KEYS
 from ..devices import device_for
 from ..hpo import (
-    InfeasibleTrial,
-    Sigterm,
     _Reservation,
     best_trial,
-    check_feasible,
-    counted,
-    interrupt,
+    join_study,
     make_pruner,
     make_sampler,
-    origin,
-    release_dead_trials,
     repair_journal,
-    run_trial,
-    settings_for,
+    run_worker,
     storage,
     study_name,
-    suggest,
     trials_table,
 )
 from ..io import InputError, atomic_path, read_tsv, write_tsv
@@ -66,60 +56,11 @@ def hpo_worker(store_npy, index_tsv, train_tsv, validation_tsv, journal, out_tsv
     study = optuna.create_study(study_name=name, storage=st, direction="maximize", load_if_exists=True,
                                 sampler=make_sampler(search.sampler, search.seed), pruner=pruner)
     paths = {"store": store_npy, "index": index_tsv, "train": train_tsv, "validation": validation_tsv}
-    ckdir = Path(journal).parent / "checkpoints"
-    ckdir.mkdir(parents=True, exist_ok=True)
-    with _Reservation(journal):
-        dead = release_dead_trials(study, st, worker, workers)
-        if dead:
-            log.warning("worker %d: trials %s were left running by a killed run of this worker or by a worker that "
-                        "no longer exists: marked failed (interrupted), their points enqueued again; they do not "
-                        "count towards n_trials", worker, dead)
-        if not study.get_trials(deepcopy=False):
-            baseline = {k: search.baseline[k] for k in search.space}
-            study.enqueue_trial(baseline, user_attrs={"baseline": True})
-            log.info("study %s: baseline enqueued as the first trial: %s", name, baseline)
+    join_study(study, st, journal, search, worker, workers, name)
     log.info("worker %d: study %s in %s, %s sampler, %s pruner, %d trials in all", worker, name, journal,
              search.sampler, search.pruner, search.n_trials)
-    with Sigterm() as sigterm:
-        while not sigterm.received:
-            with _Reservation(journal):
-                trials = study.get_trials(deepcopy=False)
-                n = len(counted(trials))
-                if n >= search.n_trials:
-                    break
-                # seeded by the trial's slot: random search draws the same points whatever the workers
-                study.sampler = make_sampler(search.sampler, search.seed + n)
-                trial = study.ask()
-                trial.set_user_attr("worker", worker)
-                trial.set_user_attr("host", f"{socket.gethostname()}:{os.getpid()}")
-            point = suggest(trial, search.space, search.baseline)
-            trial.set_user_attr("point", point)
-            log.info("worker %d: trial %d (%d of %d): %s", worker, trial.number, n + 1, search.n_trials, point)
-            try:
-                trial.set_user_attr("n_parameters", check_feasible(point, in_shape, search.max_parameters))
-                settings = settings_for(point, {**search.train, "cache_size": cache_size})
-                # the checkpoint follows the point: a re-run that enqueued it again resumes it
-                state, value, error = run_trial(trial, paths, settings, seed=search.seed, device=device,
-                                                threads=threads,
-                                                checkpoint=str(ckdir / f"{name}-trial-{origin(trial)}.pt"),
-                                                checkpoint_every=60 * checkpoint_minutes, sigterm=sigterm)
-            except InfeasibleTrial as exc:
-                state, value, error = "FAIL", None, f"infeasible: {exc}"
-            except Exception as exc:  # noqa: BLE001 - a point the network refuses is the trial's result
-                state, value, error = "FAIL", None, f"{type(exc).__name__}: {exc}"
-                log.warning("worker %d: trial %d failed: %s", worker, trial.number, error)
-            if state == "INTERRUPTED":
-                with _Reservation(journal):
-                    interrupt(study, st, trial, error)
-                log.warning("worker %d: trial %d interrupted (%s); exiting with 143", worker, trial.number, error)
-                break
-            if error:
-                trial.set_user_attr("error", error)
-            study.tell(trial, value if state == "COMPLETE" else None, state=getattr(optuna.trial.TrialState, state))
-            log.info("worker %d: trial %d %s%s", worker, trial.number, state,
-                     f" validation balanced accuracy {value:.3f}" if value is not None
-                     else f" ({error})" if error else "")
-    if sigterm.received:
+    if run_worker(study, st, journal, search, worker, name=name, in_shape=in_shape, paths=paths, device=device,
+                  threads=threads, cache_size=cache_size, checkpoint_every=60 * checkpoint_minutes):
         raise Terminated()
     write_tsv(trials_table(study, worker), out_tsv)
 

@@ -14,7 +14,6 @@ import shutil
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..checkpoints import job_checkpoint
 from ..grid import Grid
@@ -25,11 +24,9 @@ from ..masks import (
     flagged_table,
     group_images,
     group_outcome,
-    mask_summary,
-    masked_scores,
     optimise_group,
     optimise_independent,
-    probabilities,
+    session_outcome,
     settings_from,
 )
 from ..plots import brain_views, group_masks_figure, sweep_figure
@@ -225,17 +222,12 @@ def session_masks(model_pt, store_npy, index_tsv, test_tsv, out: dict, *, target
             if done is not None:
                 done.save({"epoch": "done", "masks": masks_k.cpu(), "history": hist, "stats": st})
                 ck.remove()
-        before = masked_scores(model, store, chunk, torch.ones_like(masks_k), settings, mu, len(chunk))
-        after = masked_scores(model, store, chunk, masks_k, settings, mu, len(chunk))
-        p_before, p_after = probabilities(model, store, chunk, masks_k, settings, mu, len(chunk), before, after)
+        stats += session_outcome(model, store, chunk, masks_k, settings, mu, st)
         for j in range(len(chunk)):
             m = masks_k[j, 0].cpu().numpy()
             if volumes is None:
                 volumes = np.empty((*m.shape, len(rows)), dtype=m.dtype)
             volumes[..., start + j] = m
-            stats.append({**st[j], **mask_summary(m, settings, score_before=float(before[j]),
-                                                  score_after=float(after[j])),
-                          "probability_before": float(p_before[j]), "probability_after": float(p_after[j])})
         history += [{"volume": h["mask"] + start, **h} for h in hist]
     meta_cols = table[["participant_id", "session_id", "diagnosis"]].reset_index(names="volume")
     idx = pd.concat([meta_cols, pd.DataFrame(stats)], axis=1)
@@ -260,8 +252,8 @@ def summarise_masks(entries: list[dict], out: dict, *, threshold: float = 0.95, 
     ids = ["kind", "cohort", "target", "fold", "seed", "point"]
     tables, flags, group_ids = [], [], []
     for e in entries:
-        t = read_tsv(e["summary"], ["coverage", "score_before", "score_after", "probability_after"], what="mask summary",
-                     dtype={"participant_id": str, "session_id": str})
+        t = read_tsv(e["summary"], ["coverage", "score_before", "score_after", "probability_after"],
+                     what="mask summary", dtype={"participant_id": str, "session_id": str})
         t = t.drop(columns=[k for k in ids if k in t])
         for k in reversed(ids):
             t.insert(0, k, e[k])
