@@ -186,8 +186,8 @@ def _cluster_up(root: Path) -> None:
 def _cluster_down() -> None:
     root = _SLURM.get("cluster")
     if root is not None:
-        subprocess.run(["bash", str(REPO / "tests" / "slurm" / "down.sh")], env={**os.environ, "SLURM_CI_DIR": str(root)},
-                       capture_output=True, timeout=120)
+        subprocess.run(["bash", str(REPO / "tests" / "slurm" / "down.sh")], capture_output=True, timeout=120,
+                       env={**os.environ, "SLURM_CI_DIR": str(root)})
 
 
 def _start_slurm(root: Path) -> None:

@@ -65,12 +65,13 @@ def saliency_maps(model_pt, store_npy, index_tsv, table_tsv, out: dict, *, metho
     ``params``: the method's saliency settings (:class:`robustmaps.settings.Saliency` or its
     mapping: target, layer, batch_size, seed and the method's own section); ``faith``:
     :class:`robustmaps.settings.Faithfulness` (or its mapping). With ``atlas_nii`` (the atlas on
-    the working grid) the stack of per-session maps holds them inside the atlas only, which is all the analysis reads: zeros compress (0.44 instead of 1.57 bytes a
-    voxel after gzip, measured on the demo: benchmarks/README.md). Faithfulness and the group map
-    use the whole maps. ``train_tsv`` (the fold's train.tsv): the sessions LOTS's ``class`` and
-    ``mean`` targets take their features from (required for them). ``reference_nii``: the masks'
-    reference map (mu of equation (1), :func:`robustmaps.volumes.load_reference`; none: mu = 1), the
-    faithfulness baseline when ``faith.baseline`` is ``mask`` (the default)."""
+    the working grid) the stack of per-session maps holds them inside the atlas only, which is all
+    the analysis reads: zeros compress (0.44 instead of 1.57 bytes a voxel after gzip, measured on
+    the demo: benchmarks/README.md). Faithfulness and the group map use the whole maps.
+    ``train_tsv`` (the fold's train.tsv): the sessions LOTS's ``class`` and ``mean`` targets take
+    their features from (required for them). ``reference_nii``: the masks' reference map (mu of
+    equation (1), :func:`robustmaps.volumes.load_reference`; none: mu = 1), the faithfulness
+    baseline when ``faith.baseline`` is ``mask`` (the default)."""
     settings = Saliency.of(params)
     faith = None if faith is None else Faithfulness.of(faith)
     job = open_model_job(model_pt, store_npy, index_tsv, table_tsv, device=device, threads=threads,

@@ -17,7 +17,8 @@ LIBRARY = Path(__file__).resolve().parents[2] / "robustmaps"
 #: low to high; a module is named by its dotted path without ``robustmaps.``; a package's name
 #: covers its submodules
 LAYERS = {
-    "base": ["io", "grid", "parallel", "locks", "runner", "devices", "checkpoints", "metrics", "config", "settings"],
+    "base": ["io", "grid", "parallel", "locks", "runner", "devices", "checkpoints", "metrics", "config",
+             "settings"],
     "data": ["atlas", "cohort", "qc", "preprocess", "splits", "privacy", "volumes"],
     "models": ["models", "trained", "training", "hpo"],
     "methods": ["masks", "sweep", "saliency", "faithfulness"],
