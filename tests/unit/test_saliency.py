@@ -554,3 +554,16 @@ def test_actmax_and_sobol_entries(trained_model, tmp_path):
     assert list(ind.roi) == ["Box", "R2", "R3", "R4"] and (ind["images"] == "AD").all()
     assert np.isfinite(ind[["S1", "ST", "ST_conf"]]).all().all() and (ind.n_images == 2).all()
     assert sorted(set(pd.read_csv(sob["convergence"], sep="\t").n)) == [32, 64, 128]
+
+
+def test_group_map_members_are_the_correctly_classified_sessions_of_the_class(caplog):
+    """A group map averages the correctly classified sessions of its class; where the model gets
+    none of them right, all of its sessions, said in the log."""
+    from robustmaps.saliency import group_members
+
+    labels = np.array([1, 1, 0, 1, 0])
+    assert group_members(labels, np.array([1, 0, 0, 1, 1]), 1).tolist() == [True, False, False, True, False]
+    with caplog.at_level("WARNING"):
+        fallback = group_members(labels, np.array([0, 0, 0, 0, 1]), 1)
+    assert fallback.tolist() == [True, True, False, True, False]
+    assert "no correctly classified session of class 1" in caplog.text

@@ -203,3 +203,26 @@ def test_sweep_families_pair_points_by_their_recorded_values():
     assert set(near.detail) == {"b1"} and near.cosine.tolist() == pytest.approx([2 ** -0.5, 0.0])
     with pytest.raises(ValueError, match=r"sweep points \['r'\] have no recorded values"):
         similarities(pd.DataFrame(rows), ROIS, points=pts[pts.point != "r"])
+
+
+def test_prob_cnn_families_between_models_follow_fold_and_seed():
+    """Mask A on model B: own (A = B), folds (other fold, same seed), seeds (same fold, other
+    seed), other; the probability is the mean over B's images, NaN when B has none."""
+    from robustmaps.transfer import between_models
+
+    class Fixed:  # stands for a transfer.Scorer: B's scores of its images under a mask
+        def __init__(self, values):
+            self.values = np.asarray(values, float)
+
+        def scores(self, store, mask):
+            return self.values * mask
+
+    keys = [(0, 0), (1, 0), (0, 1), (1, 1)]
+    scorers = {k: Fixed([0.2, 0.4] if k != (1, 1) else []) for k in keys}
+    masks = {k: 1.0 + i for i, k in enumerate(keys)}
+    rows = {(r["fold_a"], r["seed_a"], r["fold_b"], r["seed_b"]): r for r in between_models(scorers, masks, None)}
+    assert len(rows) == 16
+    assert rows[(0, 0, 0, 0)]["family"] == "own" and rows[(0, 0, 1, 0)]["family"] == "folds"
+    assert rows[(0, 0, 0, 1)]["family"] == "seeds" and rows[(0, 0, 1, 1)]["family"] == "other"
+    assert rows[(1, 0, 0, 0)]["probability"] == pytest.approx(0.3 * 2.0) and rows[(1, 0, 0, 0)]["n_images"] == 2
+    assert np.isnan(rows[(0, 0, 1, 1)]["probability"]) and rows[(0, 0, 1, 1)]["n_images"] == 0
