@@ -76,7 +76,7 @@ class Lots:
     tau: float
     alpha: float
     sigma_mm: float
-    layer: str | None = None  # None or "output": the logits
+    layer: str  # a layer name, "auto", or "output" (the logits)
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class Saliency:
     shared keys, plus the CAM layer for the CAM family and the method's own section."""
 
     batch_size: int
-    seed: int = 0
+    seed: int
     target: str | None = None  # predicted or a class name; none for actmax (it explains classes)
     layer: str = "auto"  # the CAM family's layer
     smoothgrad: SmoothGrad | None = None
@@ -120,8 +120,8 @@ class Faithfulness:
     steps: int
     blur_sigma_mm: float
     coherency: bool
-    max_sessions: int | None = None
-    baseline: str = "mask"
+    max_sessions: int | None
+    baseline: str
 
     @classmethod
     def of(cls, params) -> Faithfulness:

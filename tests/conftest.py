@@ -208,9 +208,14 @@ def _start_slurm(root: Path) -> None:
 def _stop_slurm() -> None:
     thread = _SLURM.get("thread")
     if thread is not None and thread.is_alive():  # its tests were deselected or interrupted
+        _SLURM["stopping"] = True  # the thread starts no further snakemake
         proc = _SLURM.get("proc")
         if proc is not None and proc.poll() is None:
-            proc.kill()
+            proc.terminate()  # snakemake cancels its Slurm jobs on SIGTERM
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         thread.join(timeout=60)
     _cluster_down()
     if "root" in _SLURM:
@@ -227,11 +232,17 @@ def _squeue_names(name: str) -> list[str]:
 
 def _snakemake_as_user_killable(cwd: Path, config_home: Path, *args: str, env: dict) -> tuple[int, str]:
     """snakemake_as_user, its process kept where the session's end can kill it."""
+    _check_not_stopping()
     cmd, full_env = user_command(cwd, config_home, *args, env=env)
     proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _SLURM["proc"] = proc
     out, _ = proc.communicate(timeout=3600)
     return proc.returncode, out
+
+
+def _check_not_stopping() -> None:
+    if _SLURM.get("stopping"):
+        raise RuntimeError("the test session ended before the Slurm run")
 
 
 def _slurm_run(work: Path) -> tuple[Path, str]:
@@ -267,6 +278,7 @@ def _slurm_run(work: Path) -> tuple[Path, str]:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)  # the controlling snakemake only: its jobs stay in Slurm
         proc.wait()
+    _check_not_stopping()
     assert run_id and in_slurm, f"no job of the run in Slurm to recover from:\n{first_log.read_text()[-4000:]}"
     subprocess.run(["scancel", "--name", run_id], check=True, capture_output=True)
     for _ in range(120):

@@ -97,7 +97,7 @@ def test_rule_entry_takes_mu_from_the_masks_reference_map(trained_model, tmp_pat
 
     t, grids = trained_model, tiny_grids()
     params = {"target": "predicted", "layer": "auto", "batch_size": 8, "seed": 0}
-    faith = {"steps": 4, "blur_sigma_mm": 6.0, "coherency": False, "max_sessions": 4}
+    faith = {"steps": 4, "blur_sigma_mm": 6.0, "coherency": False, "max_sessions": 4, "baseline": "mask"}
     affine = Grid.from_config(grids["working"]).affine
     for name, value in (("ones", 1.0), ("zeros", 0.0)):
         save_nifti(np.full(t["images"].shape[1:], value, np.float32), affine, tmp_path / f"{name}.nii.gz")

@@ -377,7 +377,7 @@ def test_faithfulness_table_compares_every_method_with_random_cam():
 
 
 # ------------------------------------------------------------------ rule entries on a trained model
-FAITH = {"steps": 5, "blur_sigma_mm": 6.0, "coherency": True, "max_sessions": None}
+FAITH = {"steps": 5, "blur_sigma_mm": 6.0, "coherency": True, "max_sessions": None, "baseline": "mask"}
 SOBOL = {"target": "AD", "images": ["AD"], "n_images": 2, "n": 128, "bounds": [0.5, 1.5], "output": "probability",
          "second_order": False, "resamples": 50, "conf_level": 0.95, "seed": 0, "batch_size": 32,
          "convergence_min": 32}

@@ -8,7 +8,7 @@ import pytest
 
 from robustmaps import config as rmconfig
 from robustmaps.config import SEARCH_KEYS, ConfigError, hpo_params, saliency_params
-from robustmaps.settings import Faithfulness, Lots, Saliency, Search, Searched, Sobol, SyntheticCohort, from_mapping
+from robustmaps.settings import Faithfulness, Lots, Saliency, Search, Searched, Sobol, SyntheticCohort
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,8 @@ def test_unknown_missing_and_malformed_keys_are_named():
     assert Saliency.of(s) is s
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.seed = 3
-    assert from_mapping(Faithfulness, {"steps": 5, "blur_sigma_mm": 6.0, "coherency": True}, "f").baseline == "mask"
+    with pytest.raises(ConfigError, match=r"saliency\.faithfulness\.baseline: missing"):
+        Faithfulness.of({"steps": 5, "blur_sigma_mm": 6.0, "coherency": True, "max_sessions": None})
 
 
 def test_the_explainer_takes_typed_settings_only():
@@ -87,4 +88,4 @@ def test_the_explainer_takes_typed_settings_only():
     with pytest.raises(TypeError, match="Saliency.of"):
         Explainer(model, "vanilla", {"batch_size": 2, "seed": 0})
     with pytest.raises(ConfigError, match="saliency.smoothgrad"):
-        Explainer(model, "smoothgrad", Saliency.of({"batch_size": 2}))
+        Explainer(model, "smoothgrad", Saliency.of({"batch_size": 2, "seed": 0}))
